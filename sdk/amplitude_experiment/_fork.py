@@ -1,0 +1,27 @@
+"""A counter bumped in every child after ``os.fork()``, so objects notice a fork with one int compare.
+
+Reading ``os.getpid()`` costs a syscall on every call; comparing this counter costs an attribute
+load. Servers that fork without running Python's at-fork hooks (uWSGI without
+``py-call-osafterfork``) can call :func:`notice_fork` themselves in each worker.
+"""
+
+import os
+
+
+class _ForkCounter:
+    __slots__ = ("generation",)
+
+    def __init__(self) -> None:
+        self.generation = 0
+
+
+FORKS = _ForkCounter()
+
+
+def notice_fork() -> None:
+    """Mark this process as a new fork child: pollers restart and HTTP sessions are rebuilt lazily."""
+    FORKS.generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=notice_fork)

@@ -1,0 +1,3 @@
+from .assignment_config import AssignmentConfig
+
+__all__ = ["AssignmentConfig"]

@@ -1,0 +1,5 @@
+"""Placeholder until the cookie helper lands (issue 5)."""
+
+
+class AmplitudeCookie:
+    pass

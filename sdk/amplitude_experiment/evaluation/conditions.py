@@ -1,0 +1,358 @@
+"""Conditions compiled into predicates over an evaluation target (reference-sdk.md §3.4-§3.8).
+
+Everything that depends only on the flag config (filter value sets, parsed numbers and versions,
+compiled regexes, the answer for a missing property) is computed once here, so a predicate call
+does only the work that depends on the user.
+"""
+
+import json
+import re
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+from .semantic_version import parse_version
+
+Target = dict
+Predicate = Callable[[Target], bool]
+StringMatcher = Callable[[str], bool]
+
+IS = "is"
+IS_NOT = "is not"
+CONTAINS = "contains"
+DOES_NOT_CONTAIN = "does not contain"
+LESS = "less"
+LESS_OR_EQUAL = "less or equal"
+GREATER = "greater"
+GREATER_OR_EQUAL = "greater or equal"
+VERSION_LESS = "version less"
+VERSION_LESS_OR_EQUAL = "version less or equal"
+VERSION_GREATER = "version greater"
+VERSION_GREATER_OR_EQUAL = "version greater or equal"
+SET_IS = "set is"
+SET_IS_NOT = "set is not"
+SET_CONTAINS = "set contains"
+SET_DOES_NOT_CONTAIN = "set does not contain"
+SET_CONTAINS_ANY = "set contains any"
+SET_DOES_NOT_CONTAIN_ANY = "set does not contain any"
+REGEX_MATCH = "regex match"
+REGEX_DOES_NOT_MATCH = "regex does not match"
+
+SET_OPERATORS = frozenset(
+    (SET_IS, SET_IS_NOT, SET_CONTAINS, SET_DOES_NOT_CONTAIN, SET_CONTAINS_ANY, SET_DOES_NOT_CONTAIN_ANY)
+)
+# What a condition answers when the property is missing or falsy (§3.6): "(none)" in the values
+# for these, its negation for the next set, and false for every other operator.
+_NULL_MEANS_NONE_LISTED = frozenset(
+    (IS, CONTAINS, LESS, LESS_OR_EQUAL, GREATER, GREATER_OR_EQUAL, VERSION_LESS, VERSION_LESS_OR_EQUAL,
+     VERSION_GREATER, VERSION_GREATER_OR_EQUAL, SET_IS, SET_CONTAINS, SET_CONTAINS_ANY)
+)
+_NULL_MEANS_NONE_NOT_LISTED = frozenset((IS_NOT, DOES_NOT_CONTAIN, SET_DOES_NOT_CONTAIN, SET_DOES_NOT_CONTAIN_ANY))
+_BOOLEAN_WORDS = ("true", "false")
+
+_ORDERINGS = {
+    LESS: lambda a, b: a < b,
+    LESS_OR_EQUAL: lambda a, b: a <= b,
+    GREATER: lambda a, b: a > b,
+    GREATER_OR_EQUAL: lambda a, b: a >= b,
+}
+_VERSION_ORDERINGS = {
+    VERSION_LESS: LESS,
+    VERSION_LESS_OR_EQUAL: LESS_OR_EQUAL,
+    VERSION_GREATER: GREATER,
+    VERSION_GREATER_OR_EQUAL: GREATER_OR_EQUAL,
+}
+
+KNOWN_OPERATORS = frozenset(
+    (IS, IS_NOT, CONTAINS, DOES_NOT_CONTAIN, REGEX_MATCH, REGEX_DOES_NOT_MATCH)
+) | SET_OPERATORS | frozenset(_ORDERINGS) | frozenset(_VERSION_ORDERINGS)
+
+
+class RegexError(ValueError):
+    """A regex filter value that does not compile; the condition treats it as never matching."""
+
+
+# --- selection (§3.4) -------------------------------------------------------------------------
+
+
+def compile_selector(path: Sequence[str]) -> Callable[[Any], Any]:
+    """A function that walks ``path`` through nested mappings and returns what it finds, or None."""
+    path = tuple(path)
+    if not path or any(not element for element in path):
+        return _select_nothing
+    if len(path) == 3:
+        first, second, third = path
+
+        def select3(target: Any) -> Any:
+            value = target.get(first)
+            value = value.get(second) if value.__class__ is dict else _get(value, second)
+            return value.get(third) if value.__class__ is dict else _get(value, third)
+
+        return select3
+    if len(path) == 4:
+        first, second, third, fourth = path
+
+        def select4(target: Any) -> Any:
+            value = target.get(first)
+            value = value.get(second) if value.__class__ is dict else _get(value, second)
+            value = value.get(third) if value.__class__ is dict else _get(value, third)
+            return value.get(fourth) if value.__class__ is dict else _get(value, fourth)
+
+        return select4
+
+    def select(target: Any) -> Any:
+        value = target
+        for element in path:
+            value = value.get(element) if value.__class__ is dict else _get(value, element)
+        return value
+
+    return select
+
+
+def _select_nothing(target: Any) -> None:
+    return None
+
+
+def _get(value: Any, element: str) -> Any:
+    """One step into something that is not a plain dict: a mapping or result variant, else None."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get(element)
+    getter = getattr(value, "get", None)
+    if getter is None or not hasattr(value, "__getitem__"):
+        return None
+    try:
+        return getter(element)
+    except (AttributeError, KeyError):
+        return None
+
+
+# --- coercion (§3.5) --------------------------------------------------------------------------
+
+
+def coerce_string(value: Any) -> Optional[str]:
+    """The string a property value is compared as: JSON for dicts and lists, ``str`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _coerce_list(value: Any) -> Optional[List[str]]:
+    """The property as a list of strings when it is a list or JSON text of a list, else None."""
+    if isinstance(value, list):
+        items = value
+    else:
+        text = str(value)
+        if not text.startswith("["):
+            return None
+        try:
+            items = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(items, list):
+            return None
+    return [coerce_string(item) for item in items if item is not None]
+
+
+def _parse_number(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except (ValueError, TypeError):
+        return None
+
+
+# --- single-string matchers (§3.7) ------------------------------------------------------------
+
+
+def _is_matcher(values: Sequence[str]) -> StringMatcher:
+    exact = frozenset(values)
+    folds_booleans = any(value.lower() in _BOOLEAN_WORDS for value in values)
+    lowered = frozenset(value.lower() for value in values)
+
+    if not folds_booleans:
+        return exact.__contains__
+
+    def matches_is(prop: str) -> bool:
+        lowered_prop = prop.lower()
+        if lowered_prop == "true" or lowered_prop == "false":
+            return lowered_prop in lowered
+        return prop in exact
+
+    return matches_is
+
+
+def _contains_matcher(values: Sequence[str]) -> StringMatcher:
+    needles = tuple(value.lower() for value in values)
+
+    def matches_contains(prop: str) -> bool:
+        haystack = prop.lower()
+        for needle in needles:
+            if needle in haystack:
+                return True
+        return False
+
+    return matches_contains
+
+
+def _ordering_matcher(values: Sequence[str], op: str, parse: Callable[[str], Any]) -> StringMatcher:
+    """Typed comparison against the filters that parse, falling back to comparing raw strings."""
+    compare = _ORDERINGS[op]
+    raw = tuple(values)
+    parsed = tuple(typed for typed in map(parse, raw) if typed is not None)
+
+    def compare_strings(prop: str) -> bool:
+        for value in raw:
+            if compare(prop, value):
+                return True
+        return False
+
+    if not parsed:
+        return compare_strings
+
+    def compare_typed(prop: str) -> bool:
+        typed = parse(prop)
+        if typed is None:
+            return compare_strings(prop)
+        for value in parsed:
+            if compare(typed, value):
+                return True
+        return False
+
+    return compare_typed
+
+
+def _regex_matcher(values: Sequence[str]) -> Tuple[StringMatcher, List[str]]:
+    patterns = []
+    invalid = []
+    for value in values:
+        try:
+            patterns.append(re.compile(value).search)
+        except (re.error, TypeError, OverflowError, RecursionError):
+            invalid.append(value)
+
+    def matches_regex(prop: str) -> bool:
+        for search in patterns:
+            if search(prop) is not None:
+                return True
+        return False
+
+    return matches_regex, invalid
+
+
+def _negated(matcher: StringMatcher) -> StringMatcher:
+    return lambda prop: not matcher(prop)
+
+
+def _string_matcher(op: str, values: Sequence[str]) -> Tuple[Optional[StringMatcher], List[str]]:
+    """The matcher for one property string, with any regex values that failed to compile."""
+    if op == IS:
+        return _is_matcher(values), []
+    if op == IS_NOT:
+        return _negated(_is_matcher(values)), []
+    if op == CONTAINS:
+        return _contains_matcher(values), []
+    if op == DOES_NOT_CONTAIN:
+        return _negated(_contains_matcher(values)), []
+    if op in _ORDERINGS:
+        return _ordering_matcher(values, op, _parse_number), []
+    if op in _VERSION_ORDERINGS:
+        return _ordering_matcher(values, _VERSION_ORDERINGS[op], parse_version), []
+    if op == REGEX_MATCH:
+        return _regex_matcher(values)
+    if op == REGEX_DOES_NOT_MATCH:
+        matcher, invalid = _regex_matcher(values)
+        return _negated(matcher), invalid
+    return None, []
+
+
+# --- set matchers (§3.7.6) --------------------------------------------------------------------
+
+
+def _set_matcher(op: str, values: Sequence[str]) -> Callable[[List[str]], bool]:
+    filters = frozenset(values)
+    if op == SET_IS:
+        return lambda props: set(props) == filters
+    if op == SET_IS_NOT:
+        return lambda props: set(props) != filters
+    count = len(values)
+    # Each filter value is matched against the property list with the `is` rule, the list in the
+    # filter role: boolean words fold case only when the list itself holds one.
+    specs = tuple((value, value.lower() in _BOOLEAN_WORDS, value.lower()) for value in values)
+    any_boolean_filter = any(is_boolean for _, is_boolean, _ in specs)
+
+    def found(props: List[str]) -> Iterable[bool]:
+        members = set(props)
+        lowered = None
+        if any_boolean_filter:
+            lowered = {prop.lower() for prop in props}
+            if "true" not in lowered and "false" not in lowered:
+                lowered = None
+        for value, is_boolean, lowered_value in specs:
+            if is_boolean and lowered is not None:
+                yield lowered_value in lowered
+            else:
+                yield value in members
+
+    if op == SET_CONTAINS:
+        return lambda props: len(props) >= count and all(found(props))
+    if op == SET_DOES_NOT_CONTAIN:
+        return lambda props: not (len(props) >= count and all(found(props)))
+    if op == SET_CONTAINS_ANY:
+        return lambda props: any(found(props))
+    return lambda props: not any(found(props))  # SET_DOES_NOT_CONTAIN_ANY
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+
+def _always_false(target: Target) -> bool:
+    return False
+
+
+def compile_condition(selector: Sequence[str], op: str, values: Sequence[str]) -> Tuple[Predicate, List[str]]:
+    """A predicate for one condition, and the regex values in it that do not compile."""
+    select = compile_selector(selector)
+    if_missing = _null_answer(op, values)
+
+    if op in SET_OPERATORS:
+        set_matches = _set_matcher(op, values)
+
+        def set_condition(target: Target) -> bool:
+            prop = select(target)
+            if not prop:
+                return if_missing
+            props = _coerce_list(prop)
+            if not props:
+                return False
+            return set_matches(props)
+
+        return set_condition, []
+
+    matches, invalid = _string_matcher(op, values)
+    if matches is None:  # unknown operator: false whatever the property holds (§3.6)
+        return _always_false, []
+
+    def condition(target: Target) -> bool:
+        prop = select(target)
+        if not prop:
+            return if_missing
+        if prop.__class__ is str and not prop.startswith("["):
+            return matches(prop)
+        props = _coerce_list(prop)
+        if props is None:
+            return matches(coerce_string(prop))
+        for item in props:
+            if matches(item):
+                return True
+        return False
+
+    return condition, invalid
+
+
+def _null_answer(op: str, values: Sequence[str]) -> bool:
+    if op in _NULL_MEANS_NONE_LISTED:
+        return "(none)" in values
+    if op in _NULL_MEANS_NONE_NOT_LISTED:
+        return "(none)" not in values
+    return False

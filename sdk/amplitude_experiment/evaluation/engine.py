@@ -1,0 +1,50 @@
+"""Evaluate a compiled flag set for one context: pure, no I/O, no logging (reference-sdk.md §3.2-§3.3)."""
+
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from .flags import EvaluatedVariant, FlagSet
+
+#: (flag key, exception) for each flag whose evaluation failed on this input; the flag is left out.
+Failures = List[Tuple[str, BaseException]]
+
+
+def evaluate(
+    flag_set: FlagSet, context: Dict[str, Any], flag_keys: Optional[Iterable[str]] = None
+) -> Tuple[Dict[str, EvaluatedVariant], Failures]:
+    """Results of the flags named in ``flag_keys`` (all when ``None``) and of their dependencies.
+
+    Flags run parents first; each sees the results of every flag evaluated before it in this call.
+    A flag that raises on odd input is left out and reported in the failures, never raised.
+    """
+    if flag_keys is None:
+        order = flag_set.order
+    else:
+        order = _order_for(flag_set, flag_keys)
+    results: Dict[str, EvaluatedVariant] = {}
+    failures: Failures = []
+    target = {"context": context, "result": results}
+    for flag in order:
+        try:
+            variant = flag.evaluate(target)
+        except Exception as error:  # odd user input (unencodable text, deep JSON): leave the flag out
+            failures.append((flag.key, error))
+            continue
+        if variant is not None:
+            results[flag.key] = variant
+    return results, failures
+
+
+def _order_for(flag_set: FlagSet, flag_keys: Iterable[str]) -> Tuple[Any, ...]:
+    sequences = flag_set.sequences
+    if isinstance(flag_keys, (list, tuple)) and len(flag_keys) == 1:
+        return sequences.get(flag_keys[0], ()) if isinstance(flag_keys[0], str) else ()
+    seen = set()
+    order = []
+    for key in flag_keys:
+        if not isinstance(key, str):
+            continue
+        for flag in sequences.get(key, ()):
+            if flag.key not in seen:
+                seen.add(flag.key)
+                order.append(flag)
+    return order

@@ -1,0 +1,445 @@
+"""The one flag-config parser: validate Amplitude's flag JSON and compile it into an evaluation plan.
+
+flagd (before it publishes), the SDK's poller and the shared-memory reader all call
+:func:`compile_flags`. A config with a wrong type anywhere is rejected whole, naming the flag and
+the field; unknown fields are ignored (reference-sdk.md §2.9, quirk Q13 deliberately not kept).
+"""
+
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import mmh3
+
+from .conditions import Predicate, Target, coerce_string, compile_condition, compile_selector
+
+__all__ = ["EvaluatedVariant", "FlagConfigError", "FlagSet", "compile_flags"]
+
+
+class FlagConfigError(ValueError):
+    """A flag config that cannot be used; ``flag_key`` names the flag when one is to blame."""
+
+    def __init__(self, message: str, flag_key: Optional[str] = None):
+        super().__init__(message)
+        self.flag_key = flag_key
+
+
+class EvaluatedVariant:
+    """A flag's result inside one evaluation: what later flags select with ``["result", key, ...]``.
+
+    Instances are shared between evaluations and never handed to callers, who get a ``Variant``
+    with its own metadata dict.
+    """
+
+    __slots__ = ("key", "value", "payload", "metadata")
+
+    def __init__(self, key: Any, value: Any, payload: Any, metadata: Dict[str, Any]):
+        self.key = key
+        self.value = value
+        self.payload = payload
+        self.metadata = metadata
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in EvaluatedVariant.__slots__:
+            return getattr(self, name)
+        return default
+
+    def __getitem__(self, name: str) -> Any:
+        if name in EvaluatedVariant.__slots__:
+            return getattr(self, name)
+        raise KeyError(name)
+
+
+Picker = Callable[[Target], Optional[EvaluatedVariant]]
+
+
+class CompiledFlag:
+    """One flag as a list of (predicate or None, picker) segments, tried in order."""
+
+    __slots__ = ("key", "dependencies", "segments")
+
+    def __init__(self, key: str, dependencies: Tuple[str, ...], segments: Tuple[Tuple[Optional[Predicate], Picker], ...]):
+        self.key = key
+        self.dependencies = dependencies
+        self.segments = segments
+
+    def evaluate(self, target: Target) -> Optional[EvaluatedVariant]:
+        for matches, pick in self.segments:
+            if matches is None or matches(target):
+                variant = pick(target)
+                if variant is not None:
+                    return variant
+        return None
+
+
+class FlagSet:
+    """A compiled config: flags in storage order and, per flag, the order its dependencies run in.
+
+    ``problems`` lists what the caller should log once for this version (a dependency cycle, a
+    regex that does not compile); evaluation itself never raises for them.
+    """
+
+    __slots__ = ("flags", "order", "sequences", "cycle_keys", "problems", "raw")
+
+    def __init__(self, flags: Dict[str, CompiledFlag], raw: List[Mapping[str, Any]], problems: List[str]):
+        self.flags = flags
+        self.raw = raw
+        self.problems = problems
+        self.cycle_keys = _flags_on_cycles(flags)
+        if self.cycle_keys:
+            problems.append(
+                "dependency cycle between flags %s: they are left out of every evaluation"
+                % sorted(self.cycle_keys)
+            )
+        self.sequences = _dependency_sequences(flags, self.cycle_keys)
+        self.order = _merge_sequences(self.sequences, flags)
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+
+def compile_flags(raw: Any, previous_order: Iterable[str] = ()) -> FlagSet:
+    """Validate a flag-config list (the JSON of ``GET /sdk/v2/flags``) and compile it.
+
+    :param previous_order: keys of the flags held before this update. Flags already held keep
+        their position and new ones are appended, as in the reference's flag storage (§2.10);
+        evaluation order, and so which results a later flag can see, follows it. A key listed
+        twice keeps its first position and its last config.
+    :raises FlagConfigError: naming the first flag and field that is not of the expected type.
+    """
+    if not isinstance(raw, list):
+        raise FlagConfigError("flag configs must be a JSON array of flags, got %s" % _type_name(raw))
+    problems: List[str] = []
+    compiled: Dict[str, Tuple[CompiledFlag, Mapping[str, Any]]] = {}
+    for index, flag in enumerate(raw):
+        flag_plan = _compile_flag(flag, index, problems)
+        compiled[flag_plan.key] = (flag_plan, flag)
+    ordered_keys = [key for key in previous_order if key in compiled]
+    held = set(ordered_keys)
+    ordered_keys.extend(key for key in compiled if key not in held)
+    flags = {key: compiled[key][0] for key in ordered_keys}
+    return FlagSet(flags, [compiled[key][1] for key in ordered_keys], problems)
+
+
+# --- validation and compilation ---------------------------------------------------------------
+
+
+class _Where:
+    """Builds error messages that name the flag and the path to the bad field."""
+
+    __slots__ = ("flag_key",)
+
+    def __init__(self, flag_key: Optional[str]):
+        self.flag_key = flag_key
+
+    def fail(self, path: str, expected: str, got: Any) -> FlagConfigError:
+        subject = "flag %r" % self.flag_key if self.flag_key is not None else "flag"
+        return FlagConfigError("%s: %s must be %s, got %s" % (subject, path, expected, _type_name(got)), self.flag_key)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
+
+
+def _mapping(where: _Where, path: str, value: Any, optional: bool = True) -> Optional[Mapping[str, Any]]:
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise where.fail(path, "an object" + (" or null" if optional else ""), value)
+    return value
+
+
+def _list(where: _Where, path: str, value: Any, optional: bool) -> Optional[list]:
+    if value is None and optional:
+        return None
+    if not isinstance(value, list):
+        raise where.fail(path, "an array" + (" or null" if optional else ""), value)
+    return value
+
+
+def _string(where: _Where, path: str, value: Any, optional: bool) -> Optional[str]:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise where.fail(path, "a string" + (" or null" if optional else ""), value)
+    return value
+
+
+def _strings(where: _Where, path: str, value: Any, optional: bool = False) -> Optional[Tuple[str, ...]]:
+    items = _list(where, path, value, optional)
+    if items is None:
+        return None
+    for position, item in enumerate(items):
+        if not isinstance(item, str):
+            raise where.fail("%s[%d]" % (path, position), "a string", item)
+    return tuple(items)
+
+
+def _range(where: _Where, path: str, value: Any) -> Tuple[int, int]:
+    if not isinstance(value, list) or len(value) < 2:
+        raise where.fail(path, "an array of two integers", value)
+    bounds = []
+    for position in (0, 1):
+        bound = value[position]
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or bound != bound:
+            raise where.fail("%s[%d]" % (path, position), "an integer", bound)
+        bounds.append(int(bound))  # the reference truncates floats
+    return bounds[0], bounds[1]
+
+
+def _compile_flag(flag: Any, index: int, problems: List[str]) -> CompiledFlag:
+    if not isinstance(flag, dict):
+        raise FlagConfigError("flag #%d must be an object, got %s" % (index, _type_name(flag)))
+    key = flag.get("key")
+    where = _Where(key if isinstance(key, str) else None)
+    if not isinstance(key, str):
+        raise FlagConfigError("flag #%d: key must be a string, got %s" % (index, _type_name(key)))
+    flag_metadata = _mapping(where, "metadata", flag.get("metadata"))
+    variants = _mapping(where, "variants", flag.get("variants"), optional=False)
+    for variant_key, variant in variants.items():
+        path = "variants[%r]" % variant_key
+        _mapping(where, path, variant, optional=False)
+        _string(where, path + ".key", variant.get("key"), optional=True)
+        _mapping(where, path + ".metadata", variant.get("metadata"))
+    dependencies = _strings(where, "dependencies", flag.get("dependencies"), optional=True) or ()
+    segments = _list(where, "segments", flag.get("segments"), optional=False)
+
+    results = _ResultCache(variants, flag_metadata)
+    compiled_segments = tuple(
+        _compile_segment(where, "segments[%d]" % position, segment, results, problems)
+        for position, segment in enumerate(segments)
+    )
+    return CompiledFlag(key, dependencies, compiled_segments)
+
+
+class _ResultCache:
+    """Builds each (segment, variant) result once, with its metadata merged (§3.11)."""
+
+    def __init__(self, variants: Mapping[str, Any], flag_metadata: Optional[Mapping[str, Any]]):
+        self.variants = variants
+        self.flag_metadata = flag_metadata or {}
+
+    def result(self, variant_key: Optional[str], segment_metadata: Optional[Mapping[str, Any]]) -> Optional[EvaluatedVariant]:
+        if variant_key is None:
+            return None
+        variant = self.variants.get(variant_key)
+        if variant is None:
+            return None
+        metadata = {**self.flag_metadata, **(segment_metadata or {}), **(variant.get("metadata") or {})}
+        return EvaluatedVariant(variant.get("key"), variant.get("value"), variant.get("payload"), metadata)
+
+
+def _compile_segment(
+    where: _Where, path: str, segment: Any, results: _ResultCache, problems: List[str]
+) -> Tuple[Optional[Predicate], Picker]:
+    _mapping(where, path, segment, optional=False)
+    metadata = _mapping(where, path + ".metadata", segment.get("metadata"))
+    segment_variant = results.result(_string(where, path + ".variant", segment.get("variant"), optional=True), metadata)
+    conditions = _list(where, path + ".conditions", segment.get("conditions"), optional=True)
+    matches = _compile_conditions(where, path + ".conditions", conditions, problems) if conditions else None
+    bucket = _mapping(where, path + ".bucket", segment.get("bucket"))
+    if bucket is None:
+        return matches, lambda target: segment_variant
+    return matches, _compile_bucket(where, path + ".bucket", bucket, results, metadata, segment_variant)
+
+
+def _compile_conditions(where: _Where, path: str, conditions: list, problems: List[str]) -> Predicate:
+    groups = []
+    for group_position, group in enumerate(conditions):
+        group_path = "%s[%d]" % (path, group_position)
+        predicates = []
+        for position, condition in enumerate(_list(where, group_path, group, optional=False)):
+            condition_path = "%s[%d]" % (group_path, position)
+            _mapping(where, condition_path, condition, optional=False)
+            selector = _strings(where, condition_path + ".selector", condition.get("selector"))
+            op = _string(where, condition_path + ".op", condition.get("op"), optional=False)
+            values = _strings(where, condition_path + ".values", condition.get("values"))
+            predicate, invalid_patterns = compile_condition(selector, op, values)
+            for pattern in invalid_patterns:
+                problems.append(
+                    "flag %r: %s has a regex that does not compile, %r: it never matches"
+                    % (where.flag_key, condition_path, pattern)
+                )
+            predicates.append(predicate)
+        groups.append(tuple(predicates))
+
+    # An empty group is true, so a segment with one matches whatever else it lists.
+    if any(not group for group in groups):
+        return lambda target: True
+    if len(groups) == 1 and len(groups[0]) == 1:
+        return groups[0][0]
+    if len(groups) == 1:
+        only = groups[0]
+
+        def all_of(target: Target) -> bool:
+            for predicate in only:
+                if not predicate(target):
+                    return False
+            return True
+
+        return all_of
+    frozen_groups = tuple(groups)
+
+    def any_group(target: Target) -> bool:
+        for group in frozen_groups:
+            for predicate in group:
+                if not predicate(target):
+                    break
+            else:
+                return True
+        return False
+
+    return any_group
+
+
+def _compile_bucket(
+    where: _Where,
+    path: str,
+    bucket: Mapping[str, Any],
+    results: _ResultCache,
+    segment_metadata: Optional[Mapping[str, Any]],
+    segment_variant: Optional[EvaluatedVariant],
+) -> Picker:
+    select = compile_selector(_strings(where, path + ".selector", bucket.get("selector")))
+    salt = _string(where, path + ".salt", bucket.get("salt"), optional=False)
+    allocations = []
+    for position, allocation in enumerate(_list(where, path + ".allocations", bucket.get("allocations"), optional=False)):
+        allocation_path = "%s.allocations[%d]" % (path, position)
+        _mapping(where, allocation_path, allocation, optional=False)
+        low, high = _range(where, allocation_path + ".range", allocation.get("range"))
+        distributions = []
+        raw_distributions = _list(where, allocation_path + ".distributions", allocation.get("distributions"), optional=False)
+        for dposition, distribution in enumerate(raw_distributions):
+            distribution_path = "%s.distributions[%d]" % (allocation_path, dposition)
+            _mapping(where, distribution_path, distribution, optional=False)
+            variant_key = _string(where, distribution_path + ".variant", distribution.get("variant"), optional=False)
+            dlow, dhigh = _range(where, distribution_path + ".range", distribution.get("range"))
+            # A distribution naming an unknown variant yields nothing, and the next segment is tried.
+            distributions.append((dlow, dhigh, results.result(variant_key, segment_metadata)))
+        allocations.append((low, high, tuple(distributions)))
+    prefix = salt + "/"
+    frozen_allocations = tuple(allocations)
+    hash32 = mmh3.hash
+
+    def pick(target: Target) -> Optional[EvaluatedVariant]:
+        value = select(target)
+        if value is None:
+            return segment_variant
+        text = value if value.__class__ is str else coerce_string(value)
+        if not text:
+            return segment_variant
+        hashed = hash32(prefix + text, 0, False)
+        allocation_point = hashed % 100
+        distribution_point = hashed // 100
+        for low, high, distributions in frozen_allocations:
+            if low <= allocation_point < high:
+                for dlow, dhigh, variant in distributions:
+                    if dlow <= distribution_point < dhigh:
+                        return variant
+        return segment_variant
+
+    return pick
+
+
+# --- dependency order (§3.2) ------------------------------------------------------------------
+
+
+def _flags_on_cycles(flags: Mapping[str, CompiledFlag]) -> frozenset:
+    """Keys of flags that sit on a dependency cycle (strongly connected, or depending on themselves)."""
+    index_of: Dict[str, int] = {}
+    lowlink: Dict[str, int] = {}
+    on_stack = set()
+    stack: List[str] = []
+    on_cycle = set()
+    counter = 0
+    for root in flags:
+        if root in index_of:
+            continue
+        # Iterative Tarjan: each frame is (key, iterator over its stored dependencies).
+        index_of[root] = lowlink[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        frames = [(root, iter(flags[root].dependencies))]
+        while frames:
+            key, dependencies = frames[-1]
+            advanced = False
+            for dependency in dependencies:
+                if dependency not in flags:
+                    continue
+                if dependency == key:
+                    on_cycle.add(key)
+                if dependency not in index_of:
+                    index_of[dependency] = lowlink[dependency] = counter
+                    counter += 1
+                    stack.append(dependency)
+                    on_stack.add(dependency)
+                    frames.append((dependency, iter(flags[dependency].dependencies)))
+                    advanced = True
+                    break
+                if dependency in on_stack:
+                    lowlink[key] = min(lowlink[key], index_of[dependency])
+            if advanced:
+                continue
+            frames.pop()
+            if frames:
+                parent = frames[-1][0]
+                lowlink[parent] = min(lowlink[parent], lowlink[key])
+            if lowlink[key] == index_of[key]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == key:
+                        break
+                if len(component) > 1:
+                    on_cycle.update(component)
+    return frozenset(on_cycle)
+
+
+def _dependency_sequences(flags: Mapping[str, CompiledFlag], excluded: frozenset) -> Dict[str, Tuple[CompiledFlag, ...]]:
+    """For each flag, the flags a depth-first walk from it evaluates, parents first.
+
+    With no cycles, walking several start keys with a shared "already evaluated" set is the same as
+    concatenating these sequences and dropping repeats, which is what makes a one-flag evaluation
+    cost nothing per flag loaded.
+    """
+    sequences: Dict[str, Tuple[CompiledFlag, ...]] = {}
+    for root in flags:
+        if root in excluded or root in sequences:
+            continue
+        frames = [(root, iter(flags[root].dependencies))]
+        while frames:
+            key, dependencies = frames[-1]
+            pending = None
+            for dependency in dependencies:
+                if dependency in flags and dependency not in excluded and dependency not in sequences:
+                    pending = dependency
+                    break
+            if pending is not None:
+                frames.append((pending, iter(flags[pending].dependencies)))
+                continue
+            frames.pop()
+            seen = set()
+            sequence: List[CompiledFlag] = []
+            for dependency in flags[key].dependencies:
+                for flag in sequences.get(dependency, ()):
+                    if flag.key not in seen:
+                        seen.add(flag.key)
+                        sequence.append(flag)
+            if key not in seen:
+                sequence.append(flags[key])
+            sequences[key] = tuple(sequence)
+    return sequences
+
+
+def _merge_sequences(sequences: Mapping[str, Sequence[CompiledFlag]], start_keys: Iterable[str]) -> Tuple[CompiledFlag, ...]:
+    seen = set()
+    order = []
+    for start in start_keys:
+        for flag in sequences.get(start, ()):
+            if flag.key not in seen:
+                seen.add(flag.key)
+                order.append(flag)
+    return tuple(order)

@@ -1,0 +1,3 @@
+from .exposure_config import ExposureConfig
+
+__all__ = ["ExposureConfig"]

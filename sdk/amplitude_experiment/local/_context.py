@@ -1,0 +1,46 @@
+"""A ``User`` as the evaluation context the rules select from (reference-sdk.md §3.1)."""
+
+from typing import Any, Dict
+
+_GROUP_FIELDS = ("groups", "group_properties", "group_cohort_ids")
+
+
+def user_to_context(user: Any) -> Dict[str, Any]:
+    """``{"user": <non-None attributes>, "groups": {type: {group_name, ...}}}``, as the reference builds it.
+
+    ``user`` is a ``User`` or any object with attributes; ``None`` gives an empty context.
+    """
+    attributes = getattr(user, "__dict__", None)
+    if not attributes:
+        return {}
+    fields = {name: value for name, value in attributes.items() if value is not None and name not in _GROUP_FIELDS}
+    context: Dict[str, Any] = {"user": fields} if fields else {}
+    groups = attributes.get("groups")
+    if groups is None:
+        return context
+    group_properties = attributes.get("group_properties")
+    group_cohort_ids = attributes.get("group_cohort_ids")
+    context_groups: Dict[str, Any] = {}
+    for group_type, names in groups.items():
+        if not isinstance(names, list) or not names:
+            continue  # only a non-empty list names a group; strings and tuples are skipped
+        name = names[0]
+        group = {"group_name": name}
+        properties = _lookup(group_properties, group_type, name)
+        if properties:
+            group["group_properties"] = properties
+        cohort_ids = _lookup(group_cohort_ids, group_type, name)
+        if cohort_ids:
+            group["cohort_ids"] = cohort_ids
+        context_groups[group_type] = group
+    context["groups"] = context_groups
+    return context
+
+
+def _lookup(nested: Any, group_type: str, name: Any) -> Any:
+    if not nested:
+        return None
+    by_name = nested.get(group_type)
+    if not by_name:
+        return None
+    return by_name.get(name)

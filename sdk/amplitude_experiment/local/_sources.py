@@ -1,0 +1,45 @@
+"""Where a local client's flags come from: the seam between the client and its flag sources.
+
+The client asks ``current()`` on every evaluation, so implementations keep it to attribute loads
+(and, in shared mode, one 8-byte read of the segment index).
+"""
+
+import logging
+from typing import Any, Dict, Optional
+
+try:
+    from typing import Protocol
+except ImportError:  # Python < 3.8
+    Protocol = object  # type: ignore[assignment,misc]
+
+from ..evaluation import FlagSet
+from .config import LocalEvaluationConfig
+
+
+class FlagSource(Protocol):
+    """Supplies the compiled flags a client evaluates. Implementations are thread- and fork-safe."""
+
+    def start(self) -> None:
+        """Load the first flags (waiting for them as the source's contract says) and begin updating."""
+
+    def current(self) -> Optional[FlagSet]:
+        """The newest flags, or ``None`` before any were loaded. Called on every evaluation."""
+
+    def stop(self) -> None:
+        """Stop updating; idempotent."""
+
+    def status(self) -> Dict[str, Any]:
+        """What the source is and how fresh its flags are, for operators and health checks."""
+
+
+def build_flag_source(api_key: str, config: LocalEvaluationConfig, logger: logging.Logger) -> FlagSource:
+    """The source ``config.flag_source`` asks for."""
+    from ._poller import PollingFlagSource
+
+    return PollingFlagSource(api_key, config, logger)
+
+
+def report_problems(logger: logging.Logger, flags: FlagSet, origin: str) -> None:
+    """Log what is wrong with a newly loaded flag set, once per version."""
+    for problem in flags.problems:
+        logger.error("[Experiment] %s: %s", origin, problem)

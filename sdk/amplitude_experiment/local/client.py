@@ -1,0 +1,140 @@
+import logging
+import threading
+import warnings
+from typing import Any, Dict, Iterable, List, Optional
+
+from .._fork import notice_fork
+from ..evaluation import evaluate
+from ..tracking import build_tracker
+from ..user import User
+from ..variant import Variant
+from ._context import user_to_context
+from ._sources import build_flag_source
+from .config import LocalEvaluationConfig
+from .evaluate_options import EvaluateOptions
+
+
+class LocalEvaluationClient:
+    """Evaluates flags in this process from configs polled from Amplitude or published by flagd.
+
+    Thread-safe, and fork-safe in every mode: a client built before ``fork()`` (gunicorn
+    ``preload_app``, the uWSGI master, Celery prefork) works in each child. In shared mode
+    (``flag_source="auto"`` with flagd running, or ``"flagd"``) it starts no thread at all.
+
+    Usage::
+
+        >>> client = LocalEvaluationClient("<DEPLOYMENT_KEY>")
+        >>> client.start()
+        >>> client.evaluate_v2(User(user_id="u1"), ["checkout-redesign"])
+    """
+
+    def __init__(self, api_key: str, config: Optional[LocalEvaluationConfig] = None):
+        if not api_key:
+            raise ValueError("Experiment API key is empty")
+        self.api_key = api_key
+        self.config = config or LocalEvaluationConfig()
+        self.logger: logging.Logger = self.config.logger
+        if self.config.stream_updates:
+            self.logger.warning("[Experiment] stream_updates is not supported; flags are polled instead")
+        self._source = build_flag_source(api_key, self.config, self.logger)
+        self._tracker = build_tracker(self.config, self.logger)
+        self._failed_flags_logged: set = set()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+
+    def start(self) -> None:
+        """Load the flag configs and keep them current.
+
+        Polling mode fetches once before returning and then polls every
+        ``flag_config_polling_interval_millis``; a failed fetch is logged and retried, never
+        raised. Shared mode attaches to flagd's snapshot; with ``flag_source="flagd"`` it waits up
+        to the request timeout for one and raises ``RuntimeError`` if none is published.
+        """
+        self._source.start()
+
+    def evaluate_v2(
+        self,
+        user: User,
+        flag_keys: Optional[Iterable[str]] = None,
+        options: Optional[EvaluateOptions] = None,
+    ) -> Dict[str, Variant]:
+        """Variants of the flags in ``flag_keys`` (all flags when ``None``) for ``user``.
+
+        Default variants are included; dependencies of the requested flags are evaluated and
+        returned too. An empty ``flag_keys`` returns ``{}``, as in the reference. Never raises for
+        bad input: a flag that fails on it is left out and logged.
+        """
+        flags = self._source.current()
+        if not flags:
+            return {}
+        results, failures = evaluate(flags, user_to_context(user), flag_keys)
+        if failures:
+            self._log_failures(flags, failures)
+        variants = {key: Variant(result.value, result.payload, result.key, dict(result.metadata)) for key, result in results.items()}
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("[Experiment] evaluate_v2 user=%s flag_keys=%s -> %s", user, flag_keys, variants)
+        tracker = self._tracker
+        if tracker is not None and variants is not None:
+            tracker.track(user, variants, options is not None and options.tracks_exposure is True)
+        return variants
+
+    def evaluate(self, user: User, flag_keys: Optional[List[str]] = None) -> Dict[str, Variant]:
+        """Deprecated: ``evaluate_v2`` without default variants and without undeployed flags."""
+        _warn_deprecated("Use evaluate_v2")
+        variants = self.evaluate_v2(user, set(flag_keys) if flag_keys is not None else None)
+        return {key: variant for key, variant in variants.items() if not _is_default_or_undeployed(variant)}
+
+    def stop(self, timeout: Optional[float] = 10.0) -> None:
+        """Stop updating flags and flush pending events, waiting at most ``timeout`` seconds (None: no limit).
+
+        The client still evaluates with the flags it last had. Idempotent.
+        """
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._source.stop()
+        if self._tracker is not None:
+            self._tracker.flush(timeout)
+
+    @property
+    def flag_source_status(self) -> Dict[str, Any]:
+        """Which source serves the flags and how fresh they are (version, age, publisher state in shared mode)."""
+        return self._source.status()
+
+    @staticmethod
+    def reset_after_fork() -> None:
+        """Tell the SDK it runs in a new fork child, for servers that fork without Python's at-fork hooks.
+
+        Only needed in polling mode under uWSGI without ``py-call-osafterfork``; safe to call twice.
+        """
+        notice_fork()
+
+    def __enter__(self) -> "LocalEvaluationClient":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def _log_failures(self, flags: Any, failures: List[Any]) -> None:
+        for flag_key, error in failures:
+            marker = (id(flags), flag_key, type(error))
+            if marker in self._failed_flags_logged:
+                continue
+            self._failed_flags_logged.add(marker)
+            self.logger.error(
+                "[Experiment] flag %r could not be evaluated for this user and was left out: %r", flag_key, error
+            )
+
+
+def _is_default_or_undeployed(variant: Variant) -> bool:
+    metadata = variant.metadata or {}
+    default = metadata.get("default")
+    deployed = metadata.get("deployed")
+    return bool(default) or (deployed is not None and not deployed)
+
+
+def _warn_deprecated(message: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DeprecationWarning)
+        warnings.warn(message, DeprecationWarning, stacklevel=3)

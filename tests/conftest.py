@@ -1,0 +1,48 @@
+import os
+import sys
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/stand_in.py and friends
+
+from stand_in import StandIn  # noqa: E402
+
+
+@pytest.fixture
+def stand_in():
+    """A recording HTTP stand-in for Amplitude's APIs on 127.0.0.1 (see stand_in.py)."""
+    with StandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def shm_prefix():
+    """A shared-memory namespace of this test's own; its segments are unlinked at teardown."""
+    prefix = "aet-" + uuid.uuid4().hex[:12]
+    yield prefix
+    shm_dir = "/dev/shm"
+    if os.path.isdir(shm_dir):
+        for name in os.listdir(shm_dir):
+            if name.startswith(prefix):
+                try:
+                    os.unlink(os.path.join(shm_dir, name))
+                except FileNotFoundError:
+                    pass
+
+
+@pytest.fixture(autouse=True)
+def _fresh_experiment_factory():
+    """Experiment.initialize_* keeps one client per key for the process; tests start from none."""
+    from amplitude_experiment import factory
+
+    yield
+    for registry in (factory.local_evaluation_instances, factory.remote_evaluation_instances):
+        for client in registry.values():
+            for closer in ("stop", "close"):
+                if hasattr(client, closer):
+                    try:
+                        getattr(client, closer)()
+                    except Exception:
+                        pass
+        registry.clear()

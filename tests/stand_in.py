@@ -1,0 +1,138 @@
+"""A recording HTTP stand-in for Amplitude's APIs, bound to 127.0.0.1 on a free port.
+
+Tests script the answers per (method, path) and read back every request the server saw, with the
+server's own monotonic arrival time, so they assert on attempts and gaps without sleeping.
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+
+class Answer:
+    """One scripted response: status, body (bytes, str or JSON-able), headers and an optional delay."""
+
+    def __init__(self, status: int = 200, body: Any = b"", headers: Optional[Dict[str, str]] = None, delay: float = 0.0):
+        self.status = status
+        if isinstance(body, bytes):
+            self.body = body
+        elif isinstance(body, str):
+            self.body = body.encode()
+        else:
+            self.body = json.dumps(body).encode()
+        self.headers = headers or {}
+        self.delay = delay
+
+
+class Seen:
+    """A request as the stand-in received it."""
+
+    def __init__(self, method: str, path: str, query: str, headers: Dict[str, str], body: bytes, at: float):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.at = at
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+Script = Union[Answer, Callable[[Seen], Answer]]
+
+
+class StandIn:
+    """``with StandIn() as server:`` serves scripted answers at ``server.url`` until the block ends.
+
+    ``answer(method, path, *answers)`` queues answers for a path (query string ignored); the last
+    one repeats. A path with no script answers 404.
+    """
+
+    def __init__(self) -> None:
+        self.requests: List[Seen] = []
+        self._scripts: Dict[Tuple[str, str], List[Script]] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="stand-in", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return "http://%s:%d" % (host, port)
+
+    def __enter__(self) -> "StandIn":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def answer(self, method: str, path: str, *answers: Script) -> None:
+        with self._lock:
+            self._scripts[(method, path)] = list(answers)
+
+    def seen(self, path: Optional[str] = None) -> List[Seen]:
+        with self._lock:
+            return [request for request in self.requests if path is None or request.path == path]
+
+    def wait_for(self, count: int, path: Optional[str] = None, timeout: float = 10.0) -> List[Seen]:
+        """Block until ``count`` requests (to ``path``) arrived, or fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                matching = [r for r in self.requests if path is None or r.path == path]
+                if len(matching) >= count:
+                    return matching
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("stand-in saw %d requests to %s, expected %d" % (len(matching), path, count))
+                self._changed.wait(remaining)
+
+    def _next_answer(self, seen: Seen) -> Answer:
+        with self._changed:
+            self.requests.append(seen)
+            self._changed.notify_all()
+            script = self._scripts.get((seen.method, seen.path))
+            if not script:
+                return Answer(404, b"no script for this path")
+            step = script.pop(0) if len(script) > 1 else script[0]
+        return step(seen) if callable(step) else step
+
+    def _handler_class(self) -> type:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                seen = Seen(self.command, parts.path, parts.query, dict(self.headers.items()), body, time.monotonic())
+                answer = stand_in._next_answer(seen)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+            do_GET = do_POST = do_PUT = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
