@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/stand_in.py and friends
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))  # reference_env
 
 from stand_in import StandIn  # noqa: E402
 
