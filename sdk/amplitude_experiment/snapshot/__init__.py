@@ -2,3 +2,33 @@
 
 flagd writes with :class:`SnapshotWriter`; the SDK's shared mode reads with :class:`SnapshotReader`.
 """
+
+from .segment import (
+    IndexState,
+    SegmentCorruptError,
+    SegmentPermissionError,
+    Snapshot,
+    SnapshotError,
+    SnapshotReader,
+    SnapshotWriter,
+    WriterConflictError,
+    index_name,
+    key_hash,
+    publisher_alive,
+    remove_all,
+)
+
+__all__ = [
+    "IndexState",
+    "SegmentCorruptError",
+    "SegmentPermissionError",
+    "Snapshot",
+    "SnapshotError",
+    "SnapshotReader",
+    "SnapshotWriter",
+    "WriterConflictError",
+    "index_name",
+    "key_hash",
+    "publisher_alive",
+    "remove_all",
+]
