@@ -5,6 +5,7 @@ compiled regexes, the answer for a missing property) is computed once here, so a
 does only the work that depends on the user.
 """
 
+import functools
 import json
 import re
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
@@ -75,36 +76,44 @@ class RegexError(ValueError):
 
 def compile_selector(path: Sequence[str]) -> Callable[[Any], Any]:
     """A function that walks ``path`` through nested mappings and returns what it finds, or None."""
-    path = tuple(path)
-    if not path or any(not element for element in path):
+    if not _selectable(path):
         return _select_nothing
-    if len(path) == 3:
-        first, second, third = path
+    return _walker_factory(len(path), _RETURN_VALUE)(*path, None, None)
 
-        def select3(target: Any) -> Any:
-            value = target.get(first)
-            value = value.get(second) if value.__class__ is dict else _get(value, second)
-            return value.get(third) if value.__class__ is dict else _get(value, third)
 
-        return select3
-    if len(path) == 4:
-        first, second, third, fourth = path
+def _selectable(path: Sequence[str]) -> bool:
+    """An empty path, or one with an empty element, selects nothing whatever the target holds."""
+    return bool(path) and all(path)
 
-        def select4(target: Any) -> Any:
-            value = target.get(first)
-            value = value.get(second) if value.__class__ is dict else _get(value, second)
-            value = value.get(third) if value.__class__ is dict else _get(value, third)
-            return value.get(fourth) if value.__class__ is dict else _get(value, fourth)
 
-        return select4
+# The hot path of evaluation is "walk a selector, then test the value". Calling a selector and
+# then a matcher costs two Python calls per condition; instead each path length gets one closure
+# factory, generated once per process (as namedtuple and dataclasses do), whose closure walks the
+# path inline and runs the test in the same frame.
+_RETURN_VALUE = "return value"
+_TEST_STRING = """\
+if not value:
+    return if_missing
+if value.__class__ is str and not value.startswith("["):
+    return matches(value)
+return _match_elements(value, matches)"""
+_TEST_SET = """\
+if not value:
+    return if_missing
+return _match_set(value, matches)"""
 
-    def select(target: Any) -> Any:
-        value = target
-        for element in path:
-            value = value.get(element) if value.__class__ is dict else _get(value, element)
-        return value
 
-    return select
+@functools.lru_cache(maxsize=None)
+def _walker_factory(length: int, test: str) -> Callable[..., Callable[[Any], Any]]:
+    elements = ["e%d" % position for position in range(length)]
+    lines = ["def factory(%s, matches, if_missing):" % ", ".join(elements), "    def walk(target):", "        value = target"]
+    for element in elements:
+        lines.append("        value = value.get({0}) if value.__class__ is dict else _get(value, {0})".format(element))
+    lines.extend("        " + line for line in test.splitlines())
+    lines.append("    return walk")
+    namespace = {"_get": _get, "_match_elements": _match_elements, "_match_set": _match_set}
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from fixed fragments only
+    return namespace["factory"]
 
 
 def _select_nothing(target: Any) -> None:
@@ -310,44 +319,42 @@ def _always_false(target: Target) -> bool:
     return False
 
 
+def _always_true(target: Target) -> bool:
+    return True
+
+
 def compile_condition(selector: Sequence[str], op: str, values: Sequence[str]) -> Tuple[Predicate, List[str]]:
     """A predicate for one condition, and the regex values in it that do not compile."""
-    select = compile_selector(selector)
     if_missing = _null_answer(op, values)
-
     if op in SET_OPERATORS:
-        set_matches = _set_matcher(op, values)
+        matches, invalid, test = _set_matcher(op, values), [], _TEST_SET
+    else:
+        matches, invalid = _string_matcher(op, values)
+        test = _TEST_STRING
+        if matches is None:  # unknown operator: false whatever the property holds (§3.6)
+            return _always_false, []
+    if not _selectable(selector):
+        return (_always_true if if_missing else _always_false), invalid
+    return _walker_factory(len(selector), test)(*selector, matches, if_missing), invalid
 
-        def set_condition(target: Target) -> bool:
-            prop = select(target)
-            if not prop:
-                return if_missing
-            props = _coerce_list(prop)
-            if not props:
-                return False
-            return set_matches(props)
 
-        return set_condition, []
+def _match_elements(prop: Any, matches: StringMatcher) -> bool:
+    """A non-set operator on a value that is not a plain string: any element of a list matches (§3.5)."""
+    props = _coerce_list(prop)
+    if props is None:
+        return matches(coerce_string(prop))
+    for item in props:
+        if matches(item):
+            return True
+    return False
 
-    matches, invalid = _string_matcher(op, values)
-    if matches is None:  # unknown operator: false whatever the property holds (§3.6)
-        return _always_false, []
 
-    def condition(target: Target) -> bool:
-        prop = select(target)
-        if not prop:
-            return if_missing
-        if prop.__class__ is str and not prop.startswith("["):
-            return matches(prop)
-        props = _coerce_list(prop)
-        if props is None:
-            return matches(coerce_string(prop))
-        for item in props:
-            if matches(item):
-                return True
+def _match_set(prop: Any, matches: Callable[[List[str]], bool]) -> bool:
+    """Set operators are false unless the value is a non-empty list (or JSON text of one)."""
+    props = _coerce_list(prop)
+    if not props:
         return False
-
-    return condition, invalid
+    return matches(props)
 
 
 def _null_answer(op: str, values: Sequence[str]) -> bool:

@@ -25,12 +25,18 @@ def evaluate(
     target = {"context": context, "result": results}
     for flag in order:
         try:
-            variant = flag.evaluate(target)
+            for predicates, variant, bucket in flag.segments:
+                for predicate in predicates:
+                    if not predicate(target):
+                        break
+                else:
+                    if bucket is not None:
+                        variant = bucket(target)
+                    if variant is not None:
+                        results[flag.key] = variant
+                        break
         except Exception as error:  # odd user input (unencodable text, deep JSON): leave the flag out
             failures.append((flag.key, error))
-            continue
-        if variant is not None:
-            results[flag.key] = variant
     return results, failures
 
 

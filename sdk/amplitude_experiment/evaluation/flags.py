@@ -52,22 +52,22 @@ Picker = Callable[[Target], Optional[EvaluatedVariant]]
 
 
 class CompiledFlag:
-    """One flag as a list of (predicate or None, picker) segments, tried in order."""
+    """One flag as plain data: its segments in order, each ``(predicates, variant, bucket)``.
+
+    A segment matches when every predicate holds (an empty tuple always matches); it then yields
+    ``bucket(target)`` when it has a bucket, else ``variant``. ``None`` means "try the next segment".
+    The engine runs these loops inline, which is most of what makes evaluation fast.
+    """
 
     __slots__ = ("key", "dependencies", "segments")
 
-    def __init__(self, key: str, dependencies: Tuple[str, ...], segments: Tuple[Tuple[Optional[Predicate], Picker], ...]):
+    def __init__(self, key: str, dependencies: Tuple[str, ...], segments: Tuple["Segment", ...]):
         self.key = key
         self.dependencies = dependencies
         self.segments = segments
 
-    def evaluate(self, target: Target) -> Optional[EvaluatedVariant]:
-        for matches, pick in self.segments:
-            if matches is None or matches(target):
-                variant = pick(target)
-                if variant is not None:
-                    return variant
-        return None
+
+Segment = Tuple[Tuple[Predicate, ...], Optional[EvaluatedVariant], Optional[Picker]]
 
 
 class FlagSet:
@@ -231,19 +231,20 @@ class _ResultCache:
 
 def _compile_segment(
     where: _Where, path: str, segment: Any, results: _ResultCache, problems: List[str]
-) -> Tuple[Optional[Predicate], Picker]:
+) -> Segment:
     _mapping(where, path, segment, optional=False)
     metadata = _mapping(where, path + ".metadata", segment.get("metadata"))
     segment_variant = results.result(_string(where, path + ".variant", segment.get("variant"), optional=True), metadata)
     conditions = _list(where, path + ".conditions", segment.get("conditions"), optional=True)
-    matches = _compile_conditions(where, path + ".conditions", conditions, problems) if conditions else None
+    predicates = _compile_conditions(where, path + ".conditions", conditions, problems) if conditions else ()
     bucket = _mapping(where, path + ".bucket", segment.get("bucket"))
     if bucket is None:
-        return matches, lambda target: segment_variant
-    return matches, _compile_bucket(where, path + ".bucket", bucket, results, metadata, segment_variant)
+        return predicates, segment_variant, None
+    return predicates, None, _compile_bucket(where, path + ".bucket", bucket, results, metadata, segment_variant)
 
 
-def _compile_conditions(where: _Where, path: str, conditions: list, problems: List[str]) -> Predicate:
+def _compile_conditions(where: _Where, path: str, conditions: list, problems: List[str]) -> Tuple[Predicate, ...]:
+    """Predicates that must all hold: one group's conditions, or one predicate over several groups."""
     groups = []
     for group_position, group in enumerate(conditions):
         group_path = "%s[%d]" % (path, group_position)
@@ -265,19 +266,9 @@ def _compile_conditions(where: _Where, path: str, conditions: list, problems: Li
 
     # An empty group is true, so a segment with one matches whatever else it lists.
     if any(not group for group in groups):
-        return lambda target: True
-    if len(groups) == 1 and len(groups[0]) == 1:
-        return groups[0][0]
+        return ()
     if len(groups) == 1:
-        only = groups[0]
-
-        def all_of(target: Target) -> bool:
-            for predicate in only:
-                if not predicate(target):
-                    return False
-            return True
-
-        return all_of
+        return groups[0]
     frozen_groups = tuple(groups)
 
     def any_group(target: Target) -> bool:
@@ -289,7 +280,7 @@ def _compile_conditions(where: _Where, path: str, conditions: list, problems: Li
                 return True
         return False
 
-    return any_group
+    return (any_group,)
 
 
 def _compile_bucket(
