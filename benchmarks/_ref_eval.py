@@ -1,0 +1,96 @@
+"""Reference side of the differential test: runs under the reference SDK's interpreter (.refvenv).
+
+stdin: ``{"cases": [{"flags": [...], "users": [<flaggen user spec>], "subsets": [[key, ...], ...]}]}``.
+For each case the flags are served from a throwaway HTTP server on 127.0.0.1, so the reference
+loads them through its own poller and parser (``LocalEvaluationClient.start()``); then every user
+is evaluated with ``evaluate_v2`` for the whole config and for each key subset (passed as a list).
+
+stdout: ``{"cases": [[<per user: [<per call: result>]>]]}`` where a result is the list of
+``[flag_key, key, value, payload, metadata]`` in the order of the returned dict, or
+``{"error": "<exception type>: <message>"}`` when the call raised.
+"""
+
+import json
+import logging
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from flaggen import build_user  # noqa: E402
+
+from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
+
+
+def _serve(body: bytes) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server API)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _quiet_logger() -> logging.Logger:
+    logger = logging.getLogger("reference-differential")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    logger.setLevel(logging.CRITICAL)
+    return logger
+
+
+def _result(variants):
+    return [[flag_key, v.key, v.value, v.payload, v.metadata] for flag_key, v in variants.items()]
+
+
+def _call(client, user, keys):
+    try:
+        return _result(client.evaluate_v2(user, keys))
+    except Exception as error:  # the reference raises on cycles and bad regexes; report, don't die
+        return {"error": "%s: %s" % (type(error).__name__, error)}
+
+
+def run_case(case):
+    server = _serve(json.dumps(case["flags"]).encode())
+    try:
+        config = LocalEvaluationConfig(
+            server_url="http://127.0.0.1:%d" % server.server_address[1],
+            flag_config_polling_interval_millis=3_600_000,
+            logger=_quiet_logger(),
+        )
+        client = LocalEvaluationClient("server-key", config)
+        client.start()
+        try:
+            out = []
+            for spec in case["users"]:
+                calls = [_call(client, build_user(spec, User), None)]
+                for keys in case.get("subsets", ()):
+                    calls.append(_call(client, build_user(spec, User), list(keys)))
+                out.append(calls)
+            return out
+        finally:
+            client.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main():
+    request = json.loads(sys.stdin.buffer.read())
+    results = [run_case(case) for case in request["cases"]]
+    sys.stdout.write(json.dumps({"cases": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+"""Deterministic generator of realistic, tricky-but-valid flag configs and users.
+
+Used by the differential test (tests/differential/) and the benchmarks (benchmarks/bench_local.py).
+Everything comes from ``random.Random(seed)``: the same seed gives the same JSON on any machine and
+in any interpreter (no ``hash()``, no set iteration). The output is plain JSON data so that it can
+be fed to the reference SDK in its own interpreter.
+
+What "valid" means here: the reference (amplitude-experiment 1.13.0) accepts the config (its strict
+schema: no unknown fields, string condition values) and evaluates it without raising (no dependency
+cycles, every regex compiles). Everything else is fair game: falsy property values, numbers as
+strings and floats, odd versions, JSON-string lists, booleans in mixed case, non-ASCII text, groups,
+extra user attributes, flags reading the results of other flags with and without declaring them,
+holdout and mutual-exclusion shapes, default variants, segments naming missing variants,
+allocations that miss and bucket selectors on missing or falsy values.
+"""
+
+import random
+import re
+from typing import Any, Dict, List, Optional
+
+OPERATORS = (
+    "is", "is not", "contains", "does not contain",
+    "less", "less or equal", "greater", "greater or equal",
+    "version less", "version less or equal", "version greater", "version greater or equal",
+    "set is", "set is not", "set contains", "set does not contain", "set contains any", "set does not contain any",
+    "regex match", "regex does not match",
+)
+FULL_DISTRIBUTION = 42949673
+
+# --- property value pools ---------------------------------------------------------------------
+# Each user property draws from one pool; each condition on it draws filter values from the
+# matching filter pool, so conditions hit often enough to exercise both outcomes.
+
+_FALSY = [0, 0.0, False, "", [], {}]
+_TEXT = ["free", "pro", "team", "Enterprise", "PRO", "pro ", "日本", "Ünïcödé", "straße", "STRASSE", "😀 rocket",
+         "a", "ab", "abc", "(none)", "none", "null", "[", "[not json", "{\"k\": \"v\"}", "İstanbul"]
+_NUMBERS = [1, 9, 10, -3, 1.0, 2.5, 1e20, 10.0, "9", "10", "9a", "1e3", " 5 ", "+5", ".5", "5.", "1_000", "0x10",
+            "1,000", "inf", "-Infinity", "nan", "１０", True, "007", "-0"]
+_VERSIONS = ["1.2.3", "1.2.3-", "1.2.3-beta", "1.2.3-alpha.10", "1.2.3-alpha.2", "1.10.0", "1.9.0", "1.2", "10",
+             "v1.2.3", "1.2.3\n", "06.007.0008", "1.2.3--", "1.2.3-a.", "2.0.0-Beta", "2.0.0-alpha", "1.2.3.4",
+             "1.2-beta", "20.9.4-a1.23", "20.9.4-a1.5", "0.0.1", "١.٢.٣"]
+_LISTS = [["a", "b"], ["a"], ["a", "a"], ["b", "c", "d"], '["a","b"]', '["a"]', "[]", '[1, 2]', [1, 2], [True],
+          ["true", "x"], '["TRUE"]', [None], [None, "a"], ["日本", "b"], [["x", "y"]], [{"k": 1}], "[1,2", '"[a]"',
+          '[{"k": "ü"}]', [1.0, 2], ["A", "B"], "a", ["(none)"]]
+_BOOLEANS = [True, False, "true", "false", "TRUE", "False", "tRuE", "yes", 1, 0, "1", "True"]
+_EMAILS = ["a@example.com", "B@Example.COM", "x@y", "bob@example.com.evil", "ünï@example.com", "a+b@example.com",
+           "@example.com", "plain"]
+_DICTS = [{"k": "v"}, {"k": "ü"}, {"a": [1, 2]}, {}, {"k": None}]
+
+PROPERTY_POOLS = {
+    "plan": _TEXT,
+    "n": _NUMBERS,
+    "score": _NUMBERS,
+    "app_ver": _VERSIONS,
+    "tags": _LISTS,
+    "beta": _BOOLEANS,
+    "email": _EMAILS,
+    "meta": _DICTS,
+    "mixed": _TEXT + _NUMBERS[:8] + _LISTS[:6] + _BOOLEANS[:4],
+}
+
+_TEXT_FILTERS = ["free", "pro", "PRO", "team", "enterprise", "Enterprise", "日本", "ü", "ß", "ss", "STRASSE", "(none)",
+                 "", "a", "ab", "[", "true", "True", "none", "😀", "{\"k\": \"v\"}", "i̇stanbul"]
+_NUMBER_FILTERS = ["10", "9", "0", "-3", "1", "1.0", "1e20", "5", "x", "abc", "nan", "inf", "1000", "(none)", "2.5"]
+_VERSION_FILTERS = ["1.2.3", "1.9.0", "1.10.0", "2", "abc", "1.2.3-alpha", "2.0.0", "1.2", "6.7.8", "(none)",
+                    "20.9.4-a1.5", "1.2.3-"]
+_LIST_FILTERS = ["a", "b", "c", "true", "TRUE", "1", "1.0", "[1, 2]", "[\"x\", \"y\"]", "(none)", "日本", "A", "x",
+                 '{"k": 1}']
+_BOOLEAN_FILTERS = ["true", "false", "True", "FALSE", "1", "yes", "(none)"]
+_REGEXES = ["@example\\.com$", "^a", "(?i)example", "\\d", "^$", ".*", "ü", "^[a-z]+$", "(?i)^b", "@", "\\w+@\\w+"]
+
+FILTER_POOLS = {
+    "text": _TEXT_FILTERS,
+    "number": _NUMBER_FILTERS,
+    "version": _VERSION_FILTERS,
+    "list": _LIST_FILTERS,
+    "boolean": _BOOLEAN_FILTERS,
+    "regex": _REGEXES,
+}
+
+# (selector, natural filter pool)
+_USER_SELECTORS = [
+    (["context", "user", "user_id"], "text"),
+    (["context", "user", "device_id"], "text"),
+    (["context", "user", "country"], "text"),
+    (["context", "user", "city"], "text"),
+    (["context", "user", "platform"], "text"),
+    (["context", "user", "version"], "version"),
+    (["context", "user", "language"], "text"),
+    (["context", "user", "cohort_ids"], "list"),
+    (["context", "user", "user_properties", "plan"], "text"),
+    (["context", "user", "user_properties", "n"], "number"),
+    (["context", "user", "user_properties", "score"], "number"),
+    (["context", "user", "user_properties", "app_ver"], "version"),
+    (["context", "user", "user_properties", "tags"], "list"),
+    (["context", "user", "user_properties", "beta"], "boolean"),
+    (["context", "user", "user_properties", "email"], "regex"),
+    (["context", "user", "user_properties", "meta"], "text"),
+    (["context", "user", "user_properties", "mixed"], "text"),
+    (["context", "user", "user_properties", "missing"], "text"),
+    (["context", "user", "extra_attr"], "text"),
+    (["context", "user", "user_properties", "meta", "k"], "text"),
+    (["context", "user", "user_properties", "tags", "0"], "text"),  # lists are not indexable
+    (["context", "groups", "org", "group_name"], "text"),
+    (["context", "groups", "org", "group_properties", "tier"], "text"),
+    (["context", "groups", "org", "group_properties", "seats"], "number"),
+    (["context", "groups", "team", "group_name"], "text"),
+    (["context", "groups", "org", "cohort_ids"], "list"),
+]
+_OP_POOL = {
+    "is": None, "is not": None, "contains": None, "does not contain": None,
+    "less": "number", "less or equal": "number", "greater": "number", "greater or equal": "number",
+    "version less": "version", "version less or equal": "version", "version greater": "version",
+    "version greater or equal": "version",
+    "set is": "list", "set is not": "list", "set contains": "list", "set does not contain": "list",
+    "set contains any": "list", "set does not contain any": "list",
+    "regex match": "regex", "regex does not match": "regex",
+}
+_BUCKET_SELECTORS = [
+    ["context", "user", "device_id"], ["context", "user", "device_id"], ["context", "user", "user_id"],
+    ["context", "user", "user_id"], ["context", "groups", "org", "group_name"],
+    ["context", "user", "user_properties", "n"], ["context", "user", "user_properties", "beta"],
+    ["context", "user", "user_properties", "tags"], ["context", "user", "user_properties", "missing"],
+    ["context", "user", "user_properties", "meta"],
+]
+_PAYLOADS = [None, {"color": "blue"}, {"nested": {"a": [1, 2, {"b": None}]}}, [1, "two", 3.5], "plain", 42, 0.5,
+             True, False, "", {}, [], {"ü": "日本"}]
+_VALUES = ["on", "treatment", "control", True, 10, 2.5, {"obj": 1}, "", None, "ünï"]
+
+
+def _pick(rng: random.Random, items: List[Any]) -> Any:
+    return items[rng.randrange(len(items))]
+
+
+class _FlagBuilder:
+    def __init__(self, rng: random.Random, prefix: str):
+        self.rng = rng
+        self.prefix = prefix
+        self.flags: List[Dict[str, Any]] = []
+        self.holdouts: List[str] = []
+        self.mutexes: List[Dict[str, Any]] = []  # {"key", "slots"}
+
+    def salt(self) -> str:
+        return "".join(_pick(self.rng, list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+                       for _ in range(8))
+
+    def flag_metadata(self, flag_type: str, version: Optional[int] = None) -> Optional[Dict[str, Any]]:
+        rng = self.rng
+        if rng.random() < 0.05:
+            return None
+        metadata = {"flagType": flag_type, "flagVersion": version if version is not None else rng.randint(1, 40),
+                    "evaluationMode": "local", "deployed": rng.random() > 0.1}
+        if flag_type == "experiment":
+            metadata["experimentKey"] = "exp-%d" % rng.randint(1, 999)
+        if rng.random() < 0.1:
+            metadata["trackExposure"] = rng.random() < 0.5
+        if rng.random() < 0.05:
+            metadata["m"] = "flag"
+        return metadata
+
+    def condition(self) -> Dict[str, Any]:
+        rng = self.rng
+        selector, natural = _pick(rng, _USER_SELECTORS)
+        if self.flags and rng.random() < 0.08:
+            other = _pick(rng, self.flags)["key"]
+            field = _pick(rng, ["key", "key", "value", "payload", ["metadata", "default"], ["metadata", "flagVersion"]])
+            selector = ["result", other] + (field if isinstance(field, list) else [field])
+            natural = "text"
+        op = _pick(rng, list(OPERATORS))
+        pool_name = _OP_POOL[op] or natural
+        if rng.random() < 0.15:  # a pool that does not fit the property: exercises the fallbacks
+            pool_name = _pick(rng, list(FILTER_POOLS))
+            if op.startswith("regex"):
+                pool_name = "regex"
+        count = _pick(rng, [1, 1, 1, 2, 2, 3, 0] if op.startswith("set") else [1, 1, 1, 2, 3])
+        pool = FILTER_POOLS[pool_name]
+        values = [_pick(rng, pool) for _ in range(count)]
+        if rng.random() < 0.08:
+            values.append("(none)")
+        return {"selector": selector, "op": op, "values": values}
+
+    def conditions(self) -> Optional[List[List[Dict[str, Any]]]]:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.02:
+            return [[]]
+        if roll < 0.04:
+            return []
+        groups = [[self.condition() for _ in range(_pick(rng, [1, 1, 1, 2, 3]))] for _ in range(_pick(rng, [1, 1, 2, 3]))]
+        return groups
+
+    def variants(self, names: List[str], with_off: bool = True) -> Dict[str, Any]:
+        rng = self.rng
+        variants: Dict[str, Any] = {}
+        if with_off:
+            off: Dict[str, Any] = {"key": "off", "metadata": {"default": True}}
+            if rng.random() < 0.1:
+                off["metadata"]["m"] = "variant"
+            variants["off"] = off
+        for name in names:
+            variant: Dict[str, Any] = {"key": name}
+            roll = rng.random()
+            if roll < 0.8:
+                variant["value"] = name if rng.random() < 0.7 else _pick(rng, _VALUES)
+            if rng.random() < 0.4:
+                variant["payload"] = _pick(rng, _PAYLOADS)
+            if rng.random() < 0.15:
+                variant["metadata"] = {"m": "variant"} if rng.random() < 0.5 else {}
+            if rng.random() < 0.03:
+                variant["key"] = name + "-renamed"  # the result key comes from the variant, not the map key
+            variants[name] = variant
+        if rng.random() < 0.03:
+            variants["empty"] = {}
+        return variants
+
+    def bucket(self, variants: List[str], selector: Optional[List[str]] = None, miss: bool = False) -> Dict[str, Any]:
+        rng = self.rng
+        allocations = []
+        start = 0
+        for _ in range(_pick(rng, [1, 1, 1, 2])):
+            end = min(100, start + rng.randint(10, 100))
+            if miss and rng.random() < 0.5:
+                end = start + rng.randint(1, 30)
+            distributions = []
+            width = FULL_DISTRIBUTION // max(1, len(variants))
+            low = 0
+            for position, name in enumerate(variants):
+                high = FULL_DISTRIBUTION if position == len(variants) - 1 else low + width
+                if miss and rng.random() < 0.2:
+                    high = low + width // 2  # a gap no distribution covers
+                distributions.append({"variant": name, "range": [low, high]})
+                low = high
+            allocations.append({"range": [start, end], "distributions": distributions})
+            start = end
+            if start >= 100:
+                break
+        return {"selector": selector or _pick(rng, _BUCKET_SELECTORS), "salt": self.salt(), "allocations": allocations}
+
+    # --- flag shapes ---------------------------------------------------------------------------
+
+    def new_key(self, kind: str) -> str:
+        return "%s%s-%d" % (self.prefix, kind, len(self.flags))
+
+    def dependencies_and_gates(self) -> (List[str], List[List[Dict[str, Any]]]):
+        """Dependencies to declare (all on earlier flags, so never a cycle) and gate conditions on them."""
+        rng = self.rng
+        deps: List[str] = []
+        gates: List[Dict[str, Any]] = []
+        if self.holdouts and rng.random() < 0.3:
+            holdout = _pick(rng, self.holdouts)
+            deps.append(holdout)
+            gates.append({"selector": ["result", holdout, "key"], "op": "is not", "values": ["holdout"]})
+        if self.mutexes and rng.random() < 0.25:
+            mutex = _pick(rng, self.mutexes)
+            deps.append(mutex["key"])
+            gates.append({"selector": ["result", mutex["key"], "key"], "op": "is", "values": [_pick(rng, mutex["slots"])]})
+        if self.flags and rng.random() < 0.15:
+            parent = _pick(rng, self.flags)["key"]
+            if parent not in deps:
+                deps.append(parent)
+            gates.append({"selector": ["result", parent, "key"], "op": _pick(rng, ["is", "is not"]),
+                          "values": [_pick(rng, ["on", "off", "treatment", "control"])]})
+        if rng.random() < 0.04:
+            deps.append("ghost-%d" % rng.randint(1, 3))  # a dependency that is not stored
+        return deps, gates
+
+    def finish(self, flag: Dict[str, Any], deps: List[str]) -> None:
+        rng = self.rng
+        if deps:
+            flag["dependencies"] = deps
+        elif rng.random() < 0.1:
+            flag["dependencies"] = [] if rng.random() < 0.5 else None
+        self.flags.append(flag)
+
+    def holdout(self) -> None:
+        rng = self.rng
+        key = self.new_key("holdout")
+        percentage = rng.randint(1, 20)
+        flag = {
+            "key": key,
+            "metadata": self.flag_metadata("holdout-group"),
+            "variants": {"holdout": {"key": "holdout", "value": "holdout", "payload": None},
+                         "on": {"key": "on", "value": "on"}},
+            "segments": [{"metadata": {"segmentName": "All Other Users"},
+                          "bucket": {"selector": ["context", "user", "device_id"], "salt": self.salt(),
+                                     "allocations": [{"range": [0, percentage], "distributions": [
+                                         {"variant": "holdout", "range": [0, FULL_DISTRIBUTION]}]}]},
+                          "variant": "on"}],
+        }
+        self.finish(flag, [])
+        self.holdouts.append(key)
+
+    def mutex(self) -> None:
+        rng = self.rng
+        key = self.new_key("mutex")
+        slots = ["slot-%d" % i for i in range(1, rng.randint(2, 4) + 1)]
+        flag = {
+            "key": key,
+            "metadata": self.flag_metadata("mutual-exclusion-group"),
+            "variants": {**{slot: {"key": slot, "value": slot} for slot in slots},
+                         "unallocated": {"key": "unallocated", "value": "unallocated"}},
+            "segments": [{"metadata": {"segmentName": "All Other Users"},
+                          "bucket": self.bucket(slots, ["context", "user", "device_id"]), "variant": "unallocated"}],
+        }
+        self.finish(flag, [])
+        self.mutexes.append({"key": key, "slots": slots})
+
+    def release(self) -> None:
+        rng = self.rng
+        key = self.new_key("release")
+        names = ["on"] if rng.random() < 0.7 else ["on", "beta"]
+        deps, gates = self.dependencies_and_gates()
+        segments = []
+        for _ in range(_pick(rng, [1, 1, 2, 3])):
+            conditions = self.conditions()
+            if gates and conditions:
+                conditions = [group + gates for group in conditions]
+            segment: Dict[str, Any] = {"conditions": conditions, "variant": _pick(rng, names)}
+            if rng.random() < 0.6:
+                segment["metadata"] = {"segmentName": "rule %d" % len(segments)}
+            if rng.random() < 0.04:
+                segment["variant"] = "missing-variant"  # not in variants: the next segment is tried
+            if rng.random() < 0.04:
+                segment["metadata"] = {"segmentName": "m", "m": "segment"}
+            segments.append(segment)
+        if rng.random() < 0.3:
+            segments.append({"bucket": self.bucket(names, miss=rng.random() < 0.3), "variant": "off",
+                             "metadata": {"segmentName": "rollout"}})
+        if rng.random() < 0.92:
+            catch_all: Dict[str, Any] = {"variant": "off"}
+            if rng.random() < 0.8:
+                catch_all["metadata"] = {"segmentName": "All Other Users"}
+            segments.append(catch_all)
+        flag = {"key": key, "metadata": self.flag_metadata("release"), "variants": self.variants(names),
+                "segments": segments}
+        self.finish(flag, deps)
+
+    def experiment(self) -> None:
+        rng = self.rng
+        key = self.new_key("exp")
+        names = ["control", "treatment"] + (["treatment-2"] if rng.random() < 0.2 else [])
+        deps, gates = self.dependencies_and_gates()
+        segments: List[Dict[str, Any]] = []
+        if rng.random() < 0.3:  # an allow-list segment
+            segments.append({"conditions": [[{"selector": ["context", "user", "user_id"], "op": "is",
+                                              "values": ["u%d" % rng.randint(0, 30) for _ in range(3)]}]],
+                             "variant": _pick(rng, names), "metadata": {"segmentName": "allow list"}})
+        targeted: Dict[str, Any] = {"bucket": self.bucket(names, miss=rng.random() < 0.3),
+                                    "variant": "off" if rng.random() < 0.9 else None,
+                                    "metadata": {"segmentName": "All Other Users"}}
+        conditions = self.conditions() if rng.random() < 0.4 else None
+        if gates:
+            conditions = [group + gates for group in (conditions or [[]])]
+        if conditions is not None:
+            targeted["conditions"] = conditions
+        segments.append(targeted)
+        if rng.random() < 0.7:
+            segments.append({"variant": "off", "metadata": {"segmentName": "All Other Users"}})
+        flag = {"key": key, "metadata": self.flag_metadata("experiment"), "variants": self.variants(names),
+                "segments": segments}
+        self.finish(flag, deps)
+
+    def group_flag(self) -> None:
+        rng = self.rng
+        key = self.new_key("group")
+        names = ["on"]
+        condition = {"selector": ["context", "groups", "org", "group_properties", "tier"], "op": _pick(rng, ["is", "is not", "contains"]),
+                     "values": [_pick(rng, ["gold", "silver", "GOLD", "(none)"])]}
+        flag = {"key": key, "metadata": self.flag_metadata("release"), "variants": self.variants(names),
+                "segments": [{"conditions": [[condition]], "variant": "on",
+                              "bucket": self.bucket(names, ["context", "groups", "org", "group_name"])},
+                             {"variant": "off"}]}
+        deps, gates = self.dependencies_and_gates()
+        if gates:
+            flag["segments"][0]["conditions"][0].extend(gates)
+        self.finish(flag, deps)
+
+    def reader(self) -> None:
+        """Reads another flag's result without declaring it: visible only if that flag ran earlier."""
+        rng = self.rng
+        key = self.new_key("reader")
+        other = _pick(rng, self.flags)["key"] if self.flags else "nothing"
+        flag = {"key": key, "metadata": self.flag_metadata("release"), "variants": self.variants(["on"]),
+                "segments": [{"conditions": [[{"selector": ["result", other, "key"], "op": _pick(rng, ["is", "is not"]),
+                                               "values": [_pick(rng, ["on", "off", "control", "(none)"])]}]],
+                              "variant": "on"},
+                             {"variant": "off"}]}
+        self.finish(flag, [])
+
+
+def generate_flags(seed: int, count: int, prefix: str = "") -> List[Dict[str, Any]]:
+    """``count`` flag configs as the flags endpoint returns them, in a shuffled storage order."""
+    rng = random.Random(seed)
+    builder = _FlagBuilder(rng, prefix)
+    shapes = ([builder.release] * 40 + [builder.experiment] * 30 + [builder.group_flag] * 8 +
+              [builder.reader] * 6 + [builder.holdout] * 3 + [builder.mutex] * 3)
+    if count >= 3:
+        builder.holdout()
+        builder.mutex()
+    while len(builder.flags) < count:
+        _pick(rng, shapes)()
+    flags = builder.flags[:count]
+    # Storage order decides which results an undeclared reader sees; dependencies fix the rest.
+    order = list(range(len(flags)))
+    rng.shuffle(order)
+    for flag in flags:  # guard the contract the reference needs: regexes compile
+        for segment in flag["segments"]:
+            for group in segment.get("conditions") or []:
+                for condition in group:
+                    if condition["op"].startswith("regex"):
+                        for value in condition["values"]:
+                            re.compile(value)
+    return [flags[i] for i in order]
+
+
+# --- users -------------------------------------------------------------------------------------
+
+_COUNTRIES = ["United States", "Germany", "日本", "", "France", "united states", "Türkiye"]
+_PLATFORMS = ["iOS", "Android", "Web", "ios", ""]
+_LANGUAGES = ["en", "de", "ja", "EN", ""]
+
+
+def generate_users(seed: int, count: int) -> List[Dict[str, Any]]:
+    """User specs: ``{"fields": <User(**fields)>, "extra": <attributes set afterwards>}``."""
+    rng = random.Random(seed)
+    users = []
+    for index in range(count):
+        fields: Dict[str, Any] = {}
+        if rng.random() < 0.9:
+            fields["device_id"] = _pick(rng, ["d%d" % rng.randint(0, 5000), "", "dév-%d" % index, "0", "日本-%d" % index])
+        if rng.random() < 0.75:
+            fields["user_id"] = _pick(rng, ["u%d" % rng.randint(0, 40), "u%d" % index, "", "ü%d" % index, "vip"])
+        for name, pool, probability in (("country", _COUNTRIES, 0.6), ("city", ["Berlin", "東京", "", "NYC"], 0.3),
+                                        ("platform", _PLATFORMS, 0.5), ("language", _LANGUAGES, 0.3),
+                                        ("version", _VERSIONS, 0.5), ("os", ["iOS 17", "Android 14"], 0.2)):
+            if rng.random() < probability:
+                fields[name] = _pick(rng, pool)
+        if rng.random() < 0.85:
+            properties: Dict[str, Any] = {}
+            for name, pool in PROPERTY_POOLS.items():
+                roll = rng.random()
+                if roll < 0.55:
+                    properties[name] = _pick(rng, pool)
+                elif roll < 0.65:
+                    properties[name] = _pick(rng, _FALSY)
+                elif roll < 0.68:
+                    properties[name] = None
+            fields["user_properties"] = properties
+        elif rng.random() < 0.3:
+            fields["user_properties"] = {}
+        if rng.random() < 0.2:
+            fields["cohort_ids"] = _pick(rng, [["c1"], ["c1", "c2"], [], ["x"]])
+        if rng.random() < 0.4:
+            org = _pick(rng, ["acme", "globex", "日本社", "", "initech"])
+            roll = rng.random()
+            if roll < 0.7:
+                fields["groups"] = {"org": [org] + (["second"] if rng.random() < 0.2 else [])}
+            elif roll < 0.8:
+                fields["groups"] = {"org": org}  # not a list: skipped
+            elif roll < 0.9:
+                fields["groups"] = {}
+            else:
+                fields["groups"] = {"org": [], "team": ["red"]}
+            if rng.random() < 0.7:
+                fields["group_properties"] = {"org": {org: _pick(rng, [
+                    {"tier": "gold", "seats": 10}, {"tier": "GOLD", "seats": "9"}, {"tier": "silver"}, {}, {"tier": ""},
+                    {"tier": ["gold", "x"]}])}}
+            if rng.random() < 0.3:
+                fields["group_cohort_ids"] = {"org": {org: _pick(rng, [["gc1"], [], ["gc1", "gc2"]])}}
+        extra: Dict[str, Any] = {}
+        if rng.random() < 0.1:
+            extra["extra_attr"] = _pick(rng, ["pro", 7, True, ["a", "b"], "", {"k": "v"}])
+        users.append({"fields": fields, "extra": extra})
+    return users
+
+
+def build_user(spec: Dict[str, Any], user_class: Any) -> Any:
+    """A ``User`` (of whichever SDK ``user_class`` comes from) built from a generated spec."""
+    user = user_class(**spec["fields"])
+    for name, value in spec["extra"].items():
+        setattr(user, name, value)
+    return user
+
+
+def generate_key_subsets(seed: int, flags: List[Dict[str, Any]], count: int) -> List[List[str]]:
+    """Lists of flag keys to pass as ``flag_keys`` (lists keep their order), with unknown keys mixed in."""
+    rng = random.Random(seed)
+    keys = [flag["key"] for flag in flags]
+    subsets = []
+    for _ in range(count):
+        size = _pick(rng, [1, 1, 2, 3, 5, 10])
+        subset = [_pick(rng, keys) for _ in range(size)]
+        if rng.random() < 0.2:
+            subset.append("no-such-flag")
+        subsets.append(subset)
+    return subsets
