@@ -7,12 +7,35 @@ from ..server_zone import ServerZone
 DEFAULT_SERVER_URL = "https://api.lab.amplitude.com"
 EU_SERVER_URL = "https://api.lab.eu.amplitude.com"
 
+# The reference defaults to 1, which serialises every fetch of a process on one connection
+# (reference-sdk.md §2.7). Ten lets a threaded server fetch concurrently; an explicit value, 1
+# included, is honoured (docs/compatibility.md, "Remote evaluation").
+DEFAULT_CONNECTION_POOL_MAX_SIZE = 10
+
 
 class RemoteEvaluationConfig:
-    """Settings of a :class:`RemoteEvaluationClient`, with the reference's names and defaults.
+    """Settings of a :class:`RemoteEvaluationClient`, with the reference's names.
 
-    Unlike the reference, ``fetch_retry_timeout_millis`` is honoured: retries use it as their
-    request timeout (docs/compatibility.md).
+    The defaults are the reference's except ``connection_pool_max_size`` (10, not 1). Unlike the
+    reference, ``fetch_retry_timeout_millis`` is honoured: the first attempt of a fetch uses
+    ``fetch_timeout_millis`` and each retry uses ``fetch_retry_timeout_millis``
+    (docs/compatibility.md).
+
+    :param debug: log at DEBUG on the shared ``Amplitude`` logger; ignored when ``logger`` is given.
+    :param server_url: where to fetch variants, an ``http://`` or ``https://`` URL.
+    :param fetch_timeout_millis: connect and read timeout of the first attempt of a fetch.
+    :param fetch_retries: how many times a failed fetch is retried; 0 means no retry.
+    :param fetch_retry_backoff_min_millis: the wait before the first retry.
+    :param fetch_retry_backoff_max_millis: the longest wait between retries.
+    :param fetch_retry_backoff_scalar: how much the wait grows after each failed retry.
+    :param fetch_retry_timeout_millis: connect and read timeout of each retry.
+    :param fetch_pool_acquire_timeout_millis: how long a fetch may wait for a free connection when
+        all are busy; ``None`` waits as long as it takes. Running out raises ``TimeoutError``,
+        which is retried like a network error.
+    :param server_zone: ``ServerZone.EU`` switches the default ``server_url`` to the EU host.
+    :param connection_pool_max_size: how many connections, and so concurrent fetches, the client
+        keeps; more concurrent fetches wait for one to be free.
+    :param logger: a logger of your own, used as it is.
     """
 
     def __init__(
@@ -27,7 +50,7 @@ class RemoteEvaluationConfig:
         fetch_retry_timeout_millis: int = 10000,
         fetch_pool_acquire_timeout_millis: Optional[int] = None,
         server_zone: ServerZone = ServerZone.US,
-        connection_pool_max_size: int = 1,
+        connection_pool_max_size: int = DEFAULT_CONNECTION_POOL_MAX_SIZE,
         logger: Optional[logging.Logger] = None,
     ):
         self.debug = debug
