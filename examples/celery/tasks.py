@@ -1,0 +1,67 @@
+"""A Celery app whose prefork workers evaluate flags from flagd's shared snapshot (shared mode).
+
+    AMPLITUDE_DEPLOYMENT_KEY=... celery -A tasks worker --pool prefork --concurrency 4
+
+The broker is kombu's filesystem transport and results go to files, so the example needs no broker
+server; swap in Redis or RabbitMQ for real use, nothing about flags changes. Settings come from the
+environment, as in the gunicorn example:
+
+    AMPLITUDE_DEPLOYMENT_KEY  the deployment key flagd publishes for (required)
+    AMPLITUDE_FLAG_SOURCE     "auto" (default), "flagd" or "poll"
+    AMPLITUDE_SHM_PREFIX      flagd's --shm-prefix (default "amplitude-flagd")
+    AMPLITUDE_SERVER_URL      where "auto"/"poll" would poll from (default: Amplitude)
+    CELERY_EXAMPLE_DIR        where broker messages and results live (default: a folder in /tmp)
+"""
+
+import os
+import tempfile
+
+from celery import Celery
+
+from amplitude_experiment import Experiment, LocalEvaluationConfig, User
+
+DATA_DIR = os.environ.get("CELERY_EXAMPLE_DIR", os.path.join(tempfile.gettempdir(), "amplitude-celery-example"))
+for folder in ("queue", "processed", "results"):
+    os.makedirs(os.path.join(DATA_DIR, folder), exist_ok=True)
+
+app = Celery("tasks")
+app.conf.update(
+    broker_url="filesystem://",
+    broker_transport_options={
+        "data_folder_in": os.path.join(DATA_DIR, "queue"),
+        "data_folder_out": os.path.join(DATA_DIR, "queue"),
+        "processed_folder": os.path.join(DATA_DIR, "processed"),
+        "store_processed": False,
+    },
+    result_backend="file://" + os.path.join(DATA_DIR, "results"),
+    broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=1,
+)
+
+
+def _config() -> LocalEvaluationConfig:
+    options = {
+        "flag_source": os.environ.get("AMPLITUDE_FLAG_SOURCE", "auto"),
+        "shm_prefix": os.environ.get("AMPLITUDE_SHM_PREFIX", "amplitude-flagd"),
+    }
+    if os.environ.get("AMPLITUDE_SERVER_URL"):
+        options["server_url"] = os.environ["AMPLITUDE_SERVER_URL"]
+    return LocalEvaluationConfig(**options)
+
+
+# Built when the worker imports this module, before billiard forks the pool: every child inherits
+# the client. Shared mode needs no worker_process_init handler: the client starts no thread and maps
+# the snapshot lazily in the child that first evaluates.
+experiment = Experiment.initialize_local(os.environ["AMPLITUDE_DEPLOYMENT_KEY"], _config())
+experiment.start()
+
+
+@app.task
+def evaluate(user_id: str = "demo-user") -> dict:
+    """The variants for ``user_id``, with the pid of the pool process that evaluated them."""
+    variants = experiment.evaluate_v2(User(user_id=user_id))
+    return {
+        "pid": os.getpid(),
+        "variants": {key: variant.key for key, variant in sorted(variants.items())},
+        "snapshot_version": experiment.flag_source_status.get("version"),
+    }
