@@ -1,19 +1,192 @@
-"""Assignment and exposure events for local evaluation (placeholder until issue 5 lands)."""
+"""Assignment and exposure events for local evaluation (reference-sdk.md §4).
 
+The local client calls :meth:`EvaluationTracker.track` after every ``evaluate_v2``. The tracker
+deduplicates on the caller's thread (a string join, a digest and a locked dict lookup) and hands
+only new results to a per-process :class:`~amplitude_experiment.tracking._delivery.EventPipeline`,
+which builds the events and gives them to Amplitude's analytics SDK (``amplitude-analytics``).
+"""
+
+import copy
 import logging
-from typing import Any, Dict, Optional
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+from amplitude import constants as _analytics_constants
+
+from ..server_zone import ServerZone
+from ._delivery import MAX_PENDING, EventPipeline, EventSink, ProcessAnalytics, SinkFactory
+from .assignment import Assignment, AssignmentFilter, AssignmentService, to_event
+from .canonical import canonicalize
+from .dedup import DAY_MILLIS, DedupFilter
+from .exposure import Exposure, ExposureFilter, ExposureService, to_exposure_events
+from .hash_code import hash_code
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..local.config import LocalEvaluationConfig
+    from ..variant import Variant
+
+__all__ = [
+    "DAY_MILLIS",
+    "Assignment",
+    "AssignmentFilter",
+    "AssignmentService",
+    "DedupFilter",
+    "EvaluationTracker",
+    "EventSink",
+    "Exposure",
+    "ExposureFilter",
+    "ExposureService",
+    "ProcessAnalytics",
+    "build_tracker",
+    "canonicalize",
+    "hash_code",
+    "to_event",
+    "to_exposure_events",
+]
 
 
 class EvaluationTracker:
-    """Turns evaluation results into analytics events. Never raises into evaluation."""
+    """Turns evaluation results into assignment and exposure events. Never raises into evaluation.
 
-    def track(self, user: Any, variants: Dict[str, Any], tracks_exposure: bool) -> None:
-        raise NotImplementedError
+    Thread-safe and fork-safe: each process sends its own events through its own analytics
+    client, started on the first result it tracks.
+
+    :param logger: the client's logger.
+    :param assignment_config: an ``AssignmentConfig``, or None for no assignment events.
+    :param exposure_config: an ``ExposureConfig``, or None for no exposure events.
+    :param clock: seconds since the epoch; drives the dedup TTL, the event time and the
+        insert-id day. Tests pass a fake one.
+    :param sink_factory: builds each process's analytics client from a config.
+    :param max_pending: results waiting for the pipeline thread before new ones are dropped.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        assignment_config: Any = None,
+        exposure_config: Any = None,
+        clock: Callable[[], float] = time.time,
+        sink_factory: Optional[SinkFactory] = None,
+        max_pending: int = MAX_PENDING,
+    ):
+        self._logger = logger
+        self._clock = clock
+        self._warned_no_ids = False
+        self._warned_error = False
+        self._assignment: Optional[EventPipeline] = None
+        self._assignment_filter: Optional[DedupFilter] = None
+        self._exposure: Optional[EventPipeline] = None
+        self._exposure_filter: Optional[DedupFilter] = None
+        if assignment_config is not None:
+            send_props = bool(getattr(assignment_config, "send_evaluated_props", False))
+            self._assignment_filter = DedupFilter(assignment_config.cache_capacity)
+            self._assignment = EventPipeline(
+                "assignment",
+                assignment_config,
+                lambda record, callback: [to_event(record, send_props, callback)],
+                logger,
+                sink_factory,
+                max_pending,
+            )
+        if exposure_config is not None:
+            self._exposure_filter = DedupFilter(exposure_config.cache_capacity)
+            ttl = self._exposure_filter.ttl_millis
+            self._exposure = EventPipeline(
+                "exposure",
+                exposure_config,
+                lambda record, callback: to_exposure_events(record, ttl, callback),
+                logger,
+                sink_factory,
+                max_pending,
+            )
+
+    def track(self, user: Any, variants: Dict[str, "Variant"], tracks_exposure: bool) -> None:
+        """Queue the events of one evaluation unless the same result was tracked within a day.
+
+        Exposure events need ``tracks_exposure``; assignment events are tracked on every call.
+        Cheap for a repeated result, and never raises.
+        """
+        try:
+            exposure = self._exposure if tracks_exposure else None
+            assignment = self._assignment
+            if not variants or (exposure is None and assignment is None):
+                return
+            user_id = user.user_id
+            device_id = user.device_id
+            if not user_id and not device_id:
+                if not self._warned_no_ids:
+                    self._warned_no_ids = True
+                    self._logger.warning("[Experiment] evaluations of users without user_id and device_id are not tracked")
+                return
+            canonical = canonicalize(user_id, device_id, variants)
+            now = self._clock() * 1000
+            snapshot = None
+            if exposure is not None and self._exposure_filter.should_track(canonical, now):  # type: ignore[union-attr]
+                snapshot = _snapshot(user)
+                exposure.submit(_with_canonical(Exposure(snapshot, dict(variants), now), canonical))
+            if assignment is not None and self._assignment_filter.should_track(canonical, now):  # type: ignore[union-attr]
+                snapshot = snapshot or _snapshot(user)
+                assignment.submit(_with_canonical(Assignment(snapshot, dict(variants), now), canonical))
+        except Exception:
+            if not self._warned_error:
+                self._warned_error = True
+                self._logger.exception("[Experiment] tracking an evaluation failed; evaluation results are unaffected")
 
     def flush(self, timeout: Optional[float]) -> None:
-        raise NotImplementedError
+        """Send every queued event, waiting at most ``timeout`` seconds in all (None: no limit).
+
+        Logs a warning for whatever is still in flight when the time is up; never raises. The
+        analytics clients stay usable, as in the reference.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for pipeline in (self._exposure, self._assignment):
+            if pipeline is None:
+                continue
+            try:
+                pipeline.flush(deadline)
+            except Exception:
+                self._logger.warning("[Experiment] flushing %s events failed", pipeline.kind, exc_info=True)
 
 
-def build_tracker(config: Any, logger: logging.Logger) -> Optional[EvaluationTracker]:
-    """A tracker for ``config.assignment_config`` / ``config.exposure_config``, or None when neither is set."""
-    return None
+def build_tracker(
+    config: "LocalEvaluationConfig",
+    logger: logging.Logger,
+    clock: Callable[[], float] = time.time,
+    sink_factory: Optional[SinkFactory] = None,
+) -> Optional[EvaluationTracker]:
+    """A tracker for ``config.assignment_config`` / ``config.exposure_config``, or None when neither is set.
+
+    Starts nothing: each process starts its analytics client when it first tracks a result.
+    """
+    assignment_config = getattr(config, "assignment_config", None)
+    exposure_config = getattr(config, "exposure_config", None)
+    if assignment_config is None and exposure_config is None:
+        return None
+    for kind, analytics_config in (("assignment_config", assignment_config), ("exposure_config", exposure_config)):
+        if analytics_config is not None:
+            _check(kind, analytics_config, getattr(config, "server_zone", None), logger)
+    return EvaluationTracker(logger, assignment_config, exposure_config, clock, sink_factory)
+
+
+def _check(kind: str, analytics_config: Any, experiment_zone: Any, logger: logging.Logger) -> None:
+    if not analytics_config.api_key:
+        logger.error("[Experiment] %s has no api_key: Amplitude will reject its events", kind)
+    us_urls = _analytics_constants.SERVER_URL[_analytics_constants.DEFAULT_ZONE].values()
+    if experiment_zone == ServerZone.EU and analytics_config.server_url in us_urls:
+        # Not changed for the user (the reference does not either), but worth saying once.
+        logger.warning("[Experiment] flags come from the EU zone but %s sends events to %s", kind, analytics_config.server_url)
+
+
+def _snapshot(user: Any) -> Any:
+    """A copy the pipeline thread can read while the caller goes on changing its ``User``."""
+    snapshot = copy.copy(user)
+    for name in ("user_properties", "groups"):
+        value = getattr(snapshot, name, None)
+        if isinstance(value, dict):
+            setattr(snapshot, name, dict(value))
+    return snapshot
+
+
+def _with_canonical(record: Any, canonical: str) -> Any:
+    record._canonical = canonical
+    return record

@@ -1,0 +1,141 @@
+"""Assignment events (deprecated by Amplitude): one event per evaluation result (reference-sdk.md §4.3)."""
+
+import time
+from typing import Any, Dict, Optional
+
+from amplitude import Amplitude, BaseEvent
+
+from .canonical import canonicalize
+from .dedup import DAY_MILLIS, DedupFilter
+from .exposure import FLAG_TYPE_MUTUAL_EXCLUSION_GROUP, EventCallback
+from .hash_code import hash_code
+
+ASSIGNMENT_EVENT_TYPE = "[Experiment] Assignment"
+
+#: User fields copied onto the event with ``send_evaluated_props``. Like the reference we set all
+#: of them, and like the reference only those the analytics event knows (not ``version``, ``os``
+#: or ``ip_address``; ``library`` is overwritten by the analytics SDK) reach Amplitude.
+EVALUATED_PROPS = (
+    "country",
+    "city",
+    "region",
+    "dma",
+    "language",
+    "platform",
+    "version",
+    "os",
+    "device_manufacturer",
+    "device_brand",
+    "device_model",
+    "carrier",
+    "library",
+    "ip_address",
+)
+
+
+class Assignment:
+    """A user and the variants one evaluation gave them, stamped with the evaluation time.
+
+    :param user: the evaluated :class:`~amplitude_experiment.User` (only read).
+    :param results: flag key to :class:`~amplitude_experiment.Variant`, as ``evaluate_v2`` returned it.
+    :param timestamp: milliseconds since the epoch; now when omitted.
+    """
+
+    def __init__(self, user: Any, results: Dict[str, Any], timestamp: Optional[float] = None):
+        self.user = user
+        self.results = results
+        self.timestamp = time.time() * 1000 if timestamp is None else timestamp
+        self._canonical: Optional[str] = None
+
+    def canonicalize(self) -> str:
+        """The dedup key and insert-id hash input of this result."""
+        if self._canonical is None:
+            self._canonical = canonicalize(self.user.user_id, self.user.device_id, self.results)
+        return self._canonical
+
+
+def to_event(assignment: Assignment, send_evaluated_props: bool, callback: Optional[EventCallback] = None) -> BaseEvent:
+    """The ``[Experiment] Assignment`` event of one result, with the reference's fields exactly.
+
+    Default variants are listed in the event properties and ``$unset`` from the user; every other
+    variant is ``$set``. With ``send_evaluated_props`` the user's own properties are sent too; they
+    are copied, never written back into the caller's ``User`` (quirk Q10 fixed), and ``None`` counts
+    as no properties.
+    """
+    user = assignment.user
+    event_properties: Dict[str, Any] = {}
+    set_properties: Dict[str, Any] = {}
+    unset_properties: Dict[str, Any] = {}
+    for flag_key in sorted(assignment.results):
+        variant = assignment.results[flag_key]
+        if variant.key is None:
+            continue
+        metadata = variant.metadata or {}
+        event_properties[flag_key + ".variant"] = variant.key
+        version = metadata.get("flagVersion")
+        segment_name = metadata.get("segmentName")
+        if version is not None and segment_name is not None:
+            event_properties[flag_key + ".details"] = "v%s rule:%s" % (version, segment_name)
+        if metadata.get("flagType") == FLAG_TYPE_MUTUAL_EXCLUSION_GROUP:
+            continue
+        if metadata.get("default"):
+            unset_properties["[Experiment] " + flag_key] = "-"
+        else:
+            set_properties["[Experiment] " + flag_key] = variant.key
+    user_properties: Dict[str, Any] = {}
+    if send_evaluated_props:
+        user_properties.update(getattr(user, "user_properties", None) or {})
+    user_properties["$set"] = set_properties
+    user_properties["$unset"] = unset_properties
+    event = BaseEvent(
+        event_type=ASSIGNMENT_EVENT_TYPE,
+        user_id=user.user_id,
+        device_id=user.device_id,
+        time=int(assignment.timestamp),
+        event_properties=event_properties,
+        user_properties=user_properties,
+        insert_id="%s %s %d %d"
+        % (user.user_id, user.device_id, hash_code(assignment.canonicalize()), int(assignment.timestamp / DAY_MILLIS)),
+        callback=callback,
+    )
+    if send_evaluated_props:
+        for name in EVALUATED_PROPS:
+            # Plain attributes, as the reference sets them: the event's own setter would log and
+            # drop a value of an unexpected type instead of sending it.
+            setattr(event, name, getattr(user, name, None))
+    return event
+
+
+class AssignmentFilter:
+    """Passes an assignment the first time its canonical result is seen within ``ttl_millis``.
+
+    Thread-safe. Empty results never pass. Deprecated with assignment tracking.
+    """
+
+    def __init__(self, size: int, ttl_millis: int = DAY_MILLIS):
+        self.ttl_millis = ttl_millis
+        self.cache = DedupFilter(size, ttl_millis)
+
+    def should_track(self, assignment: Assignment) -> bool:
+        """Whether to send an event for ``assignment``; a True answer remembers it."""
+        if not assignment.results:
+            return False
+        return self.cache.should_track(assignment.canonicalize(), assignment.timestamp)
+
+
+class AssignmentService:
+    """Filters assignments and tracks their events on an ``amplitude.Amplitude`` client, synchronously.
+
+    Kept for code written against the reference's module layout; the local client itself hands
+    events to a per-process pipeline instead (:mod:`amplitude_experiment.tracking`).
+    """
+
+    def __init__(self, amplitude: Amplitude, assignment_filter: AssignmentFilter, send_evaluated_props: bool = False):
+        self.amplitude = amplitude
+        self.assignmentFilter = assignment_filter  # the reference's attribute name
+        self.send_evaluated_props = send_evaluated_props
+
+    def track(self, assignment: Assignment) -> None:
+        """Send the assignment's event unless this result was already sent within the TTL."""
+        if self.assignmentFilter.should_track(assignment):
+            self.amplitude.track(to_event(assignment, self.send_evaluated_props))

@@ -1,0 +1,30 @@
+"""The canonical form of an evaluation result: the dedup key and the insert-id hash input."""
+
+from typing import Any, Mapping
+
+
+def canonicalize(user_id: Any, device_id: Any, results: Mapping[str, Any]) -> str:
+    """``"<uid> <did> "`` then ``"<flag> <variant key> "`` per result in flag-key order (reference-sdk.md §4.1).
+
+    Empty ids print as ``None`` and variants without a key are skipped, as in the reference, so
+    insert ids computed from this string match the reference's and Amplitude deduplicates across
+    a mixed fleet.
+    """
+    parts = [_id(user_id), _id(device_id)]
+    for flag_key in sorted(results):
+        variant_key = results[flag_key].key
+        if variant_key is None:
+            continue
+        parts.append(_stripped(flag_key))
+        parts.append(_stripped(variant_key))
+    parts.append("")
+    return " ".join(parts)
+
+
+def _id(value: Any) -> str:
+    return _stripped(value) if value else "None"
+
+
+def _stripped(value: Any) -> str:
+    # A non-string id or key makes the reference raise AttributeError; tracking never raises.
+    return (value if isinstance(value, str) else str(value)).strip()
