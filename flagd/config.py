@@ -1,0 +1,122 @@
+"""flagd's settings: one frozen dataclass whose fields also generate the command-line options.
+
+Each field's metadata says which subcommands take it and its help text; ``cli.py`` turns that into
+``--kebab-case`` options and ``FLAGD_UPPER_CASE`` environment variables, so an option is written
+once. The deployment key is a field too, but never an option: it comes from the environment, a
+file or a systemd credential (see ``cli.py``), and it is left out of ``repr``.
+"""
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from amplitude_experiment.snapshot.segment import key_hash
+
+__all__ = ["Config", "ConfigError", "ExitCode", "DEFAULT_SERVER_URL", "EU_SERVER_URL", "DEFAULT_SHM_PREFIX"]
+
+# reference-sdk.md §2.1: the flag-config hosts.
+DEFAULT_SERVER_URL = "https://api.lab.amplitude.com"
+EU_SERVER_URL = "https://flag.lab.eu.amplitude.com"
+# Must match LocalEvaluationConfig.shm_prefix's default so workers find the daemon without settings.
+DEFAULT_SHM_PREFIX = "amplitude-flagd"
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit statuses. Only ``cli.py`` turns them into ``sys.exit``.
+
+    systemd units can list ``ALREADY_RUNNING`` and ``USAGE`` in ``RestartPreventExitStatus=``:
+    restarting does not fix either.
+    """
+
+    OK = 0
+    ERROR = 1  # unexpected failure
+    USAGE = 2  # bad option or environment value, no deployment key (argparse also exits 2)
+    STARTUP_FAILURE = 3  # segments or state directory could not be set up
+    ALREADY_RUNNING = 4  # another flagd holds the lock for this deployment key and prefix
+    STALE = 5  # status: a snapshot is published, but its heartbeat is old or its publisher is gone
+    ABSENT = 6  # status/dump: nothing is published for this deployment key
+
+
+class ConfigError(ValueError):
+    """An option value flagd cannot run with; the message names the option."""
+
+
+RUN = ("run",)
+ALL = ("run", "status", "dump")
+
+
+def _option(default: Any, help: str, commands: Tuple[str, ...] = RUN, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, "commands": commands, **extra})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything ``Daemon`` and the ``status``/``dump`` commands need. Immutable once built."""
+
+    deployment_key: str = field(default="", repr=False, metadata={"option": False})
+    server_url: str = _option(
+        DEFAULT_SERVER_URL, "base URL of the flag-config API (or an evaluation-proxy); "
+        "with --server-zone eu and this left at its default, the EU host is used")
+    server_zone: str = _option("us", "Amplitude data center", choices=("us", "eu"))
+    flags_file: Optional[str] = _option(
+        None, "read flags from this JSON file (the API's shape) instead of the API; no network needed",
+        metavar="PATH")
+    poll_interval_ms: int = _option(30000, "how often to poll the API or check the flags file")
+    request_timeout_ms: int = _option(10000, "socket timeout of one flag-config request")
+    backoff_min_ms: int = _option(1000, "first retry delay after a failed fetch; doubles per failure, jittered")
+    backoff_max_ms: int = _option(60000, "longest retry delay after failed fetches (at least the poll interval)")
+    state_dir: Optional[str] = _option(
+        None, "directory for the last good snapshot, re-published at start when the upstream is down "
+        "(default: $STATE_DIRECTORY under systemd, else none)", metavar="DIR")
+    shm_prefix: str = _option(DEFAULT_SHM_PREFIX, "shared-memory namespace; workers use the same value", ALL)
+    group: Optional[str] = _option(None, "group (name or gid) given to new segments so workers can read them")
+    log_level: str = _option("info", "logging level", ALL, choices=("debug", "info", "warning", "error"))
+    max_age_ms: Optional[int] = _option(
+        None, "status: report stale when the last successful fetch is older than this "
+        "(default: 3 poll intervals, at least 10 s)", ("status",))
+
+    def __post_init__(self) -> None:
+        if not self.deployment_key:
+            raise ConfigError("no deployment key")
+        for name in ("poll_interval_ms", "request_timeout_ms", "backoff_min_ms", "backoff_max_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("--%s must be positive, got %d" % (name.replace("_", "-"), getattr(self, name)))
+        if self.max_age_ms is not None and self.max_age_ms <= 0:
+            raise ConfigError("--max-age-ms must be positive, got %d" % self.max_age_ms)
+        if self.server_zone not in ("us", "eu"):
+            raise ConfigError("--server-zone must be us or eu, got %r" % self.server_zone)
+        url = self.server_url.rstrip("/")
+        if not (url.startswith("http://") or url.startswith("https://")) or "/" in url.split("://", 1)[1]:
+            raise ConfigError("--server-url must be a scheme and host such as https://api.lab.amplitude.com, got %r"
+                              % self.server_url)
+        if not self.shm_prefix or "/" in self.shm_prefix:
+            raise ConfigError("--shm-prefix must be a non-empty name without '/', got %r" % self.shm_prefix)
+
+    @property
+    def flags_url(self) -> str:
+        """The poll URL (reference-sdk.md §2.8; EU switch as LocalEvaluationConfig does, §1.9)."""
+        base = self.server_url.rstrip("/")
+        if self.server_zone == "eu" and base == DEFAULT_SERVER_URL:
+            base = EU_SERVER_URL
+        return base + "/sdk/v2/flags?v=0"
+
+    @property
+    def source_name(self) -> str:
+        """What the snapshot says it came from: ``file:<path>`` or the server URL (never the key)."""
+        if self.flags_file:
+            return "file:" + self.flags_file
+        return self.flags_url.split("/sdk/", 1)[0]
+
+    @property
+    def key_fingerprint(self) -> str:
+        """The hash that names this key's segments and files, and stands for the key in logs."""
+        return key_hash(self.deployment_key)
+
+    @classmethod
+    def option_fields(cls, command: str) -> Dict[str, "dataclasses.Field[Any]"]:
+        """The fields that are options of ``command``, by name, in declaration order."""
+        return {
+            f.name: f for f in dataclasses.fields(cls)
+            if f.metadata.get("option", True) and command in f.metadata.get("commands", RUN)
+        }

@@ -1,0 +1,412 @@
+"""The publish loop: fetch flag configs, validate them with the SDK's parser, publish new versions.
+
+``Daemon(config).run()`` goes through startup (lock, segments, adopt what is already published, first
+fetch, fall back to the last good snapshot on disk), the loop (poll, publish on change, heartbeat,
+watchdog) and shutdown (leave every segment in place so workers keep serving). Signals are handled
+here and nowhere else: SIGTERM/SIGINT stop, SIGHUP re-reads the source at once.
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from amplitude_experiment.evaluation import FlagConfigError, FlagSet, compile_flags
+from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, WriterConflictError
+
+from .config import Config, ExitCode
+from .log import Quoted
+from .sd_notify import Notifier
+from .sources import ApiSource, Backoff, FileSource, FlagSource, SourceError
+from .state import AlreadyRunning, InstanceLock, LastGood, lock_directory
+
+__all__ = ["Daemon"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Interrupted(BaseException):
+    """Raised by the stop handler into a fetch in progress, so SIGTERM does not wait out a slow request."""
+
+
+def build_source(config: Config) -> FlagSource:
+    """The source the config names: the flags file when given, else the flag API."""
+    if config.flags_file:
+        return FileSource(config.flags_file)
+    return ApiSource(config.flags_url, config.deployment_key, config.request_timeout_ms / 1000.0, config.source_name)
+
+
+def content_digest(flags: List[Any]) -> bytes:
+    """Identity of a validated flag list: same flags in the same storage order, same digest."""
+    canonical = json.dumps(flags, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).digest()
+
+
+class Daemon:
+    """Publishes one deployment key's flag configs into shared memory until stopped.
+
+    Single-threaded: everything, including the systemd watchdog ping, happens on the thread that
+    calls :meth:`run`, so a hung loop is a silent watchdog. Collaborators are parameters so tests can
+    pass fakes without patching modules.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        source: Optional[FlagSource] = None,
+        notifier: Optional[Notifier] = None,
+        writer_factory: Callable[..., Any] = SnapshotWriter,
+        reader_factory: Callable[..., Any] = SnapshotReader,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self._config = config
+        self._source = source if source is not None else build_source(config)
+        self._notifier = notifier if notifier is not None else Notifier()
+        self._writer_factory = writer_factory
+        self._reader_factory = reader_factory
+        self._wall_clock_ns = wall_clock_ns
+        self._monotonic = monotonic
+        self._backoff = Backoff(config.backoff_min_ms / 1000.0,
+                                max(config.backoff_max_ms, config.poll_interval_ms) / 1000.0)
+        self._interval = config.poll_interval_ms / 1000.0
+        self._key_hash = config.key_fingerprint
+        self._last_good = LastGood(config.state_dir, self._key_hash) if config.state_dir else None
+        self._writer: Any = None
+        # What is published: version 0 means nothing yet.
+        self._version = 0
+        self._flag_count = 0
+        self._order: List[str] = []
+        self._published_content: Optional[bytes] = None
+        self._saved_content: Optional[bytes] = None
+        self._last_fetch_ns = 0
+        # The last raw body accepted and the last one rejected, to skip re-parsing unchanged input.
+        self._accepted_body: Optional[bytes] = None
+        self._rejected_body: Optional[bytes] = None
+        self._failures = 0
+        self._ready = False
+        # Signal state, touched by the handlers.
+        self._stop = False
+        self._stop_signal = 0
+        self._reload = False
+        self._fetching = False
+        self._wakeup_fd: Optional[int] = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> ExitCode:
+        """Run until SIGTERM/SIGINT; returns the exit code for the CLI."""
+        lock_path = os.path.join(lock_directory(self._config.state_dir),
+                                 "%s.%s.lock" % (self._config.shm_prefix, self._key_hash))
+        lock = InstanceLock(lock_path)
+        try:
+            lock.acquire()
+        except AlreadyRunning as running:
+            logger.error("event=already_running key_hash=%s pid=%s lock=%s msg=%s", self._key_hash,
+                         running.pid or "unknown", running.path,
+                         Quoted("another flagd already publishes this deployment key on this host"))
+            return ExitCode.ALREADY_RUNNING
+        except OSError as error:
+            logger.error("event=startup_failed lock=%s error=%s", lock_path, Quoted(error))
+            return ExitCode.STARTUP_FAILURE
+        try:
+            with self._capture_signals():
+                try:
+                    code = self._startup()
+                    if code is not ExitCode.OK:
+                        return code
+                    self._main_loop()
+                except _Interrupted:
+                    pass
+                self._shutdown()
+                return ExitCode.OK
+        finally:
+            lock.release()
+            self._source.close()
+
+    def _startup(self) -> ExitCode:
+        config = self._config
+        logger.info("event=starting pid=%d key_hash=%s source=%s shm_prefix=%s poll_interval_ms=%d state_dir=%s",
+                    os.getpid(), self._key_hash, Quoted(self._source.name), config.shm_prefix,
+                    config.poll_interval_ms, Quoted(config.state_dir or ""))
+        group = int(config.group) if config.group and config.group.isdigit() else config.group
+        try:
+            self._writer = self._writer_factory(config.shm_prefix, config.deployment_key, group,
+                                                poll_interval_ms=config.poll_interval_ms)
+        except WriterConflictError as error:
+            logger.error("event=already_running key_hash=%s error=%s", self._key_hash, Quoted(error))
+            return ExitCode.ALREADY_RUNNING
+        except Exception as error:
+            logger.error("event=startup_failed step=segments error=%s", Quoted(error))
+            return ExitCode.STARTUP_FAILURE
+        self._adopt_published()
+        stored = self._last_good.load() if self._last_good is not None else None
+        if stored is not None:
+            self._saved_content = self._validated_digest(stored.get("flags"))
+        if self._source.backs_off and self._notifier.enabled:
+            # The first request may take the whole timeout; do not let systemd give up on start-up.
+            self._notifier.extend_timeout(config.request_timeout_ms / 1000.0 + 10)
+        fresh = self._poll()
+        if not fresh and self._version == 0 and stored is not None:
+            self._restore(stored)
+        self._announce()
+        if self._version == 0:
+            logger.warning("event=not_ready msg=%s", Quoted(
+                "no flag config published yet: the source failed and there is no last good snapshot; retrying"))
+        return ExitCode.OK
+
+    def _main_loop(self) -> None:
+        """Poll on a fixed schedule (backoff after failures); ping the watchdog every iteration."""
+        next_poll = self._monotonic() + self._next_delay()
+        while not self._stop:
+            if self._reload:
+                self._reload = False
+                self._accepted_body = self._rejected_body = None  # re-validate even unchanged input
+                logger.info("event=reload source=%s", Quoted(self._source.name))
+                next_poll = self._monotonic()
+            if self._monotonic() >= next_poll:
+                self._poll()
+                self._announce()
+                next_poll = self._monotonic() + self._next_delay()
+            self._alive()
+            self._wait(next_poll)
+
+    def _shutdown(self) -> None:
+        self._notifier.stopping()
+        if self._stop_signal:
+            logger.info("event=stopping signal=%s", signal.Signals(self._stop_signal).name)
+        if self._writer is not None:
+            try:
+                self._writer.close()  # unmaps only: workers keep serving the current version
+            except Exception as error:
+                logger.warning("event=close_failed error=%s", Quoted(error))
+        logger.info("event=stopped version=%d msg=%s", self._version,
+                    Quoted("snapshot left in place; workers keep serving it"))
+
+    # --- one poll -----------------------------------------------------------------------------
+
+    def _poll(self) -> bool:
+        """Fetch once and publish if the content changed. True when the fetch gave a valid config."""
+        fetched_at = self._wall_clock_ns()
+        self._fetching = True
+        try:
+            body = self._source.fetch()
+        except SourceError as error:
+            return self._failed("fetch_failed", error)
+        finally:
+            self._fetching = False
+        if body == self._accepted_body:
+            return self._succeeded(fetched_at)
+        if body == self._rejected_body:
+            self._failures += 1
+            logger.debug("event=config_still_rejected source=%s", Quoted(self._source.name))
+            return False
+        try:
+            flag_set = self._parse(body)
+        except Exception as error:  # whatever is wrong with the input, the last good version stays
+            self._rejected_body = body
+            return self._failed("config_rejected", error, flag=getattr(error, "flag_key", None))
+        digest = content_digest(flag_set.raw)
+        if digest != self._published_content:
+            try:
+                self._publish(flag_set, self._source.name, fetched_at, digest)
+            except Exception as error:
+                return self._failed("publish_failed", error)
+        self._accepted_body = body
+        self._rejected_body = None
+        if digest != self._saved_content:
+            self._save(flag_set.raw, self._source.name, fetched_at, digest)
+        return self._succeeded(fetched_at)
+
+    def _parse(self, body: bytes) -> FlagSet:
+        try:
+            raw = json.loads(body)
+        except ValueError as error:
+            raise FlagConfigError("not JSON: %s" % error) from None
+        return compile_flags(raw, self._order)
+
+    def _succeeded(self, fetched_at_ns: int) -> bool:
+        if self._failures:
+            logger.info("event=recovered source=%s after_failures=%d", Quoted(self._source.name), self._failures)
+        self._failures = 0
+        self._last_fetch_ns = fetched_at_ns
+        try:
+            self._writer.heartbeat(fetched_at_ns)
+        except Exception as error:
+            logger.warning("event=heartbeat_failed error=%s", Quoted(error))
+        return True
+
+    def _failed(self, event: str, error: BaseException, flag: Optional[str] = None) -> bool:
+        self._failures += 1
+        retry = self._next_delay()
+        logger.error("event=%s source=%s%s failures=%d retry_in_s=%.1f kept_version=%d error=%s",
+                     event, Quoted(self._source.name), " flag=%s" % Quoted(flag) if flag else "",
+                     self._failures, retry, self._version, Quoted(error))
+        return False
+
+    def _next_delay(self) -> float:
+        if self._failures and self._source.backs_off:
+            return self._backoff.delay(self._failures)
+        return self._interval
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def _publish(self, flag_set: FlagSet, source: str, fetched_at_ns: int, digest: bytes) -> int:
+        document: Dict[str, Any] = {
+            "flags": flag_set.raw,
+            "source": source,
+            "fetched_at_ns": fetched_at_ns,
+            "flag_count": len(flag_set.raw),
+            "poll_interval_ms": self._config.poll_interval_ms,
+        }
+        version = self._writer.publish(document)
+        previous, self._version = self._version, version
+        self._flag_count = len(flag_set.raw)
+        self._order = list(flag_set.flags)
+        self._published_content = digest
+        logger.info("event=published version=%d previous=%d flags=%d source=%s",
+                    version, previous, self._flag_count, Quoted(source))
+        for problem in flag_set.problems:
+            logger.warning("event=config_problem version=%d problem=%s", version, Quoted(problem))
+        return version
+
+    def _save(self, flags: List[Any], source: str, fetched_at_ns: int, digest: bytes) -> None:
+        if self._last_good is None:
+            return
+        try:
+            self._last_good.save(flags, source, fetched_at_ns)
+        except OSError as error:
+            logger.warning("event=state_save_failed path=%s error=%s", self._last_good.path, Quoted(error))
+            return
+        self._saved_content = digest
+
+    def _adopt_published(self) -> None:
+        """Continue from what a previous flagd left in shared memory, so a restart publishes nothing
+        new unless the content changed, and flag order stays as workers know it."""
+        try:
+            snapshot = self._reader_factory(self._config.shm_prefix, self._config.deployment_key).load()
+        except Exception as error:
+            logger.info("event=no_current_snapshot reason=%s", Quoted(error))
+            return
+        if snapshot is None:
+            return
+        document = snapshot.document
+        flags = document.get("flags") if isinstance(document, dict) else None
+        try:
+            flag_set = compile_flags(flags)
+        except Exception as error:
+            logger.warning("event=current_snapshot_invalid version=%d error=%s", snapshot.version, Quoted(error))
+            return
+        self._version = snapshot.version
+        self._flag_count = len(flag_set.raw)
+        self._order = list(flag_set.flags)
+        self._published_content = content_digest(flag_set.raw)
+        self._last_fetch_ns = int(document.get("fetched_at_ns") or 0)
+        logger.info("event=adopted version=%d flags=%d source=%s", snapshot.version, self._flag_count,
+                    Quoted(document.get("source", "")))
+
+    def _restore(self, stored: Dict[str, Any]) -> None:
+        """Publish the last good snapshot from disk: the upstream is down and shared memory is empty."""
+        source = str(stored.get("source") or "")
+        fetched_at = int(stored.get("fetched_at_ns") or 0)
+        try:
+            flag_set = compile_flags(stored.get("flags"))
+            self._publish(flag_set, source, fetched_at, content_digest(flag_set.raw))
+        except Exception as error:
+            logger.error("event=restore_failed path=%s error=%s", self._last_good.path if self._last_good else "",
+                         Quoted(error))
+            return
+        self._last_fetch_ns = fetched_at
+        logger.warning("event=restored_last_good version=%d flags=%d fetched_age_s=%.0f msg=%s", self._version,
+                       self._flag_count, self._age_s(), Quoted("serving the last good snapshot until the source answers"))
+
+    def _validated_digest(self, flags: Any) -> Optional[bytes]:
+        try:
+            return content_digest(compile_flags(flags).raw)
+        except Exception:
+            return None
+
+    # --- systemd and status -------------------------------------------------------------------
+
+    def _status_text(self) -> str:
+        return "v%d flags=%d age=%.0f" % (self._version, self._flag_count, self._age_s())
+
+    def _age_s(self) -> float:
+        if not self._last_fetch_ns:
+            return -1.0
+        return max(0.0, (self._wall_clock_ns() - self._last_fetch_ns) / 1e9)
+
+    def _announce(self) -> None:
+        """READY=1 as soon as workers have a snapshot to serve (fresh, adopted or restored)."""
+        if self._version and not self._ready:
+            self._ready = True
+            self._notifier.ready(self._status_text())
+            logger.info("event=ready version=%d flags=%d", self._version, self._flag_count)
+
+    def _alive(self) -> None:
+        if self._notifier.watchdog_interval is not None:
+            self._notifier.watchdog()
+        self._notifier.status(self._status_text())
+
+    # --- signals and waiting ------------------------------------------------------------------
+
+    def _wait(self, deadline: float) -> None:
+        """Sleep until ``deadline``, a signal, or the next watchdog ping is due, whichever is first."""
+        timeout = max(0.0, deadline - self._monotonic())
+        if self._notifier.watchdog_interval is not None:
+            timeout = min(timeout, self._notifier.watchdog_interval)
+        if self._stop or self._reload:
+            return
+        if self._wakeup_fd is None:
+            time.sleep(min(timeout, 0.5))  # no signal handling here (not the main thread): poll the flags
+            return
+        readable, _, _ = select.select([self._wakeup_fd], [], [], timeout)
+        if readable:
+            try:
+                os.read(self._wakeup_fd, 512)
+            except BlockingIOError:
+                pass
+
+    @contextlib.contextmanager
+    def _capture_signals(self) -> Iterator[None]:
+        """Install the handlers for the daemon's lifetime and restore the previous ones afterwards.
+
+        A Python handler only runs between bytecodes; ``set_wakeup_fd`` makes the C-level handler
+        write a byte that ends the ``select`` in :meth:`_wait` at once.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            # Signals can only be listened to from the main thread.
+            yield
+            return
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._wakeup_fd = read_fd
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            self._wakeup_fd = None
+            os.close(read_fd)
+            os.close(write_fd)
+
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        # No logging here: the handler may interrupt a logging call; _shutdown reports the signal.
+        self._stop = True
+        self._stop_signal = signum
+        if self._fetching:
+            raise _Interrupted()
+
+    def _on_reload(self, signum: int, frame: Any) -> None:
+        self._reload = True
