@@ -33,10 +33,17 @@ class FlagSource(Protocol):
 
 
 def build_flag_source(api_key: str, config: LocalEvaluationConfig, logger: logging.Logger) -> FlagSource:
-    """The source ``config.flag_source`` asks for."""
-    from ._poller import PollingFlagSource
+    """The source ``config.flag_source`` asks for: "poll", "flagd" (shared snapshot only) or "auto"."""
+    # Imported here: both modules import this one for report_problems.
+    if config.flag_source == "poll":
+        from ._poller import PollingFlagSource
 
-    return PollingFlagSource(api_key, config, logger)
+        return PollingFlagSource(api_key, config, logger)
+    from ._shared_source import AutoFlagSource, SharedSnapshotSource
+
+    if config.flag_source == "flagd":
+        return SharedSnapshotSource(api_key, config, logger)
+    return AutoFlagSource(api_key, config, logger)
 
 
 def report_problems(logger: logging.Logger, flags: FlagSet, origin: str) -> None:

@@ -20,7 +20,8 @@ Index segment, 4096 bytes, little-endian u64 words (``memoryview(mm).cast('Q')``
           5  published_at_ns  when ``version`` was published
           6  last_fetch_ns    last successful upstream fetch (including "not modified")
           7  heartbeat_ns     refreshed by every publish loop iteration
-          8  poll_interval_ms flagd's upstream poll interval; readers warn at 3x without heartbeat
+          8  poll_interval_ms flagd's upstream poll interval (writer argument, or the document's
+                              "poll_interval_ms"); readers warn once when the heartbeat is 3x older
           9.. reserved (0)
 
 Data segment ``v<N>``, 64-byte header then the msgpack payload, sized exactly::
@@ -440,6 +441,9 @@ class SnapshotWriter:
         fetched = document.get("fetched_at_ns")
         if isinstance(fetched, int) and fetched > 0:
             words[W_FETCH] = fetched
+        interval = document.get("poll_interval_ms")
+        if isinstance(interval, int) and interval > 0:
+            words[W_POLL] = interval
         words[W_PUBLISHED] = now  # before the version: a reader may pair the new time with the old version, never worse
         words[W_HEARTBEAT] = now
         # THE PUBLISH POINT. One aligned 8-byte store (memoryview 'Q' item assignment is a single
@@ -600,7 +604,7 @@ class SnapshotReader:
             if last is not None and last.version == version:
                 return last
             try:
-                snapshot = self._read(version)
+                snapshot = self.read(version)
             except posix_ipc.ExistentialError:
                 # Unlinked between our index read and the open: the index has moved on; read it again.
                 self.retries += 1
@@ -609,7 +613,15 @@ class SnapshotReader:
             return snapshot
         return self._last
 
-    def _read(self, version: int) -> Snapshot:
+    def read(self, version: int) -> Snapshot:
+        """Open, validate and decode ``version`` now, bypassing the cache (``flagd dump``, tests).
+
+        :raises posix_ipc.ExistentialError: that version's segment does not exist (any more).
+        :raises SegmentCorruptError: it fails validation.
+        :raises SegmentPermissionError: it has an unsafe mode or the wrong owner.
+        """
+        if self._uid is None:
+            self._uid = _resolve_uid(self._owner)
         name = self._stem + str(version)
         mm, stat = self._map(name, self._uid)
         if self._index_uid is not None and stat.st_uid != self._index_uid:
