@@ -65,9 +65,19 @@ def test_flagd_instance_takes_its_settings_and_key_from_etc():
     assert "%i" in last(flagd, "Service", "StateDirectory")
     exec_start = shlex.split(last(flagd, "Service", "ExecStart"))
     assert exec_start[0].endswith("/amplitude-flagd") and exec_start[1] == "run"
-    assert "--state-dir" in exec_start
-    # The key is never on the command line or in the environment file's name space.
-    assert not any("KEY" in word.upper() and "$" in word for word in exec_start)
+    # The key is never on the command line (ps shows it to every user).
+    assert not any("KEY" in word.upper() for word in exec_start)
+
+
+def test_flagd_credential_name_and_exit_codes_match_the_cli():
+    from flagd.cli import CREDENTIAL_NAME
+    from flagd.config import ExitCode
+
+    flagd = unit(FLAGD_UNIT)
+    assert last(flagd, "Service", "LoadCredential").split(":")[0] == CREDENTIAL_NAME
+    # Restarting fixes neither a usage error nor a second flagd for the same key.
+    prevent = {int(code) for code in last(flagd, "Service", "RestartPreventExitStatus").split()}
+    assert prevent == {ExitCode.USAGE, ExitCode.ALREADY_RUNNING}
 
 
 def test_flagd_keeps_shared_memory_alive_across_restarts():
@@ -121,23 +131,27 @@ def test_sysusers_creates_a_system_user_and_the_shared_group():
     assert (USER, SHM_GROUP) in members
 
 
-def test_env_example_is_a_plain_environment_file_without_the_key():
-    names = []
+def test_env_example_sets_only_flagd_options_and_never_the_key():
+    from flagd.cli import ENV_PREFIX
+    from flagd.config import Config
+
+    options = {ENV_PREFIX + name.upper() for name in Config.option_fields("run")}
+    set_names, commented_names = [], []
     for raw in ENV_EXAMPLE.read_text().splitlines():
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line:
             continue
-        match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", line)
+        commented = line.startswith("#")
+        match = re.fullmatch(r"#?([A-Z][A-Z0-9_]*)=(\S*)", line)
+        if commented and not match:
+            continue  # prose
         assert match, "not NAME=value: %r" % line
-        names.append(match.group(1))
+        (commented_names if commented else set_names).append(match.group(1))
         # The key goes through LoadCredential=, never the environment.
         assert "DEPLOYMENT_KEY" not in match.group(1)
-        assert not re.search(r"server-[A-Za-z0-9]{20,}", match.group(2))
-    assert names, "the example sets nothing"
-    flagd = unit(FLAGD_UNIT)
-    referenced = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", last(flagd, "Service", "ExecStart")))
-    provided_by_systemd = {"STATE_DIRECTORY", "CREDENTIALS_DIRECTORY"}
-    assert referenced - provided_by_systemd <= set(names)
+    assert set_names, "the example sets nothing"
+    unknown = set(set_names + commented_names) - options
+    assert not unknown, "flagd run has no option for %s" % sorted(unknown)
 
 
 # --- systemd's own parsers, where systemd is installed --------------------------------------------

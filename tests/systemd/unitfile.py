@@ -172,6 +172,7 @@ KNOWN: Dict[str, Dict[str, Callable[[str], bool]]] = {
         "TimeoutStopSec": timespan,
         "Restart": one_of("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always"),
         "RestartSec": timespan,
+        "RestartPreventExitStatus": lambda v: all(re.fullmatch(r"\d+|SIG[A-Z0-9]+", w) for w in v.split()),
         "KillMode": one_of("control-group", "mixed", "process", "none"),
         "KillSignal": signal_name,
         "EnvironmentFile": absolute_path,
