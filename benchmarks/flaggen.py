@@ -14,6 +14,7 @@ holdout and mutual-exclusion shapes, default variants, segments naming missing v
 allocations that miss and bucket selectors on missing or falsy values.
 """
 
+import json
 import random
 import re
 from typing import Any, Dict, List, Optional
@@ -78,35 +79,87 @@ FILTER_POOLS = {
     "regex": _REGEXES,
 }
 
-# (selector, natural filter pool)
+_COUNTRIES = ["United States", "Germany", "日本", "", "France", "united states", "Türkiye"]
+_CITIES = ["Berlin", "東京", "", "NYC"]
+_PLATFORMS = ["iOS", "Android", "Web", "ios", ""]
+_LANGUAGES = ["en", "de", "ja", "EN", ""]
+_USER_IDS = ["u%d" % i for i in range(12)] + ["vip", "ü1", ""]
+_DEVICE_IDS = ["d%d" % i for i in range(12)] + ["0", "dév-1", "日本-2"]
+_ORGS = ["acme", "globex", "日本社", "", "initech"]
+_TIERS = ["gold", "GOLD", "silver", "", ["gold", "x"]]
+_SEATS = [10, "9", 0, 2.5, "x"]
+_EXTRA = ["pro", 7, True, ["a", "b"], "", {"k": "v"}]
+
+# (selector, natural filter pool, values users hold there: filters are often drawn from these)
 _USER_SELECTORS = [
-    (["context", "user", "user_id"], "text"),
-    (["context", "user", "device_id"], "text"),
-    (["context", "user", "country"], "text"),
-    (["context", "user", "city"], "text"),
-    (["context", "user", "platform"], "text"),
-    (["context", "user", "version"], "version"),
-    (["context", "user", "language"], "text"),
-    (["context", "user", "cohort_ids"], "list"),
-    (["context", "user", "user_properties", "plan"], "text"),
-    (["context", "user", "user_properties", "n"], "number"),
-    (["context", "user", "user_properties", "score"], "number"),
-    (["context", "user", "user_properties", "app_ver"], "version"),
-    (["context", "user", "user_properties", "tags"], "list"),
-    (["context", "user", "user_properties", "beta"], "boolean"),
-    (["context", "user", "user_properties", "email"], "regex"),
-    (["context", "user", "user_properties", "meta"], "text"),
-    (["context", "user", "user_properties", "mixed"], "text"),
-    (["context", "user", "user_properties", "missing"], "text"),
-    (["context", "user", "extra_attr"], "text"),
-    (["context", "user", "user_properties", "meta", "k"], "text"),
-    (["context", "user", "user_properties", "tags", "0"], "text"),  # lists are not indexable
-    (["context", "groups", "org", "group_name"], "text"),
-    (["context", "groups", "org", "group_properties", "tier"], "text"),
-    (["context", "groups", "org", "group_properties", "seats"], "number"),
-    (["context", "groups", "team", "group_name"], "text"),
-    (["context", "groups", "org", "cohort_ids"], "list"),
+    (["context", "user", "user_id"], "text", _USER_IDS),
+    (["context", "user", "device_id"], "text", _DEVICE_IDS),
+    (["context", "user", "country"], "text", _COUNTRIES),
+    (["context", "user", "city"], "text", _CITIES),
+    (["context", "user", "platform"], "text", _PLATFORMS),
+    (["context", "user", "version"], "version", _VERSIONS),
+    (["context", "user", "language"], "text", _LANGUAGES),
+    (["context", "user", "cohort_ids"], "list", ["c1", "c2", "x"]),
+    (["context", "user", "user_properties", "plan"], "text", _TEXT),
+    (["context", "user", "user_properties", "plan"], "text", _TEXT),
+    (["context", "user", "user_properties", "n"], "number", _NUMBERS),
+    (["context", "user", "user_properties", "n"], "number", _NUMBERS),
+    (["context", "user", "user_properties", "score"], "number", _NUMBERS),
+    (["context", "user", "user_properties", "app_ver"], "version", _VERSIONS),
+    (["context", "user", "user_properties", "app_ver"], "version", _VERSIONS),
+    (["context", "user", "user_properties", "tags"], "list", _LISTS),
+    (["context", "user", "user_properties", "tags"], "list", _LISTS),
+    (["context", "user", "user_properties", "beta"], "boolean", _BOOLEANS),
+    (["context", "user", "user_properties", "beta"], "boolean", _BOOLEANS),
+    (["context", "user", "user_properties", "email"], "regex", _EMAILS),
+    (["context", "user", "user_properties", "meta"], "text", _DICTS),
+    (["context", "user", "user_properties", "mixed"], "text", PROPERTY_POOLS["mixed"]),
+    (["context", "user", "user_properties", "mixed"], "list", PROPERTY_POOLS["mixed"]),
+    (["context", "user", "user_properties", "missing"], "text", None),
+    (["context", "user", "extra_attr"], "text", _EXTRA),
+    (["context", "user", "user_properties", "meta", "k"], "text", ["v", "ü"]),
+    (["context", "user", "user_properties", "tags", "0"], "text", ["a"]),  # lists are not indexable
+    (["context", "groups", "org", "group_name"], "text", _ORGS),
+    (["context", "groups", "org", "group_properties", "tier"], "text", _TIERS),
+    (["context", "groups", "org", "group_properties", "seats"], "number", _SEATS),
+    (["context", "groups", "team", "group_name"], "text", ["red"]),
+    (["context", "groups", "org", "cohort_ids"], "list", ["gc1", "gc2"]),
 ]
+_NATURAL_OPS = {
+    "text": ["is", "is", "is not", "contains", "does not contain", "regex match", "set contains any", "less"],
+    "number": ["less", "less or equal", "greater", "greater or equal", "is", "is not"],
+    "version": ["version less", "version less or equal", "version greater", "version greater or equal", "is"],
+    "list": ["set is", "set is not", "set contains", "set does not contain", "set contains any",
+             "set does not contain any", "is", "is not", "contains"],
+    "boolean": ["is", "is", "is not", "set contains", "contains"],
+    "regex": ["regex match", "regex does not match", "contains", "is"],
+}
+
+
+def _as_filter(rng: random.Random, value: Any) -> str:
+    """A filter string that a user holding ``value`` may or may not match, depending on coercion."""
+    if isinstance(value, bool):
+        return _pick(rng, ["true", "True", "TRUE", "false", "False"] if value else ["false", "FALSE", "true"])
+    if isinstance(value, list):
+        if value and rng.random() < 0.8:
+            return _as_filter(rng, _pick(rng, value))
+        return json.dumps(value) if rng.random() < 0.5 else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=rng.random() < 0.7)
+    if isinstance(value, (int, float)):
+        return _pick(rng, [str(value), str(value), repr(float(value)), str(int(value)) if value == value and
+                           abs(value) != float("inf") else "0"])
+    if value is None:
+        return "(none)"
+    text = str(value)
+    roll = rng.random()
+    if roll < 0.1:
+        return text.upper()
+    if roll < 0.2 and len(text) > 1:
+        return text[: len(text) // 2]
+    return text
+
+
 _OP_POOL = {
     "is": None, "is not": None, "contains": None, "does not contain": None,
     "less": "number", "less or equal": "number", "greater": "number", "greater or equal": "number",
@@ -160,21 +213,29 @@ class _FlagBuilder:
 
     def condition(self) -> Dict[str, Any]:
         rng = self.rng
-        selector, natural = _pick(rng, _USER_SELECTORS)
+        selector, natural, user_values = _pick(rng, _USER_SELECTORS)
         if self.flags and rng.random() < 0.08:
             other = _pick(rng, self.flags)["key"]
             field = _pick(rng, ["key", "key", "value", "payload", ["metadata", "default"], ["metadata", "flagVersion"]])
             selector = ["result", other] + (field if isinstance(field, list) else [field])
-            natural = "text"
-        op = _pick(rng, list(OPERATORS))
+            natural, user_values = "text", ["on", "off", "control", "treatment", "True", "true", "10"]
+        if rng.random() < 0.65:  # an operator that suits the property, so conditions hit often
+            op = _pick(rng, _NATURAL_OPS[natural])
+        else:
+            op = _pick(rng, list(OPERATORS))
         pool_name = _OP_POOL[op] or natural
         if rng.random() < 0.15:  # a pool that does not fit the property: exercises the fallbacks
             pool_name = _pick(rng, list(FILTER_POOLS))
-            if op.startswith("regex"):
-                pool_name = "regex"
+        if op.startswith("regex"):
+            pool_name = "regex"
         count = _pick(rng, [1, 1, 1, 2, 2, 3, 0] if op.startswith("set") else [1, 1, 1, 2, 3])
         pool = FILTER_POOLS[pool_name]
-        values = [_pick(rng, pool) for _ in range(count)]
+        values = []
+        for _ in range(count):
+            if user_values and pool_name != "regex" and rng.random() < 0.6:
+                values.append(_as_filter(rng, _pick(rng, user_values)))
+            else:
+                values.append(_pick(rng, pool))
         if rng.random() < 0.08:
             values.append("(none)")
         return {"selector": selector, "op": op, "values": values}
@@ -415,11 +476,6 @@ def generate_flags(seed: int, count: int, prefix: str = "") -> List[Dict[str, An
 
 # --- users -------------------------------------------------------------------------------------
 
-_COUNTRIES = ["United States", "Germany", "日本", "", "France", "united states", "Türkiye"]
-_PLATFORMS = ["iOS", "Android", "Web", "ios", ""]
-_LANGUAGES = ["en", "de", "ja", "EN", ""]
-
-
 def generate_users(seed: int, count: int) -> List[Dict[str, Any]]:
     """User specs: ``{"fields": <User(**fields)>, "extra": <attributes set afterwards>}``."""
     rng = random.Random(seed)
@@ -427,10 +483,11 @@ def generate_users(seed: int, count: int) -> List[Dict[str, Any]]:
     for index in range(count):
         fields: Dict[str, Any] = {}
         if rng.random() < 0.9:
-            fields["device_id"] = _pick(rng, ["d%d" % rng.randint(0, 5000), "", "dév-%d" % index, "0", "日本-%d" % index])
+            fields["device_id"] = _pick(rng, ["d%d" % rng.randint(0, 5000), "d%d" % rng.randint(0, 5000), "",
+                                              "dév-%d" % index, "日本-%d" % index, _pick(rng, _DEVICE_IDS)])
         if rng.random() < 0.75:
-            fields["user_id"] = _pick(rng, ["u%d" % rng.randint(0, 40), "u%d" % index, "", "ü%d" % index, "vip"])
-        for name, pool, probability in (("country", _COUNTRIES, 0.6), ("city", ["Berlin", "東京", "", "NYC"], 0.3),
+            fields["user_id"] = _pick(rng, ["u%d" % index, "ü%d" % index, _pick(rng, _USER_IDS), _pick(rng, _USER_IDS)])
+        for name, pool, probability in (("country", _COUNTRIES, 0.6), ("city", _CITIES, 0.3),
                                         ("platform", _PLATFORMS, 0.5), ("language", _LANGUAGES, 0.3),
                                         ("version", _VERSIONS, 0.5), ("os", ["iOS 17", "Android 14"], 0.2)):
             if rng.random() < probability:
@@ -439,11 +496,11 @@ def generate_users(seed: int, count: int) -> List[Dict[str, Any]]:
             properties: Dict[str, Any] = {}
             for name, pool in PROPERTY_POOLS.items():
                 roll = rng.random()
-                if roll < 0.55:
+                if roll < 0.7:
                     properties[name] = _pick(rng, pool)
-                elif roll < 0.65:
+                elif roll < 0.8:
                     properties[name] = _pick(rng, _FALSY)
-                elif roll < 0.68:
+                elif roll < 0.83:
                     properties[name] = None
             fields["user_properties"] = properties
         elif rng.random() < 0.3:
@@ -451,7 +508,7 @@ def generate_users(seed: int, count: int) -> List[Dict[str, Any]]:
         if rng.random() < 0.2:
             fields["cohort_ids"] = _pick(rng, [["c1"], ["c1", "c2"], [], ["x"]])
         if rng.random() < 0.4:
-            org = _pick(rng, ["acme", "globex", "日本社", "", "initech"])
+            org = _pick(rng, _ORGS)
             roll = rng.random()
             if roll < 0.7:
                 fields["groups"] = {"org": [org] + (["second"] if rng.random() < 0.2 else [])}
@@ -462,14 +519,17 @@ def generate_users(seed: int, count: int) -> List[Dict[str, Any]]:
             else:
                 fields["groups"] = {"org": [], "team": ["red"]}
             if rng.random() < 0.7:
-                fields["group_properties"] = {"org": {org: _pick(rng, [
-                    {"tier": "gold", "seats": 10}, {"tier": "GOLD", "seats": "9"}, {"tier": "silver"}, {}, {"tier": ""},
-                    {"tier": ["gold", "x"]}])}}
+                properties = {}
+                if rng.random() < 0.8:
+                    properties["tier"] = _pick(rng, _TIERS)
+                if rng.random() < 0.6:
+                    properties["seats"] = _pick(rng, _SEATS)
+                fields["group_properties"] = {"org": {org: properties}}
             if rng.random() < 0.3:
                 fields["group_cohort_ids"] = {"org": {org: _pick(rng, [["gc1"], [], ["gc1", "gc2"]])}}
         extra: Dict[str, Any] = {}
         if rng.random() < 0.1:
-            extra["extra_attr"] = _pick(rng, ["pro", 7, True, ["a", "b"], "", {"k": "v"}])
+            extra["extra_attr"] = _pick(rng, _EXTRA)
         users.append({"fields": fields, "extra": extra})
     return users
 
