@@ -2,9 +2,9 @@
 
     AMPLITUDE_DEPLOYMENT_KEY=... celery -A tasks worker --pool prefork --concurrency 4
 
-The broker is kombu's filesystem transport and results go to files, so the example needs no broker
-server; swap in Redis or RabbitMQ for real use, nothing about flags changes. Settings come from the
-environment, as in the gunicorn example:
+The broker is kombu's filesystem transport and results go to files (``celeryconfig.py``), so the
+example needs no broker server; swap in Redis or RabbitMQ for real use, nothing about flags changes.
+Settings come from the environment, as in the gunicorn example:
 
     AMPLITUDE_DEPLOYMENT_KEY  the deployment key flagd publishes for (required)
     AMPLITUDE_FLAG_SOURCE     "auto" (default), "flagd" or "poll"
@@ -14,29 +14,13 @@ environment, as in the gunicorn example:
 """
 
 import os
-import tempfile
 
 from celery import Celery
 
 from amplitude_experiment import Experiment, LocalEvaluationConfig, User
 
-DATA_DIR = os.environ.get("CELERY_EXAMPLE_DIR", os.path.join(tempfile.gettempdir(), "amplitude-celery-example"))
-for folder in ("queue", "processed", "results"):
-    os.makedirs(os.path.join(DATA_DIR, folder), exist_ok=True)
-
 app = Celery("tasks")
-app.conf.update(
-    broker_url="filesystem://",
-    broker_transport_options={
-        "data_folder_in": os.path.join(DATA_DIR, "queue"),
-        "data_folder_out": os.path.join(DATA_DIR, "queue"),
-        "processed_folder": os.path.join(DATA_DIR, "processed"),
-        "store_processed": False,
-    },
-    result_backend="file://" + os.path.join(DATA_DIR, "results"),
-    broker_connection_retry_on_startup=True,
-    worker_prefetch_multiplier=1,
-)
+app.config_from_object("celeryconfig")
 
 
 def _config() -> LocalEvaluationConfig:

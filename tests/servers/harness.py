@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import psutil
 
@@ -97,13 +97,11 @@ class Process:
             os.kill(self.pid, signum)
 
     def stop(self, timeout: float = 15.0) -> Optional[int]:
-        """SIGTERM the whole group, wait up to ``timeout`` s, then SIGKILL it. Returns the exit status."""
+        """SIGTERM the main process (as systemd's KillMode=mixed does), wait up to ``timeout`` s for
+        it, then SIGKILL whatever is left of its group. Returns the main process's exit status."""
         try:
             if self.alive():
-                try:
-                    os.killpg(self.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                os.kill(self.pid, signal.SIGTERM)
                 try:
                     self.popen.wait(timeout)
                 except subprocess.TimeoutExpired:
@@ -209,10 +207,30 @@ def polls_between(stand_in: Any, start: float, end: float) -> int:
     return sum(1 for request in stand_in.seen(FLAGS_PATH) if start <= request.at <= end)
 
 
-def run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, start_server):
+def http_server(start_server: Callable[[Dict[str, str]], Process]) -> Callable[..., Any]:
+    """Adapt an HTTP server for :func:`run_shared_mode_scenario`: it listens on ``env["PORT"]`` and
+    answers ``GET /?user_id=`` with the example app's JSON."""
+    def start(env: Dict[str, str]) -> Tuple[Process, Callable[[Set[int]], Dict[int, List[Dict[str, Any]]]]]:
+        port = free_port()
+        env["PORT"] = str(port)
+        server = start_server(env)
+        url = "http://127.0.0.1:%d/?user_id=u1" % port
+
+        def every_worker(workers: Set[int]) -> Dict[int, List[Dict[str, Any]]]:
+            wait_until(lambda: _answers(url), 60, "%s to answer on port %d" % (server.name, port))
+            return responses_from_every_worker(lambda: get_json(url), workers)
+
+        return server, every_worker
+
+    return start
+
+
+def run_shared_mode_scenario(tmp_path: Path, stand_in: Any, shm_prefix: str, start: Callable[..., Any]) -> Process:
     """flagd + a pre-fork server; a flag change reaches every worker; one upstream poller per host.
 
-    ``start_server(env)`` starts the server on ``env["PORT"]`` and returns its :class:`Process`.
+    ``start(env)`` starts the server with ``env`` and returns it with ``every_worker(pids)``, which
+    has each of those worker processes evaluate once (at least) and returns the answers by pid.
+    Workers run ``flag_source="auto"`` pointed at the stand-in, so any poll of theirs would be seen.
     """
     stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag(FLAG_KEY, "control")]))
     flagd = Flagd(tmp_path, shm_prefix, POLL_INTERVAL_MS, server_url=stand_in.url)
@@ -220,14 +238,11 @@ def run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, start_server):
     try:
         flagd.wait_ready()
         started = time.monotonic()
-        port = free_port()
-        env = base_env(shm_prefix, AMPLITUDE_FLAG_SOURCE="auto", AMPLITUDE_SERVER_URL=stand_in.url, PORT=str(port))
-        server = start_server(env)
-        url = "http://127.0.0.1:%d/?user_id=u1" % port
+        env = base_env(shm_prefix, AMPLITUDE_FLAG_SOURCE="auto", AMPLITUDE_SERVER_URL=stand_in.url)
+        server, every_worker = start(env)
         workers = wait_for_workers(server, WORKERS)
-        wait_until(lambda: _answers(url), 60, "%s to answer on port %d" % (server.name, port))
 
-        before = responses_from_every_worker(lambda: get_json(url), workers)
+        before = every_worker(workers)
         for pid, answers in before.items():
             assert {a["variants"].get(FLAG_KEY) for a in answers} == {"control"}, (pid, answers)
 
@@ -238,21 +253,19 @@ def run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, start_server):
         new_version = wait_until(lambda: reader.current_version() > old_version and reader.current_version(),
                                  10 + 5 * POLL_INTERVAL_MS / 1000, "flagd to publish the change")
 
-        # Published: from now on every answer, from every worker, is the new snapshot's.
-        after = responses_from_every_worker(lambda: get_json(url), workers)
-        for pid, answers in after.items():
-            assert {a["variants"].get(FLAG_KEY) for a in answers} == {"treatment"}, (pid, answers)
-            assert min(a["snapshot_version"] for a in answers) >= new_version, (pid, answers)
-        # The same workers answered before and after: none was restarted to pick up the change.
-        assert set(after) == set(before) == workers == server.children()
-        # Keep serving for a few more poll intervals: the answers stay put, and the poll count
-        # below covers a window long enough that a second poller would show.
+        # Published: from now on every answer, from every worker, is the new snapshot's. Keep asking
+        # for a few poll intervals, so the poll count below covers a window where a second poller
+        # would show.
         soak_until = time.monotonic() + 4 * POLL_INTERVAL_MS / 1000.0
-        for _ in range(2000):
+        for round_number in range(100):
+            after = every_worker(workers)
+            for pid, answers in after.items():
+                assert {a["variants"].get(FLAG_KEY) for a in answers} == {"treatment"}, (round_number, pid, answers)
+                assert min(a["snapshot_version"] for a in answers) >= new_version, (round_number, pid, answers)
+            # The same workers answered before and after: none was restarted to pick up the change.
+            assert set(after) == set(before) == workers == server.children()
             if time.monotonic() >= soak_until:
                 break
-            answer = get_json(url)
-            assert answer["variants"].get(FLAG_KEY) == "treatment", answer
 
         ended = time.monotonic()
         polls = polls_between(stand_in, started, ended)
@@ -262,15 +275,14 @@ def run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, start_server):
         assert polls <= intervals + 2, "%d polls in %.1f intervals" % (polls, intervals)
         assert polls >= intervals / 3 - 1, "flagd stopped polling: %d polls in %.1f intervals" % (polls, intervals)
     finally:
-        if server is not None:
-            server_status = server.stop()
+        server_status = server.stop() if server is not None else None
         flagd_status = flagd.stop()
     assert server_status == 0, server.log()
     assert flagd_status == 0, flagd.process.log()
     return server
 
 
-def _answers(url):
+def _answers(url: str) -> Optional[Dict[str, Any]]:
     try:
         return get_json(url, timeout=2)
     except OSError:

@@ -6,7 +6,7 @@ only, one per interval for the whole host.
 
 import pytest
 
-from harness import EXAMPLES, VENV_BIN, WORKERS, Process, run_shared_mode_scenario
+from harness import EXAMPLES, VENV_BIN, WORKERS, Process, http_server, run_shared_mode_scenario
 
 pytestmark = pytest.mark.real_servers
 
@@ -18,6 +18,6 @@ def test_every_gunicorn_worker_serves_flagds_change(tmp_path, stand_in, shm_pref
         return Process("gunicorn", [str(VENV_BIN / "gunicorn"), "-c", str(EXAMPLES / "gunicorn" / config),
                                     "app:application"], tmp_path, env)
 
-    server = run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, start)
+    server = run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, http_server(start))
     log = server.log()
     assert "Traceback" not in log, log

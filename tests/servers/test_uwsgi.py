@@ -7,7 +7,7 @@ shared-mode client needs no post-fork hook.
 
 import pytest
 
-from harness import EXAMPLES, VENV_BIN, WORKERS, Process, run_shared_mode_scenario
+from harness import EXAMPLES, VENV_BIN, WORKERS, Process, http_server, run_shared_mode_scenario
 
 pytestmark = [
     pytest.mark.real_servers,
@@ -28,7 +28,7 @@ def test_every_uwsgi_worker_serves_flagds_change(tmp_path, stand_in, shm_prefix,
         env["UWSGI_EXAMPLE_BIND"] = "127.0.0.1:%s" % env["PORT"]
         return Process("uwsgi", [str(VENV_BIN / "uwsgi"), "--ini", str(ini_path)], tmp_path, env)
 
-    server = run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, start)
+    server = run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, http_server(start))
     log = server.log()
     assert "Traceback" not in log, log
     if ini == "uwsgi.ini":
