@@ -89,8 +89,9 @@ def resolve_deployment_key(key_file: Optional[str], environ: Mapping[str, str]) 
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Options over ``FLAGD_*`` variables over ``Config``'s defaults. :raises ConfigError:."""
-    key, _origin = resolve_deployment_key(args.deployment_key_file, environ)
+    key, origin = resolve_deployment_key(args.deployment_key_file, environ)
     values: Dict[str, Any] = {"deployment_key": key}
+    args.key_origin = origin
     for name, spec in Config.option_fields(args.command).items():
         value = getattr(args, name, None)
         if value is None and environ.get(_env_name(name), "") != "":
@@ -128,6 +129,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     if args.command == "run":
         from .daemon import Daemon
 
+        logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_fingerprint)
         return Daemon(config).run()
     if args.command == "status":
         return _status(config, args.json)

@@ -152,6 +152,7 @@ class Daemon:
         if self._source.backs_off and self._notifier.enabled:
             # The first request may take the whole timeout; do not let systemd give up on start-up.
             self._notifier.extend_timeout(config.request_timeout_ms / 1000.0 + 10)
+        self._alive()  # the watchdog may already run while the first fetch is in flight
         fresh = self._poll()
         if not fresh and self._version == 0 and stored is not None:
             self._restore(stored)
