@@ -6,6 +6,7 @@ poll loop itself (a stuck loop goes silent), STOPPING=1 last on SIGTERM, and the
 settings (credential, state directory, UMask, FLAGD_* file) giving group-readable segments.
 """
 
+import json
 import os
 import re
 import shlex
@@ -13,6 +14,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,22 @@ def test_unit_settings_give_group_readable_segments_and_use_the_credential(run_u
     for path in stored:
         assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, (path, oct(path.stat().st_mode))
     assert KEY not in flagd.log()
+
+
+def test_reload_publishes_an_edited_flags_file_at_once(run_unit, tmp_path, shm_prefix):
+    systemd, start = run_unit
+    flags_file = tmp_path / "flags.json"
+    flags_file.write_text(json.dumps(flags("on")))
+    # An hour between polls: only the reload can explain a prompt publish.
+    flagd = start({"FLAGD_FLAGS_FILE": str(flags_file), "FLAGD_POLL_INTERVAL_MS": "3600000"})
+    systemd.wait_for_key("READY", timeout=30)
+    reader = SnapshotReader(shm_prefix, KEY)
+    assert reader.current_version() == 1
+    flags_file.write_text(json.dumps(flags("off")))
+    reload = shlex.split(last(UNIT, "Service", "ExecReload").replace("$MAINPID", str(flagd.popen.pid)))
+    subprocess.run(reload, check=True, timeout=10)
+    deadline = time.monotonic() + 15
+    while reader.current_version() < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)  # polls the index with a deadline
+    assert reader.current_version() == 2, flagd.log()
+    assert reader.load().document["flags"][0]["variants"] == {"off": {"key": "off", "value": "off"}}
