@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .._fork import FORKS
-from .._http import base_url, excerpt
+from .._http import base_url
 from ..exception import FetchException
 from ..user import User
 from ..variant import Variant
@@ -416,27 +416,35 @@ def _variants_from(response: requests.Response) -> Variants:
     """Turn a response into variants, or raise a :class:`FetchException` carrying its status."""
     status = response.status_code
     if status != 200:
-        detail = ": " + excerpt(response) if response.content else ""
+        detail = ": " + _excerpt(response.content) if response.content else ""
         raise FetchException(status, "Fetch error response: status=%d %s%s" % (status, response.reason or "", detail))
     try:
         raw = json.loads(response.content)
     except ValueError:
         raise FetchException(status, "Fetch response is not JSON: status=%d, body: %s"
-                             % (status, excerpt(response))) from None
+                             % (status, _excerpt(response.content))) from None
     if not isinstance(raw, dict):
         raise FetchException(status, "Fetch response is not a JSON object of variants: status=%d, body: %s"
-                             % (status, excerpt(response)))
+                             % (status, _excerpt(response.content)))
     variants: Variants = {}
     for key, fields in raw.items():
         if not isinstance(fields, dict):
             raise FetchException(status, "Fetch response has a variant that is not a JSON object (%r): status=%d, "
-                                 "body: %s" % (key, status, excerpt(response)))
+                                 "body: %s" % (key, status, _excerpt(response.content)))
         value = fields.get("value")
         if value is not None and not isinstance(value, str):
             value = json.dumps(value, separators=(",", ":"))  # remote values are strings (§2.3)
         variants[key] = Variant(key=fields.get("key"), value=value, payload=fields.get("payload"),
                                 metadata=fields.get("metadata"))
     return variants
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    """The start of a body for an error message, as UTF-8 whatever it claims to be (no guessing)."""
+    if not body:
+        return "(empty body)"
+    text = body[: limit * 4].decode("utf-8", "replace")
+    return text if len(text) <= limit and len(body) <= limit * 4 else text[:limit] + "…"
 
 
 def _without_defaults(variants: Variants) -> Variants:
