@@ -178,13 +178,22 @@ def _strings(where: _Where, path: str, value: Any, optional: bool = False) -> Op
 def _range(where: _Where, path: str, value: Any) -> Tuple[int, int]:
     if not isinstance(value, list) or len(value) < 2:
         raise where.fail(path, "an array of two integers", value)
-    bounds = []
-    for position in (0, 1):
-        bound = value[position]
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or bound != bound:
-            raise where.fail("%s[%d]" % (path, position), "an integer", bound)
-        bounds.append(int(bound))  # the reference truncates floats
+    bounds = [_integer(where, "%s[%d]" % (path, position), bound) for position, bound in enumerate(value)]
     return bounds[0], bounds[1]
+
+
+def _integer(where: _Where, path: str, bound: Any) -> int:
+    """A range bound as the reference's schema reads it: ``int()`` of a number or a string.
+
+    Floats truncate (``0.5`` -> 0) and strings ``int()`` accepts (``"50"``, ``" 7 "``) are taken;
+    booleans, NaN, infinities and other strings are rejected.
+    """
+    if isinstance(bound, bool) or not isinstance(bound, (int, float, str)):
+        raise where.fail(path, "an integer", bound)
+    try:
+        return int(bound)
+    except (ValueError, OverflowError):
+        raise where.fail(path, "an integer", bound) from None
 
 
 def _compile_flag(flag: Any, index: int, problems: List[str]) -> CompiledFlag:
