@@ -90,6 +90,7 @@ class Daemon:
         self._accepted_body: Optional[bytes] = None
         self._rejected_body: Optional[bytes] = None
         self._failures = 0
+        self._retry_in = self._interval  # seconds from the end of a poll to the next one
         self._ready = False
         # Signal state, touched by the handlers.
         self._stop = False
@@ -164,7 +165,7 @@ class Daemon:
 
     def _main_loop(self) -> None:
         """Poll on a fixed schedule (backoff after failures); ping the watchdog every iteration."""
-        next_poll = self._monotonic() + self._next_delay()
+        next_poll = self._monotonic() + self._retry_in
         while not self._stop:
             if self._reload:
                 self._reload = False
@@ -174,7 +175,7 @@ class Daemon:
             if self._monotonic() >= next_poll:
                 self._poll()
                 self._announce()
-                next_poll = self._monotonic() + self._next_delay()
+                next_poll = self._monotonic() + self._retry_in
             self._alive()
             self._wait(next_poll)
 
@@ -206,6 +207,7 @@ class Daemon:
             return self._succeeded(fetched_at)
         if body == self._rejected_body:
             self._failures += 1
+            self._retry_in = self._next_delay()
             logger.debug("event=config_still_rejected source=%s", Quoted(self._source.name))
             return False
         try:
@@ -233,6 +235,7 @@ class Daemon:
         return compile_flags(raw, self._order)
 
     def _succeeded(self, fetched_at_ns: int) -> bool:
+        self._retry_in = self._interval
         if self._failures:
             logger.info("event=recovered source=%s after_failures=%d", Quoted(self._source.name), self._failures)
         self._failures = 0
@@ -245,7 +248,7 @@ class Daemon:
 
     def _failed(self, event: str, error: BaseException, flag: Optional[str] = None) -> bool:
         self._failures += 1
-        retry = self._next_delay()
+        retry = self._retry_in = self._next_delay()
         logger.error("event=%s source=%s%s failures=%d retry_in_s=%.1f kept_version=%d error=%s",
                      event, Quoted(self._source.name), " flag=%s" % Quoted(flag) if flag else "",
                      self._failures, retry, self._version, Quoted(error))
