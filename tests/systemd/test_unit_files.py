@@ -97,6 +97,23 @@ def test_flagd_keeps_shared_memory_alive_across_restarts():
     assert set(last(flagd, "Service", "RestrictAddressFamilies").split()) >= {"AF_UNIX", "AF_INET", "AF_INET6"}
 
 
+def _seconds(timespan: str) -> float:
+    match = re.fullmatch(r"(\d+)\s*(s|sec|min|m)?", timespan)
+    assert match, "write %r as plain seconds or minutes" % timespan
+    return int(match.group(1)) * (60 if match.group(2) in ("min", "m") else 1)
+
+
+def test_watchdog_and_start_timeouts_outlast_one_fetch():
+    from flagd.config import Config
+
+    request_timeout = Config.__dataclass_fields__["request_timeout_ms"].default / 1000.0
+    flagd = unit(FLAGD_UNIT)
+    # The loop pings every WatchdogSec/2 but not while a fetch is in flight (up to the request
+    # timeout), so a healthy flagd is never killed by the watchdog.
+    assert _seconds(last(flagd, "Service", "WatchdogSec")) >= 2 * request_timeout
+    assert _seconds(last(flagd, "Service", "TimeoutStartSec")) > request_timeout
+
+
 @pytest.mark.parametrize("path", [READER_UNIT, READER_DROPIN], ids=lambda p: p.name)
 def test_readers_join_the_group_as_supplementary_only(path):
     reader = unit(path)
