@@ -59,7 +59,14 @@ class InstanceLock:
 
     def acquire(self) -> None:
         """:raises AlreadyRunning: if another process holds the lock. :raises OSError: if it cannot be created."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            writable = True
+        except PermissionError:
+            # Another user's file (fs.protected_regular refuses O_CREAT on it even for root): a
+            # read-only descriptor can still tell whether that user's flagd is running.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            writable = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -67,6 +74,10 @@ class InstanceLock:
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise AlreadyRunning(self.path, read_pid(self.path)) from None
             raise
+        if not writable:
+            os.close(fd)
+            raise PermissionError(errno.EACCES, "the lock file belongs to another user, whose flagd publishes "
+                                  "(or published) this key; run flagd as that user", self.path)
         os.ftruncate(fd, 0)
         os.write(fd, b"%d\n" % os.getpid())
         self._fd = fd

@@ -100,13 +100,29 @@ def test_garbage_from_api_keeps_last_good_and_logs(stand_in, flagd, shm_prefix, 
 
 
 def test_http_errors_back_off_and_keep_last_good(stand_in, flagd, deployment_key):
-    stand_in.answer("GET", FLAGS, Answer(200, marker_flags("good")))
-    daemon = flagd(*api_args(stand_in)).start()
+    stand_in.answer("GET", FLAGS, Answer(200, marker_flags("good")), Answer(503, b"unavailable"))
+    daemon = flagd("--server-url", stand_in.url, "--poll-interval-ms", "200", "--backoff-min-ms", "100",
+                   "--backoff-max-ms", "800").start()
     daemon.wait_version(1)
-    stand_in.answer("GET", FLAGS, Answer(503, b"unavailable"))
-    log = daemon.wait_log("event=fetch_failed", count=3)
-    assert "HTTP 503" in log
+    requests = stand_in.wait_for(6, FLAGS, timeout=15)
+    log = daemon.wait_log("event=fetch_failed", count=4)
+    assert "HTTP 503" in log and "kept_version=1" in log
     assert daemon.version() == 1
+    # Failure n waits min(800, 100 * 2**(n-1)) ms, at least half of it (equal jitter): 50, 100, 200, 400 ms.
+    gaps = [later.at - earlier.at for earlier, later in zip(requests[1:], requests[2:6])]
+    for gap, floor in zip(gaps, [0.05, 0.1, 0.2, 0.4]):
+        assert gap >= floor * 0.95, gaps
+    assert gaps[0] < 1.0, gaps  # generous ceiling: the first retry is due after 50-100 ms
+
+
+def test_segments_get_the_group(stand_in, flagd, shm_prefix):
+    stand_in.answer("GET", FLAGS, Answer(200, marker_flags("a")))
+    daemon = flagd(*api_args(stand_in, "--group", str(os.getgid()))).start()
+    daemon.wait_version(1)
+    names = [name for name in os.listdir("/dev/shm") if name.startswith(shm_prefix) and not name.endswith(".lock")]
+    for name in names:
+        info = os.stat(os.path.join("/dev/shm", name))
+        assert info.st_gid == os.getgid() and info.st_mode & 0o777 == 0o640, (name, oct(info.st_mode))
 
 
 def test_sigkill_workers_keep_serving_and_restart_moves_them_on(stand_in, flagd, worker, shm_prefix, deployment_key):
