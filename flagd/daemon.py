@@ -125,6 +125,10 @@ class Daemon:
                     self._main_loop()
                 except _Interrupted:
                     pass
+                except Exception:  # a bug: say so in the log's format, leave the segments to the workers
+                    logger.exception("event=crashed version=%d", self._version)
+                    self._shutdown()
+                    return ExitCode.ERROR
                 self._shutdown()
                 return ExitCode.OK
         finally:
@@ -164,7 +168,8 @@ class Daemon:
         return ExitCode.OK
 
     def _main_loop(self) -> None:
-        """Poll on a fixed schedule (backoff after failures); ping the watchdog every iteration."""
+        """Poll an interval after the previous poll ended (backoff after failures: no catch-up bursts);
+        ping the watchdog every iteration."""
         next_poll = self._monotonic() + self._retry_in
         while not self._stop:
             if self._reload:
