@@ -235,11 +235,9 @@ class EventPipeline:
     def _drain_at_exit(self, state: _ProcessState) -> None:
         if state.generation != FORKS.generation or self._state is not state:
             return
-        with state.cond:
-            batch = list(state.items)
-            state.items.clear()
-        if batch:
-            self._deliver(state, batch)
+        # The worker (a daemon thread, still running here) hands over what is queued. Doing it on
+        # this thread would let the analytics SDK start its batching thread from the main thread,
+        # as a non-daemon thread that holds the exit up for a whole flush interval.
         self._wait_built(state, time.monotonic() + _EXIT_WAIT)
 
     def _wait_built(self, state: _ProcessState, deadline: float) -> None:
