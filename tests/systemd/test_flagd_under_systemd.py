@@ -142,9 +142,9 @@ def test_watchdog_pings_come_from_the_poll_loop(run_unit, stand_in):
     before = [at for at in pings if at < slow.at]
     # While idle between polls the loop wakes for the watchdog: every WATCHDOG_USEC/2 = 0.2 s.
     assert len(before) >= 2, (pings, flagd.log())
-    assert max(b - a for a, b in zip(before, before[1:])) < 0.45 + 0.5  # slack for a busy machine
-    # While the fetch hangs, silence (with a margin for the request and the answer in flight).
-    assert not [at for at in pings if slow.at + 0.1 < at < slow.at + 1.9], (slow.at, pings)
+    assert max(b - a for a, b in zip(before, before[1:])) < 1.2  # 0.2 s, with slack for a busy machine
+    # While the fetch hangs, silence (with margins for datagrams and the answer in flight).
+    assert not [at for at in pings if slow.at + 0.3 < at < slow.at + 1.8], (slow.at, pings)
 
 
 def test_stopping_is_the_last_word_and_segments_stay(run_unit, stand_in, shm_prefix):
