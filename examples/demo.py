@@ -201,7 +201,9 @@ def run(folder):
         print("2. gunicorn, %d workers (preload_app), on 127.0.0.1:%d" % (WORKERS, port))
         gunicorn = start([str(BIN / "gunicorn"), "-c", str(EXAMPLES / "gunicorn" / "gunicorn.conf.py"),
                           "app:application"],
-                         dict(env, GUNICORN_BIND="127.0.0.1:%d" % port, GUNICORN_WORKERS=str(WORKERS)),
+                         # XDG_RUNTIME_DIR: gunicorn 24+ puts its control socket there (else in ~/.gunicorn)
+                         dict(env, GUNICORN_BIND="127.0.0.1:%d" % port, GUNICORN_WORKERS=str(WORKERS),
+                              XDG_RUNTIME_DIR=folder),
                          Path(folder) / "gunicorn.log")
 
         def workers_up():

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.real_servers
 @pytest.mark.parametrize("config", ["gunicorn.conf.py", "gunicorn.nopreload.conf.py"], ids=["preload", "no-preload"])
 def test_every_gunicorn_worker_serves_flagds_change(tmp_path, stand_in, shm_prefix, config):
     def start(env):
-        env.update(GUNICORN_BIND="127.0.0.1:%s" % env["PORT"], GUNICORN_WORKERS=str(WORKERS))
+        # gunicorn 24+ opens a control socket in $XDG_RUNTIME_DIR (else ~/.gunicorn): one per test.
+        env.update(GUNICORN_BIND="127.0.0.1:%s" % env["PORT"], GUNICORN_WORKERS=str(WORKERS),
+                   XDG_RUNTIME_DIR=str(tmp_path))
         return Process("gunicorn", [str(VENV_BIN / "gunicorn"), "-c", str(EXAMPLES / "gunicorn" / config),
                                     "app:application"], tmp_path, env)
 
