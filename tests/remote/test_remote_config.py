@@ -44,6 +44,7 @@ def test_debug_sets_the_shared_logger_and_a_custom_logger_is_left_alone():
         mine.setLevel(logging.INFO)
         config = RemoteEvaluationConfig(debug=True, logger=mine)
         assert config.logger is mine and mine.level == logging.INFO
-        assert RemoteEvaluationClient(KEY, config).logger is mine
+        with RemoteEvaluationClient(KEY, config) as client:
+            assert client.logger is mine
     finally:
         shared.setLevel(logging.WARNING)

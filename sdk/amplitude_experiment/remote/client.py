@@ -307,7 +307,6 @@ class RemoteEvaluationClient:
 
     def _run_async(self, user: User, request: Optional[requests.PreparedRequest], error: Optional[Exception],
                    callback: Optional[Callable[..., Any]]) -> Optional[Variants]:
-        self._in_worker.active = True
         try:
             if error is not None:
                 raise error
@@ -328,7 +327,6 @@ class RemoteEvaluationClient:
 
     def _run_deprecated_async(self, user: User, request: Optional[requests.PreparedRequest], error: Optional[Exception],
                               callback: Optional[Callable[..., Any]]) -> Variants:
-        self._in_worker.active = True
         variants: Variants = {}
         try:
             if error is not None:
@@ -380,6 +378,9 @@ class RemoteEvaluationClient:
         settings = session.merge_environment_settings(self._url, {}, None, None, None)
         self._send_settings = {"verify": settings["verify"], "cert": settings["cert"], "proxies": settings["proxies"]}
 
+    def _mark_worker(self) -> None:
+        self._in_worker.active = True
+
     def _process_resources(self) -> Tuple[HTTPAdapter, Dict[str, Any], threading.BoundedSemaphore]:
         if self._generation != FORKS.generation:
             self._reset_process_state()
@@ -393,7 +394,8 @@ class RemoteEvaluationClient:
             if self._closed.is_set():
                 return None
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix=WORKER_NAME)
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._pool_size, thread_name_prefix=WORKER_NAME, initializer=self._mark_worker)
             return self._executor
 
 
