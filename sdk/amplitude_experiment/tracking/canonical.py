@@ -11,13 +11,15 @@ def canonicalize(user_id: Any, device_id: Any, results: Mapping[str, Any]) -> st
     a mixed fleet.
     """
     parts = [_id(user_id), _id(device_id)]
+    append = parts.append
     for flag_key in sorted(results):
         variant_key = results[flag_key].key
         if variant_key is None:
             continue
-        parts.append(_stripped(flag_key))
-        parts.append(_stripped(variant_key))
-    parts.append("")
+        # Inlined str checks: this runs on the caller's thread for every evaluation.
+        append(flag_key.strip() if type(flag_key) is str else _stripped(flag_key))
+        append(variant_key.strip() if type(variant_key) is str else _stripped(variant_key))
+    append("")
     return " ".join(parts)
 
 
