@@ -1,6 +1,7 @@
 """The SDK's shared mode: flag_source "flagd" and "auto" against segments published by SnapshotWriter."""
 
 import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -336,7 +337,6 @@ def test_auto_mode_falls_back_to_polling_when_the_segment_is_refused(shm_prefix,
 
 def run_in_child(body: Any, seconds: float = 20.0) -> Any:
     """Fork; run ``body(send)`` in the child, which reports through a pipe; return what it sent."""
-    import multiprocessing
 
     recv, send = multiprocessing.Pipe(duplex=False)
     pid = os.fork()
@@ -371,7 +371,7 @@ def test_client_created_before_fork_works_in_the_child(shm_prefix, writer, mode)
     client = LocalEvaluationClient(KEY, config(shm_prefix, mode))
     client.start()
     assert value(client) == "on"
-    go_recv, go_send = __import__("multiprocessing").Pipe(duplex=False)
+    go_recv, go_send = multiprocessing.Pipe(duplex=False)
 
     def child(send: Any) -> None:
         send.send(("first", value(client), threading.active_count()))

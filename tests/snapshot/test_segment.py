@@ -3,6 +3,7 @@
 import mmap
 import os
 import pwd
+import time
 import zlib
 
 import posix_ipc
@@ -281,3 +282,54 @@ def test_writer_refuses_an_index_owned_by_someone_else(shm_prefix):
     os.chown(shm_path(index_name(shm_prefix, KEY)), 65534, -1)
     with pytest.raises(segment.WriterConflictError, match="belongs to uid"):
         SnapshotWriter(shm_prefix, KEY)
+
+
+def test_full_shared_memory_fails_the_publish_not_the_process(shm_prefix, writer, monkeypatch):
+    import errno
+
+    writer.publish(document(1))
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(segment.os, "posix_fallocate", no_space)
+    with pytest.raises(segment.SnapshotError, match="no room"):
+        writer.publish(document(2))
+    assert list_versions(shm_prefix, KEY) == [1]
+    assert SnapshotReader(shm_prefix, KEY).load().version == 1
+    monkeypatch.undo()
+    assert writer.publish(document(3)) == 3  # the failed number is not reused
+
+
+def test_an_interrupted_remove_all_is_recovered(shm_prefix, writer):
+    writer.publish(document(1))
+    writer.close()
+    index = posix_ipc.SharedMemory(index_name(shm_prefix, KEY), flags=0)
+    with mmap.mmap(index.fd, INDEX_SIZE) as mm:
+        view = memoryview(mm).cast("Q")
+        view[W_VERSION] = RETIRED
+        view.release()
+    index.close_fd()
+    with SnapshotWriter(shm_prefix, KEY) as again:
+        assert again.version == 0
+        assert again.publish(document(2)) == 2
+    assert SnapshotReader(shm_prefix, KEY).load().document == document(2)
+
+
+def test_a_killed_unreaped_writer_does_not_block_the_next(shm_prefix):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            SnapshotWriter(shm_prefix, KEY).publish(document(1))
+        finally:
+            os._exit(0)  # no close(): the pid stays in the index, and nobody reaps us for a while
+    try:
+        deadline = time.monotonic() + 20
+        while segment._process_state(pid) != "Z" and time.monotonic() < deadline:
+            pass
+        assert segment._process_state(pid) == "Z"
+        assert SnapshotReader(shm_prefix, KEY).state().publisher_pid == pid
+        with SnapshotWriter(shm_prefix, KEY) as writer:
+            assert writer.publish(document(2)) == 2
+    finally:
+        os.waitpid(pid, 0)

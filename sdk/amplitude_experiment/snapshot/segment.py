@@ -255,6 +255,16 @@ def _process_start_ns(pid: int) -> int:
         return 0
 
 
+def _process_state(pid: int) -> str:
+    """The one-letter state of ``pid`` from /proc ("" where there is none)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2:].split()[0].decode()
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
 def publisher_alive(state: IndexState) -> Optional[bool]:
     """Whether the process that published ``state`` still runs (None: nothing published).
 
@@ -272,6 +282,8 @@ def publisher_alive(state: IndexState) -> Optional[bool]:
         pass  # exists, owned by another user
     except OSError:
         return False
+    if _process_state(pid) in ("Z", "X"):
+        return False  # killed, not yet reaped by its parent
     if state.publisher_start_ns:
         started = _process_start_ns(pid)
         # btime in /proc/stat can drift by a second between reads; a reused pid differs by far more.
@@ -344,8 +356,9 @@ class SnapshotWriter:
                 self.close()
                 raise WriterConflictError("process %d already publishes to %s" % (owner_pid, self.index_name))
         current = words[W_VERSION]
-        if current == RETIRED:
+        if current == RETIRED:  # remove_all() was interrupted before unlinking this index: start over
             current = 0
+            words[W_VERSION] = 0
         leftovers = list_versions(prefix, deployment_key)
         # Never reuse a number: a reader may still hold an old mapping under it (or an orphan has it).
         self._last = max([current] + leftovers)
@@ -427,8 +440,17 @@ class SnapshotWriter:
         else:
             raise WriterConflictError("could not create a data segment after %d attempts (up to v%d)"
                                       % (OPEN_ATTEMPTS, self._last))
+        name = shm.name
         try:
             self._restrict(shm.fd)
+            try:
+                # Reserve the pages now: tmpfs allocates on first touch, and a full /dev/shm would
+                # otherwise kill this process with SIGBUS in the middle of the copy below.
+                os.posix_fallocate(shm.fd, 0, HEADER.size + len(payload))
+            except OSError as error:
+                _unlink(name)
+                raise SnapshotError("no room for a %d-byte snapshot in shared memory (%s); %s stays current"
+                                    % (HEADER.size + len(payload), error, "v%d" % self.version)) from None
             with mmap.mmap(shm.fd, HEADER.size + len(payload)) as mm:
                 mm[HEADER.size:] = payload
                 HEADER.pack_into(mm, 0, DATA_MAGIC, DATA_FORMAT, ENCODING_MSGPACK, version, len(payload),
