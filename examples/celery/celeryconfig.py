@@ -8,7 +8,7 @@ import os
 import tempfile
 
 data_dir = os.environ.get("CELERY_EXAMPLE_DIR", os.path.join(tempfile.gettempdir(), "amplitude-celery-example"))
-for _folder in ("queue", "processed", "results"):
+for _folder in ("queue", "processed", "results", "control"):
     os.makedirs(os.path.join(data_dir, _folder), exist_ok=True)
 
 broker_url = "filesystem://"
@@ -16,6 +16,8 @@ broker_transport_options = {
     "data_folder_in": os.path.join(data_dir, "queue"),
     "data_folder_out": os.path.join(data_dir, "queue"),
     "processed_folder": os.path.join(data_dir, "processed"),
+    # Exchange tables; kombu's default is ./control, in whatever directory the worker started.
+    "control_folder": os.path.join(data_dir, "control"),
     "store_processed": False,
     "polling_interval": 0.1,
 }
