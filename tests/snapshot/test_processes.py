@@ -17,6 +17,7 @@ import pytest
 
 from amplitude_experiment.snapshot.segment import (
     SegmentCorruptError,
+    SegmentPermissionError,
     SnapshotReader,
     SnapshotWriter,
     WriterConflictError,
@@ -28,6 +29,7 @@ from amplitude_experiment.snapshot.segment import (
 pytestmark = pytest.mark.multiprocess
 
 KEY = "server-torture-key-0123456789"
+OTHER_KEY = "server-other-key-9876543210"
 CTX = multiprocessing.get_context("fork")
 TORTURE_SECONDS = 3.0
 JOIN_SECONDS = 30.0
@@ -236,6 +238,11 @@ def worker_as_nobody(prefix: str, conn: Any) -> None:
         except posix_ipc.PermissionsError:
             outcome[label] = "refused"
     try:
+        SnapshotReader(prefix, OTHER_KEY).load()
+        outcome["other_group"] = "read"
+    except SegmentPermissionError as error:
+        outcome["other_group"] = "refused: may not read" if "may not read" in str(error) else str(error)
+    try:
         posix_ipc.unlink_shared_memory(data_name(prefix, KEY, 1))
         outcome["unlink"] = "unlinked"
     except posix_ipc.PermissionsError:
@@ -249,6 +256,8 @@ def test_a_worker_cannot_write_the_segments(shm_prefix):
         grp.getgrgid(65534)
     except KeyError:
         pytest.skip("no group 65534 on this host")
+    with SnapshotWriter(shm_prefix, OTHER_KEY, group=0) as other:  # a group the worker is not in
+        other.publish({"flags": []})
     with SnapshotWriter(shm_prefix, KEY, group=65534) as writer:
         writer.publish({"flags": [], "source": "test"})
         recv, send = CTX.Pipe(duplex=False)
@@ -258,4 +267,5 @@ def test_a_worker_cannot_write_the_segments(shm_prefix):
         outcome = recv.recv()
         run_bounded([worker])
     # Readable through the group, never writable; /dev/shm is sticky, so no unlinking either.
-    assert outcome == {"read_version": 1, "index": "refused", "data": "refused", "unlink": "refused"}
+    assert outcome == {"read_version": 1, "index": "refused", "data": "refused",
+                       "other_group": "refused: may not read", "unlink": "refused"}

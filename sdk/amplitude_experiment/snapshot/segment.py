@@ -385,7 +385,11 @@ class SnapshotWriter:
             shm = posix_ipc.SharedMemory(self.index_name, posix_ipc.O_CREX, mode=SEGMENT_MODE, size=INDEX_SIZE)
         except posix_ipc.ExistentialError:
             created = False
-            shm = posix_ipc.SharedMemory(self.index_name, flags=0)
+            try:
+                shm = posix_ipc.SharedMemory(self.index_name, flags=0)
+            except posix_ipc.PermissionsError:
+                raise WriterConflictError("%s exists and this process (uid %d) may not write it"
+                                          % (self.index_name, os.geteuid())) from None
         try:
             if created:
                 self._restrict(shm.fd)
@@ -575,7 +579,12 @@ class SnapshotReader:
 
     def _map(self, name: str, uid: Optional[int]) -> Tuple[mmap.mmap, os.stat_result]:
         """Open ``name`` read-only, check who may have written it, map it ACCESS_READ, close the fd."""
-        shm = posix_ipc.SharedMemory(name, flags=0, read_only=True)
+        try:
+            shm = posix_ipc.SharedMemory(name, flags=0, read_only=True)
+        except posix_ipc.PermissionsError:
+            raise SegmentPermissionError(
+                "%s exists but this process (uid %d) may not read it: add the user to the segments' group "
+                "(flagd --group)" % (name, os.geteuid())) from None
         try:
             stat = os.fstat(shm.fd)
             _check_owner(name, stat, uid)
