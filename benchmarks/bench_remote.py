@@ -50,6 +50,8 @@ def serve(server_time_ms: float) -> None:
         # waits for the client's delayed ACK (40 ms) and both SDKs measure that instead. Linux
         # gives accepted sockets the listening socket's TCP_NODELAY.
         server._server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Its listen backlog of 5 makes the 6th simultaneous connect wait 1 s for a SYN retry.
+        server._server.socket.listen(64)
         server.answer("POST", "/sdk/v2/vardata", Answer(200, VARIANTS, delay=server_time_ms / 1000.0))
         print(server.url, flush=True)
         sys.stdin.read()

@@ -33,3 +33,15 @@ def refused_url():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return "http://127.0.0.1:%d" % port
+
+
+@pytest.fixture
+def roomy_stand_in(stand_in):
+    """The stand-in, able to queue many simultaneous connects.
+
+    http.server listens with a backlog of 5: a 6th connect arriving at once waits for a SYN
+    retransmit (1 s), which would look like a client that does not fetch concurrently. Calling
+    listen() again on Linux only raises the backlog.
+    """
+    stand_in._server.socket.listen(64)
+    return stand_in

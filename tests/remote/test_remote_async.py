@@ -138,7 +138,8 @@ def test_the_user_is_encoded_when_the_call_is_made(stand_in, make_client):
     assert [seen.json()["user_id"] for seen in stand_in.seen(VARDATA)] == ["busy", "before"]
 
 
-def test_async_fetches_share_a_bounded_pool_of_workers(stand_in, make_client):
+def test_async_fetches_share_a_bounded_pool_of_workers(roomy_stand_in, make_client):
+    stand_in = roomy_stand_in
     stand_in.answer("POST", VARDATA, ok(delay=0.15))
     client = make_client(connection_pool_max_size=2)
     workers = set()

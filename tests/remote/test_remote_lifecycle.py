@@ -29,8 +29,9 @@ def fetch_from_threads(client, count):
     return results
 
 
-def test_the_default_pool_fetches_eight_threads_at_once(stand_in, make_client):
-    stand_in.answer("POST", VARDATA, ok(delay=0.4))
+def test_the_default_pool_fetches_eight_threads_at_once(roomy_stand_in, make_client):
+    stand_in = roomy_stand_in
+    stand_in.answer("POST", VARDATA, ok(delay=1.0))
     client = make_client()
     assert client.config.connection_pool_max_size == DEFAULT_CONNECTION_POOL_MAX_SIZE >= 8
 
@@ -38,22 +39,24 @@ def test_the_default_pool_fetches_eight_threads_at_once(stand_in, make_client):
 
     assert all(set(result) == set(VARIANTS) for result in results)
     arrivals = sorted(seen.at for seen in stand_in.seen(VARDATA))
-    assert arrivals[-1] - arrivals[0] < 0.35  # all eight were on the wire before the first answer
+    assert arrivals[-1] - arrivals[0] < 1.0  # all eight were on the wire before the first answer
 
 
-def test_an_explicit_pool_size_caps_concurrent_fetches(stand_in, make_client):
-    stand_in.answer("POST", VARDATA, ok(delay=0.2))
+def test_an_explicit_pool_size_caps_concurrent_fetches(roomy_stand_in, make_client):
+    stand_in = roomy_stand_in
+    stand_in.answer("POST", VARDATA, ok(delay=0.4))
     client = make_client(connection_pool_max_size=2)
 
     results = fetch_from_threads(client, 6)
 
     assert all(set(result) == set(VARIANTS) for result in results)
     arrivals = sorted(seen.at for seen in stand_in.seen(VARDATA))
-    assert arrivals[1] - arrivals[0] < 0.15
-    assert arrivals[2] - arrivals[0] >= 0.19 and arrivals[4] - arrivals[2] >= 0.19
+    assert arrivals[1] - arrivals[0] < 0.4  # two at once...
+    assert arrivals[2] - arrivals[0] >= 0.39 and arrivals[4] - arrivals[2] >= 0.39  # ...and no more
 
 
-def test_a_pool_of_one_serialises_fetches_like_the_reference(stand_in, make_client):
+def test_a_pool_of_one_serialises_fetches_like_the_reference(roomy_stand_in, make_client):
+    stand_in = roomy_stand_in
     stand_in.answer("POST", VARDATA, ok(delay=0.1))
     client = make_client(connection_pool_max_size=1)
 
