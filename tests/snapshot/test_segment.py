@@ -333,3 +333,21 @@ def test_a_killed_unreaped_writer_does_not_block_the_next(shm_prefix):
             assert writer.publish(document(2)) == 2
     finally:
         os.waitpid(pid, 0)
+
+
+def test_an_index_being_created_reads_as_not_published_yet(shm_prefix):
+    # shm_open(O_CREAT) and ftruncate are two steps: a reader may see the name at size 0.
+    shm = posix_ipc.SharedMemory(index_name(shm_prefix, KEY), posix_ipc.O_CREX, mode=0o640)
+    shm.close_fd()
+    reader = SnapshotReader(shm_prefix, KEY)
+    assert reader.attach() is False and reader.load() is None
+
+
+def test_a_closed_writer_raises_a_typed_error(shm_prefix):
+    writer = SnapshotWriter(shm_prefix, KEY)
+    writer.close()
+    writer.close()  # idempotent
+    with pytest.raises(segment.SnapshotError, match="closed"):
+        writer.publish(document(1))
+    with pytest.raises(segment.SnapshotError, match="closed"):
+        writer.heartbeat()

@@ -400,7 +400,7 @@ class SnapshotWriter:
                                               % (self.index_name, stat.st_uid, os.geteuid()))
                 if stat.st_size != INDEX_SIZE:
                     raise SegmentCorruptError("%s is %d bytes, expected %d" % (self.index_name, stat.st_size, INDEX_SIZE))
-                os.fchmod(shm.fd, SEGMENT_MODE)
+                self._restrict(shm.fd)  # a restart may bring a new --group
             mm = mmap.mmap(shm.fd, INDEX_SIZE)
         finally:
             shm.close_fd()
@@ -430,6 +430,8 @@ class SnapshotWriter:
 
     def publish(self, document: Dict[str, Any]) -> int:
         """Write ``document`` as a new version (msgpack) and make it current; returns the version."""
+        if self._words is None:
+            raise SnapshotError("publish() on a closed SnapshotWriter")
         payload = msgpack.packb(document, use_bin_type=True)
         now = self._clock_ns()
         for _ in range(OPEN_ATTEMPTS):
@@ -488,6 +490,8 @@ class SnapshotWriter:
 
     def heartbeat(self, fetched_at_ns: Optional[int] = None) -> None:
         """Refresh the heartbeat (and the last successful fetch time when given)."""
+        if self._words is None:
+            raise SnapshotError("heartbeat() on a closed SnapshotWriter")
         if fetched_at_ns:
             self._words[W_FETCH] = fetched_at_ns  # independent 8-byte stores; readers only report them
         self._words[W_HEARTBEAT] = self._clock_ns()
@@ -565,6 +569,8 @@ class SnapshotReader:
             mm, stat = self._map(self.index_name, self._uid)
         except posix_ipc.ExistentialError:
             return False
+        if mm is None:
+            return False  # created but not sized yet (shm_open and ftruncate are two steps)
         if stat.st_size != INDEX_SIZE:
             raise SegmentCorruptError("%s is %d bytes, expected %d" % (self.index_name, stat.st_size, INDEX_SIZE))
         words = memoryview(mm).cast("Q")
@@ -577,8 +583,11 @@ class SnapshotReader:
         self.words = words
         return True
 
-    def _map(self, name: str, uid: Optional[int]) -> Tuple[mmap.mmap, os.stat_result]:
-        """Open ``name`` read-only, check who may have written it, map it ACCESS_READ, close the fd."""
+    def _map(self, name: str, uid: Optional[int]) -> Tuple[Optional[mmap.mmap], os.stat_result]:
+        """Open ``name`` read-only, check who may have written it, map it ACCESS_READ, close the fd.
+
+        The mapping is None for an empty segment (mmap cannot map 0 bytes).
+        """
         try:
             shm = posix_ipc.SharedMemory(name, flags=0, read_only=True)
         except posix_ipc.PermissionsError:
@@ -589,7 +598,7 @@ class SnapshotReader:
             stat = os.fstat(shm.fd)
             _check_owner(name, stat, uid)
             if stat.st_size == 0:
-                raise SegmentCorruptError("%s is empty" % name)
+                return None, stat
             # PROT_READ + O_RDONLY fd: this process cannot write the segment at the API or MMU level.
             mm = mmap.mmap(shm.fd, stat.st_size, access=mmap.ACCESS_READ)
         finally:
@@ -655,6 +664,8 @@ class SnapshotReader:
             self._uid = _resolve_uid(self._owner)
         name = self._stem + str(version)
         mm, stat = self._map(name, self._uid)
+        if mm is None:
+            raise SegmentCorruptError("%s is empty" % name)
         if self._index_uid is not None and stat.st_uid != self._index_uid:
             raise SegmentPermissionError("%s is owned by uid %d, the index by uid %d"
                                          % (name, stat.st_uid, self._index_uid))
