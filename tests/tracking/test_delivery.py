@@ -381,3 +381,22 @@ def test_tracking_errors_never_reach_the_caller(logger, caplog):
     assert caplog.text.count("tracking an evaluation failed") == 1
     assert caplog.text.count("without user_id and device_id") == 1
     assert caplog.text.count("could not build or queue an event") == 1
+
+
+def test_idle_worker_ends_and_the_next_result_starts_another(logger):
+    from amplitude_experiment.tracking._delivery import EventPipeline
+
+    sink = RecordingSink()
+    pipeline = EventPipeline("idle-test", AssignmentConfig(api_key="k"), lambda record, callback: [record], logger, lambda config: sink, idle_seconds=0.05)
+
+    def workers():
+        return [t for t in threading.enumerate() if t.name == "amplitude_experiment.tracking.idle-test"]
+
+    for round_number in range(2):
+        pipeline.submit("event-%d" % round_number)
+        pipeline.flush(time.monotonic() + 5)
+        assert len(workers()) <= 1
+        for worker in workers():
+            worker.join(timeout=5)
+        assert workers() == []
+    assert sink.events == ["event-0", "event-1"]

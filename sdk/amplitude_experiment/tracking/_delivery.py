@@ -27,7 +27,8 @@ except ImportError:  # pragma: no cover - Python < 3.8
 #: Results waiting to be turned into events, per pipeline and process; more are dropped.
 MAX_PENDING = 10000
 
-# The worker re-checks its queue at least this often (seconds); it never needs to, it is a bound.
+# A worker idle this long (seconds) ends; the next result starts a new one. A client that is
+# dropped without stop() then leaves no thread behind.
 _IDLE_WAIT = 30.0
 # At interpreter exit, how long to wait for the worker's batch in progress (seconds).
 _EXIT_WAIT = 2.0
@@ -94,6 +95,7 @@ class EventPipeline:
     :param config: the ``amplitude.Config`` (our ``AssignmentConfig`` or ``ExposureConfig``).
     :param build: ``build(record, callback)`` returns the events of one record.
     :param sink_factory: makes the sink of each process; Amplitude's SDK by default.
+    :param idle_seconds: the worker thread ends after this long without work.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class EventPipeline:
         logger: logging.Logger,
         sink_factory: Optional[SinkFactory] = None,
         max_pending: int = MAX_PENDING,
+        idle_seconds: float = _IDLE_WAIT,
     ):
         self.kind = kind
         self.config = config
@@ -111,6 +114,7 @@ class EventPipeline:
         self._logger = logger
         self._sink_factory = sink_factory or analytics_client
         self._max_pending = max_pending
+        self._idle_seconds = idle_seconds
         self._state: Optional[_ProcessState] = None
         self._lock = threading.Lock()
         self._lock_generation = FORKS.generation
@@ -138,7 +142,10 @@ class EventPipeline:
                 return
             state.items.append(record)
             state.pending += 1
-            state.cond.notify()
+            if state.thread is None:
+                self._start_worker(state)
+            else:
+                state.cond.notify()
 
     def flush(self, deadline: Optional[float]) -> None:
         """Hand every queued record to the sink, flush it and wait for the sends until ``deadline``.
@@ -194,20 +201,26 @@ class EventPipeline:
                 self._logger.error("[Experiment] %s tracking disabled: the analytics client failed to start", self.kind, exc_info=True)
                 return None
             state = _ProcessState(generation, sink)
-            state.thread = threading.Thread(
-                target=self._run, args=(state,), name="amplitude_experiment.tracking." + self.kind, daemon=True
-            )
-            state.thread.start()
             # Registered after the analytics client registered its own exit flush, so this runs first.
             _register_exit(lambda: self._drain_at_exit(state))
             self._state = state
             return state
 
+    def _start_worker(self, state: _ProcessState) -> None:
+        # Called with state.cond held, so a worker deciding to end and a submit cannot cross.
+        state.thread = threading.Thread(
+            target=self._run, args=(state,), name="amplitude_experiment.tracking." + self.kind, daemon=True
+        )
+        state.thread.start()
+
     def _run(self, state: _ProcessState) -> None:
         while True:
             with state.cond:
                 if not state.items:
-                    state.cond.wait(_IDLE_WAIT)
+                    state.cond.wait(self._idle_seconds)
+                    if not state.items:
+                        state.thread = None
+                        return
                 batch = list(state.items)
                 state.items.clear()
                 dropped, state.dropped = state.dropped, 0
