@@ -341,6 +341,9 @@ def test_an_index_being_created_reads_as_not_published_yet(shm_prefix):
     shm.close_fd()
     reader = SnapshotReader(shm_prefix, KEY)
     assert reader.attach() is False and reader.load() is None
+    with SnapshotWriter(shm_prefix, KEY) as writer:  # a writer that died right there is taken over
+        writer.publish(document(1))
+    assert reader.load().version == 1
 
 
 def test_a_closed_writer_raises_a_typed_error(shm_prefix):

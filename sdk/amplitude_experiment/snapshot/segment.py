@@ -398,7 +398,9 @@ class SnapshotWriter:
                 if stat.st_uid != os.geteuid():
                     raise WriterConflictError("%s belongs to uid %d, not to this process's uid %d"
                                               % (self.index_name, stat.st_uid, os.geteuid()))
-                if stat.st_size != INDEX_SIZE:
+                if stat.st_size == 0:  # its creator died between shm_open and ftruncate: finish the job
+                    os.ftruncate(shm.fd, INDEX_SIZE)
+                elif stat.st_size != INDEX_SIZE:
                     raise SegmentCorruptError("%s is %d bytes, expected %d" % (self.index_name, stat.st_size, INDEX_SIZE))
                 self._restrict(shm.fd)  # a restart may bring a new --group
             mm = mmap.mmap(shm.fd, INDEX_SIZE)
