@@ -170,3 +170,21 @@ def test_flag_keys_json_cannot_encode_raise_before_any_request(stand_in, make_cl
 def test_unusable_settings_fail_at_initialize(options, message):
     with pytest.raises(ValueError, match=message):
         Experiment.initialize_remote(KEY, RemoteEvaluationConfig(**options))
+
+
+def test_a_proxy_from_the_environment_is_used(stand_in, monkeypatch):
+    # The stand-in plays the proxy: a plain-HTTP proxy receives the absolute URL.
+    from amplitude_experiment import RemoteEvaluationClient
+
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", stand_in.url)
+    stand_in.answer("POST", VARDATA, ok())
+
+    with RemoteEvaluationClient(KEY, RemoteEvaluationConfig(server_url="http://flags.example.invalid")) as client:
+        monkeypatch.delenv("HTTP_PROXY")  # read when the client was built, not per request
+        assert client.fetch_v2(User(user_id="u1"))
+
+    [seen] = stand_in.seen(VARDATA)
+    assert seen.headers["Host"] == "flags.example.invalid"
+    assert seen.headers["Authorization"] == "Api-Key " + KEY
