@@ -316,6 +316,7 @@ def test_an_interrupted_remove_all_is_recovered(shm_prefix, writer):
     assert SnapshotReader(shm_prefix, KEY).load().document == document(2)
 
 
+@pytest.mark.multiprocess
 def test_a_killed_unreaped_writer_does_not_block_the_next(shm_prefix):
     pid = os.fork()
     if pid == 0:
