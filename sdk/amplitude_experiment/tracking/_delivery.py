@@ -160,6 +160,8 @@ class EventPipeline:
                 remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
                     break
+                if state.thread is None and not self._start_worker(state):
+                    break
                 state.cond.wait(_IDLE_WAIT if remaining is None else remaining)
             unbuilt = state.pending
         if unbuilt:
@@ -206,12 +208,18 @@ class EventPipeline:
             self._state = state
             return state
 
-    def _start_worker(self, state: _ProcessState) -> None:
+    def _start_worker(self, state: _ProcessState) -> bool:
         # Called with state.cond held, so a worker deciding to end and a submit cannot cross.
-        state.thread = threading.Thread(
+        thread = threading.Thread(
             target=self._run, args=(state,), name="amplitude_experiment.tracking." + self.kind, daemon=True
         )
-        state.thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no threads left, or the interpreter is shutting down
+            self._logger.warning("[Experiment] %s tracking: could not start its thread; will retry", self.kind, exc_info=True)
+            return False
+        state.thread = thread
+        return True
 
     def _run(self, state: _ProcessState) -> None:
         while True:
