@@ -3,7 +3,6 @@
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Hashable
 
 #: The reference's dedup TTL and insert-id day: 24 hours in milliseconds.
 DAY_MILLIS = 24 * 60 * 60 * 1000
@@ -23,7 +22,7 @@ class DedupFilter:
     def __init__(self, capacity: int, ttl_millis: int = DAY_MILLIS):
         self.capacity = capacity
         self.ttl_millis = ttl_millis
-        self._seen: "OrderedDict[Hashable, float]" = OrderedDict()
+        self._seen: "OrderedDict[bytes, float]" = OrderedDict()
         self._lock = threading.Lock()
 
     def should_track(self, canonical: str, now_millis: float) -> bool:
