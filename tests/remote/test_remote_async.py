@@ -13,7 +13,7 @@ from amplitude_experiment import User
 from amplitude_experiment.exception import FetchException
 from amplitude_experiment.remote.client import WORKER_NAME
 from amplitude_experiment.remote.fetch_options import FetchOptions
-from remote_support import VARDATA, VARIANTS, gaps, ok
+from remote_support import VARDATA, VARIANTS, ok
 from stand_in import Answer
 
 
