@@ -12,6 +12,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients connecting at once must not wait for a SYN retry
+
+
 class Answer:
     """One scripted response: status, body (bytes, str or JSON-able), headers and an optional delay."""
 
@@ -57,9 +62,10 @@ class StandIn:
         self._scripts: Dict[Tuple[str, str], List[Script]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="stand-in", daemon=True)
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="stand-in", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -111,6 +117,7 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
