@@ -1,6 +1,6 @@
 """A ``User`` as the evaluation context the rules select from (reference-sdk.md §3.1)."""
 
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
 _GROUP_FIELDS = ("groups", "group_properties", "group_cohort_ids")
 
@@ -21,7 +21,9 @@ def user_to_context(user: Any) -> Dict[str, Any]:
     group_properties = attributes.get("group_properties")
     group_cohort_ids = attributes.get("group_cohort_ids")
     context_groups: Dict[str, Any] = {}
-    for group_type, names in groups.items():
+    # The reference raises on groups that are not a mapping; evaluate_v2 must not, so they name no group.
+    entries = groups.items() if isinstance(groups, Mapping) else ()
+    for group_type, names in entries:
         if not isinstance(names, list) or not names:
             continue  # only a non-empty list names a group; strings and tuples are skipped
         name = names[0]
@@ -40,7 +42,10 @@ def user_to_context(user: Any) -> Dict[str, Any]:
 def _lookup(nested: Any, group_type: str, name: Any) -> Any:
     if not nested:
         return None
-    by_name = nested.get(group_type)
-    if not by_name:
+    try:
+        by_name = nested.get(group_type)
+        if not by_name:
+            return None
+        return by_name.get(name)
+    except (AttributeError, TypeError):  # not a mapping, or an unhashable group name: nothing to add
         return None
-    return by_name.get(name)
