@@ -44,9 +44,13 @@ def _order_for(flag_set: FlagSet, flag_keys: Iterable[str]) -> Tuple[Any, ...]:
     sequences = flag_set.sequences
     if isinstance(flag_keys, (list, tuple)) and len(flag_keys) == 1:
         return sequences.get(flag_keys[0], ()) if isinstance(flag_keys[0], str) else ()
+    try:
+        keys = iter(flag_keys)
+    except TypeError:  # not a collection of keys (the reference raises): nothing is requested
+        return ()
     seen = set()
     order = []
-    for key in flag_keys:
+    for key in keys:
         if not isinstance(key, str):
             continue
         for flag in sequences.get(key, ()):
