@@ -3,7 +3,8 @@
 stdin: ``{"cases": [{"flags": [...], "users": [<flaggen user spec>], "subsets": [[key, ...], ...]}]}``.
 For each case the flags are served from a throwaway HTTP server on 127.0.0.1, so the reference
 loads them through its own poller and parser (``LocalEvaluationClient.start()``); then every user
-is evaluated with ``evaluate_v2`` for the whole config and for each key subset (passed as a list).
+is evaluated with ``evaluate_v2`` for the whole config and for each key subset (passed as a list),
+then with the deprecated ``evaluate`` (whole config, default/undeployed variants filtered, §1.13).
 
 stdout: ``{"cases": [[<per user: [<per call: result>]>]]}`` where a result is the list of
 ``[flag_key, key, value, payload, metadata]`` in the order of the returned dict, or
@@ -15,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,8 +56,12 @@ def _result(variants):
     return [[flag_key, v.key, v.value, v.payload, v.metadata] for flag_key, v in variants.items()]
 
 
-def _call(client, user, keys):
+def _call(client, user, keys, deprecated=False):
     try:
+        if deprecated:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return _result(client.evaluate(user, keys))
         return _result(client.evaluate_v2(user, keys))
     except Exception as error:  # the reference raises on cycles and bad regexes; report, don't die
         return {"error": "%s: %s" % (type(error).__name__, error)}
@@ -77,6 +83,7 @@ def run_case(case):
                 calls = [_call(client, build_user(spec, User), None)]
                 for keys in case.get("subsets", ()):
                     calls.append(_call(client, build_user(spec, User), list(keys)))
+                calls.append(_call(client, build_user(spec, User), None, deprecated=True))
                 out.append(calls)
             return out
         finally:
