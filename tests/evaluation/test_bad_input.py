@@ -155,13 +155,27 @@ flags = compile_flags(flaggen.generate_flags(11, 60, prefix="g-"))
 for device_id in ("\ud800", "a\udfffb", "\ud83d\ude00\ud83d"):
     results, failures = evaluate(flags, user_to_context(User(user_id="u1", device_id=device_id)))
     assert failures and results, (len(failures), len(results))
+# A salt with a lone surrogate (JSON "\\ud800"): rejected naming the flag, or the flag is left out.
+from amplitude_experiment.evaluation import FlagConfigError
+salted = {"key": "salted", "variants": {"on": {"key": "on"}}, "segments": [{"variant": "on", "bucket": {
+    "selector": ["context", "user", "device_id"], "salt": "\ud800", "allocations": [
+        {"range": [0, 100], "distributions": [{"variant": "on", "range": [0, 42949673]}]}]}}]}
+plain = {"key": "plain", "variants": {"on": {"key": "on"}}, "segments": [{"variant": "on"}]}
+try:
+    salted_set = compile_flags([salted, plain])
+except FlagConfigError as error:
+    assert error.flag_key == "salted", error
+else:
+    results, failures = evaluate(salted_set, user_to_context(User(device_id="d1")))
+    assert list(results) == ["plain"] and [key for key, _ in failures] == ["salted"], (results, failures)
 print("ok")
 """
 
 
 def test_lone_surrogate_bucketing_does_not_crash_the_process():
-    """A device_id with a lone surrogate (a mis-decoded cookie, a JSON "\\ud800" escape) must not take
-    the process down: the reference raises UnicodeEncodeError; ours leaves the bucketed flags out.
+    """A device_id or salt with a lone surrogate (a mis-decoded cookie, a JSON "\\ud800" escape) must
+    not take the process down (mmh3 5.x segfaults on such a str): the reference raises
+    UnicodeEncodeError; ours leaves the bucketed flags out, or rejects the config naming the flag.
     Run in a child so that a crash fails this test instead of killing the test session."""
     import os
     import subprocess
