@@ -130,9 +130,29 @@ class _Where:
     def __init__(self, flag_key: Optional[str]):
         self.flag_key = flag_key
 
-    def fail(self, path: str, expected: str, got: Any) -> FlagConfigError:
+    def fail(self, path: "Path", expected: str, got: Any) -> FlagConfigError:
         subject = "flag %r" % self.flag_key if self.flag_key is not None else "flag"
-        return FlagConfigError("%s: %s must be %s, got %s" % (subject, path, expected, _type_name(got)), self.flag_key)
+        return FlagConfigError(
+            "%s: %s must be %s, got %s" % (subject, format_path(path), expected, _type_name(got)), self.flag_key
+        )
+
+
+# Paths to a field are tuples, formatted only when a message needs them: validation of a valid
+# config (the common case) then costs no string formatting. Ints are list positions, 1-tuples
+# are object keys, strings are field names.
+Path = Tuple[Any, ...]
+
+
+def format_path(path: Path) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += "[%d]" % part
+        elif isinstance(part, tuple):
+            text += "[%r]" % part
+        else:
+            text += ("." if text else "") + part
+    return text
 
 
 def _type_name(value: Any) -> str:
@@ -141,7 +161,7 @@ def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
 
 
-def _mapping(where: _Where, path: str, value: Any, optional: bool = True) -> Optional[Mapping[str, Any]]:
+def _mapping(where: _Where, path: Path, value: Any, optional: bool = True) -> Optional[Mapping[str, Any]]:
     if value is None and optional:
         return None
     if not isinstance(value, dict):
@@ -149,7 +169,7 @@ def _mapping(where: _Where, path: str, value: Any, optional: bool = True) -> Opt
     return value
 
 
-def _list(where: _Where, path: str, value: Any, optional: bool) -> Optional[list]:
+def _list(where: _Where, path: Path, value: Any, optional: bool) -> Optional[list]:
     if value is None and optional:
         return None
     if not isinstance(value, list):
@@ -157,7 +177,7 @@ def _list(where: _Where, path: str, value: Any, optional: bool) -> Optional[list
     return value
 
 
-def _string(where: _Where, path: str, value: Any, optional: bool) -> Optional[str]:
+def _string(where: _Where, path: Path, value: Any, optional: bool) -> Optional[str]:
     if value is None and optional:
         return None
     if not isinstance(value, str):
@@ -165,24 +185,24 @@ def _string(where: _Where, path: str, value: Any, optional: bool) -> Optional[st
     return value
 
 
-def _strings(where: _Where, path: str, value: Any, optional: bool = False) -> Optional[Tuple[str, ...]]:
+def _strings(where: _Where, path: Path, value: Any, optional: bool = False) -> Optional[Tuple[str, ...]]:
     items = _list(where, path, value, optional)
     if items is None:
         return None
     for position, item in enumerate(items):
         if not isinstance(item, str):
-            raise where.fail("%s[%d]" % (path, position), "a string", item)
+            raise where.fail(path + (position,), "a string", item)
     return tuple(items)
 
 
-def _range(where: _Where, path: str, value: Any) -> Tuple[int, int]:
+def _range(where: _Where, path: Path, value: Any) -> Tuple[int, int]:
     if not isinstance(value, list) or len(value) < 2:
         raise where.fail(path, "an array of two integers", value)
-    bounds = [_integer(where, "%s[%d]" % (path, position), bound) for position, bound in enumerate(value)]
+    bounds = [_integer(where, path + (position,), bound) for position, bound in enumerate(value)]
     return bounds[0], bounds[1]
 
 
-def _integer(where: _Where, path: str, bound: Any) -> int:
+def _integer(where: _Where, path: Path, bound: Any) -> int:
     """A range bound as the reference's schema reads it: ``int()`` of a number or a string.
 
     Floats truncate (``0.5`` -> 0) and strings ``int()`` accepts (``"50"``, ``" 7 "``) are taken;
@@ -203,19 +223,19 @@ def _compile_flag(flag: Any, index: int, problems: List[str]) -> CompiledFlag:
     where = _Where(key if isinstance(key, str) else None)
     if not isinstance(key, str):
         raise FlagConfigError("flag #%d: key must be a string, got %s" % (index, _type_name(key)))
-    flag_metadata = _mapping(where, "metadata", flag.get("metadata"))
-    variants = _mapping(where, "variants", flag.get("variants"), optional=False)
+    flag_metadata = _mapping(where, ("metadata",), flag.get("metadata"))
+    variants = _mapping(where, ("variants",), flag.get("variants"), optional=False)
     for variant_key, variant in variants.items():
-        path = "variants[%r]" % variant_key
+        path = ("variants", (variant_key,))
         _mapping(where, path, variant, optional=False)
-        _string(where, path + ".key", variant.get("key"), optional=True)
-        _mapping(where, path + ".metadata", variant.get("metadata"))
-    dependencies = _strings(where, "dependencies", flag.get("dependencies"), optional=True) or ()
-    segments = _list(where, "segments", flag.get("segments"), optional=False)
+        _string(where, path + ("key",), variant.get("key"), optional=True)
+        _mapping(where, path + ("metadata",), variant.get("metadata"))
+    dependencies = _strings(where, ("dependencies",), flag.get("dependencies"), optional=True) or ()
+    segments = _list(where, ("segments",), flag.get("segments"), optional=False)
 
     results = _ResultCache(variants, flag_metadata)
     compiled_segments = tuple(
-        _compile_segment(where, "segments[%d]" % position, segment, results, problems)
+        _compile_segment(where, ("segments", position), segment, results, problems)
         for position, segment in enumerate(segments)
     )
     return CompiledFlag(key, dependencies, compiled_segments)
@@ -239,36 +259,36 @@ class _ResultCache:
 
 
 def _compile_segment(
-    where: _Where, path: str, segment: Any, results: _ResultCache, problems: List[str]
+    where: _Where, path: Path, segment: Any, results: _ResultCache, problems: List[str]
 ) -> Segment:
     _mapping(where, path, segment, optional=False)
-    metadata = _mapping(where, path + ".metadata", segment.get("metadata"))
-    segment_variant = results.result(_string(where, path + ".variant", segment.get("variant"), optional=True), metadata)
-    conditions = _list(where, path + ".conditions", segment.get("conditions"), optional=True)
-    predicates = _compile_conditions(where, path + ".conditions", conditions, problems) if conditions else ()
-    bucket = _mapping(where, path + ".bucket", segment.get("bucket"))
+    metadata = _mapping(where, path + ("metadata",), segment.get("metadata"))
+    segment_variant = results.result(_string(where, path + ("variant",), segment.get("variant"), optional=True), metadata)
+    conditions = _list(where, path + ("conditions",), segment.get("conditions"), optional=True)
+    predicates = _compile_conditions(where, path + ("conditions",), conditions, problems) if conditions else ()
+    bucket = _mapping(where, path + ("bucket",), segment.get("bucket"))
     if bucket is None:
         return predicates, segment_variant, None
-    return predicates, None, _compile_bucket(where, path + ".bucket", bucket, results, metadata, segment_variant)
+    return predicates, None, _compile_bucket(where, path + ("bucket",), bucket, results, metadata, segment_variant)
 
 
-def _compile_conditions(where: _Where, path: str, conditions: list, problems: List[str]) -> Tuple[Predicate, ...]:
+def _compile_conditions(where: _Where, path: Path, conditions: list, problems: List[str]) -> Tuple[Predicate, ...]:
     """Predicates that must all hold: one group's conditions, or one predicate over several groups."""
     groups = []
     for group_position, group in enumerate(conditions):
-        group_path = "%s[%d]" % (path, group_position)
+        group_path = path + (group_position,)
         predicates = []
         for position, condition in enumerate(_list(where, group_path, group, optional=False)):
-            condition_path = "%s[%d]" % (group_path, position)
+            condition_path = group_path + (position,)
             _mapping(where, condition_path, condition, optional=False)
-            selector = _strings(where, condition_path + ".selector", condition.get("selector"))
-            op = _string(where, condition_path + ".op", condition.get("op"), optional=False)
-            values = _strings(where, condition_path + ".values", condition.get("values"))
+            selector = _strings(where, condition_path + ("selector",), condition.get("selector"))
+            op = _string(where, condition_path + ("op",), condition.get("op"), optional=False)
+            values = _strings(where, condition_path + ("values",), condition.get("values"))
             predicate, invalid_patterns = compile_condition(selector, op, values)
             for pattern in invalid_patterns:
                 problems.append(
                     "flag %r: %s has a regex that does not compile, %r: it never matches"
-                    % (where.flag_key, condition_path, pattern)
+                    % (where.flag_key, format_path(condition_path), pattern)
                 )
             predicates.append(predicate)
         groups.append(tuple(predicates))
@@ -294,30 +314,30 @@ def _compile_conditions(where: _Where, path: str, conditions: list, problems: Li
 
 def _compile_bucket(
     where: _Where,
-    path: str,
+    path: Path,
     bucket: Mapping[str, Any],
     results: _ResultCache,
     segment_metadata: Optional[Mapping[str, Any]],
     segment_variant: Optional[EvaluatedVariant],
 ) -> Picker:
-    select = compile_selector(_strings(where, path + ".selector", bucket.get("selector")))
-    salt = _string(where, path + ".salt", bucket.get("salt"), optional=False)
+    select = compile_selector(_strings(where, path + ("selector",), bucket.get("selector")))
+    salt = _string(where, path + ("salt",), bucket.get("salt"), optional=False)
     allocations = []
-    for position, allocation in enumerate(_list(where, path + ".allocations", bucket.get("allocations"), optional=False)):
-        allocation_path = "%s.allocations[%d]" % (path, position)
+    for position, allocation in enumerate(_list(where, path + ("allocations",), bucket.get("allocations"), optional=False)):
+        allocation_path = path + ("allocations", position)
         _mapping(where, allocation_path, allocation, optional=False)
-        low, high = _range(where, allocation_path + ".range", allocation.get("range"))
+        low, high = _range(where, allocation_path + ("range",), allocation.get("range"))
         distributions = []
-        raw_distributions = _list(where, allocation_path + ".distributions", allocation.get("distributions"), optional=False)
+        raw_distributions = _list(where, allocation_path + ("distributions",), allocation.get("distributions"), optional=False)
         for dposition, distribution in enumerate(raw_distributions):
-            distribution_path = "%s.distributions[%d]" % (allocation_path, dposition)
+            distribution_path = allocation_path + ("distributions", dposition)
             _mapping(where, distribution_path, distribution, optional=False)
-            variant_key = _string(where, distribution_path + ".variant", distribution.get("variant"), optional=False)
-            dlow, dhigh = _range(where, distribution_path + ".range", distribution.get("range"))
+            variant_key = _string(where, distribution_path + ("variant",), distribution.get("variant"), optional=False)
+            dlow, dhigh = _range(where, distribution_path + ("range",), distribution.get("range"))
             # A distribution naming an unknown variant yields nothing, and the next segment is tried.
             distributions.append((dlow, dhigh, results.result(variant_key, segment_metadata)))
         allocations.append((low, high, tuple(distributions)))
-    prefix = salt + "/"
+    prefix = (salt + "/").encode("utf-8")
     frozen_allocations = tuple(allocations)
     hash32 = mmh3.hash
 
@@ -328,7 +348,9 @@ def _compile_bucket(
         text = value if value.__class__ is str else coerce_string(value)
         if not text:
             return segment_variant
-        hashed = hash32(prefix + text, 0, False)
+        # Hash the UTF-8 bytes ourselves: mmh3 given a str with a lone surrogate crashes the
+        # process; encoding raises UnicodeEncodeError instead, as the reference does.
+        hashed = hash32(prefix + text.encode("utf-8"), 0, False)
         allocation_point = hashed % 100
         distribution_point = hashed // 100
         for low, high, distributions in frozen_allocations:
