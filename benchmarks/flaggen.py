@@ -554,3 +554,60 @@ def generate_key_subsets(seed: int, flags: List[Dict[str, Any]], count: int) -> 
             subset.append("no-such-flag")
         subsets.append(subset)
     return subsets
+
+
+# --- condition fuzzing ---------------------------------------------------------------------------
+# Many one-condition flags over a few properties, and users holding odd values in them: the same
+# differential, aimed at coercion corners rather than at realistic shapes.
+
+_FUZZ_SCALARS = [
+    "0", "-0", "0.0", "00", "1", "01", "1.0", "1.00", "1e0", "1E3", "1e309", "-1e309", "1e-7", "Infinity", "-inf",
+    "NaN", "nan", " 7", "7 ", "\t7\n", "7\u00a0", "+.5", "5.", ".", "-", "1__0", "1_0", "0b1", "0o7", "٣", "１２", "²",
+    "1.2.3", "1.2.3-", "1.2.3-a.b", "1.2.3-a..b", "1.2", "1.2.3\n", "v1", "01.02.03", "1.2.3-ü", "1.2.3-_", "1.2.3--x",
+    "true", "True", "TRUE", "tRUE", "false", "False", "yes", "no", "null", "None", "(none)", "", " ", "a", "A", "ab",
+    "ß", "SS", "İ", "i̇", "ǅ", "Ω", "ω", "😀", "日本", "[", "]", "[]", "[ ]", " []", "[[]]", "[1]", "[1.0]", "[1e5]",
+    "[true]", "[null]", "[NaN]", "[\"a\"]", "[\"A\",\"a\"]", "[\"\\u00fc\"]", "[{}]", "[[1, 2]]", "[1,", "{}", "{\"a\": 1}",
+    "\"s\"", "12345678901234567890", "-12", "1,5", "1.5.", "a@b.c", "x\ny", "\\d",
+]
+_FUZZ_OBJECTS = [
+    0, 1, -1, 7, 10, 1.0, 0.5, -0.0, 1e16, 1e20, 1e-7, 2 ** 63, True, False, None, [], {}, [None], [1], [1.0], [True],
+    ["a", 1, True, None, 1.5], [["a"]], [{"a": "ü"}], {"a": 1}, {"k": [1, 2]}, ["", "a"], ["true", "TRUE"], [[]],
+    [0], [False], float("inf"), float("-inf"),
+]
+_FUZZ_FILTERS = _FUZZ_SCALARS + ["5", "7", "10", "1e3", "-1", "1.2.0", "2.0.0", "1.2.3-a", "[1, 2]", "{\"a\": 1}",
+                                 "[\"a\", 1, true, null, 1.5]", "1e+20", "1e+16", "1.5", "inf", "-inf"]
+_FUZZ_REGEXES = ["^$", "^\\d+$", "\\d", "(?i)^true$", "^\\[", "ü", "^.$", "\\s", "a|b", "^-?\\d+(\\.\\d+)?$", "(?s)x.y"]
+FUZZ_PROPERTIES = 8
+
+
+def generate_condition_flags(seed: int, count: int) -> List[Dict[str, Any]]:
+    """``count`` flags, each ``on`` when one fuzzed condition holds and the default ``off`` otherwise."""
+    rng = random.Random(seed)
+    flags = []
+    for index in range(count):
+        op = _pick(rng, list(OPERATORS) + ["glob match"])
+        if op.startswith("regex"):
+            values = [_pick(rng, _FUZZ_REGEXES) for _ in range(_pick(rng, [1, 1, 2]))]
+        else:
+            values = [_pick(rng, _FUZZ_FILTERS) for _ in range(_pick(rng, [0, 1, 1, 1, 2, 2, 3]))]
+        selector = ["context", "user", "user_properties", "p%d" % rng.randrange(FUZZ_PROPERTIES)]
+        flags.append({"key": "c-%d" % index, "metadata": {"op": op},
+                      "variants": {"on": {"key": "on"}, "off": {"key": "off", "metadata": {"default": True}}},
+                      "segments": [{"conditions": [[{"selector": selector, "op": op, "values": values}]], "variant": "on"},
+                                   {"variant": "off"}]})
+    return flags
+
+
+def generate_fuzz_users(seed: int, count: int) -> List[Dict[str, Any]]:
+    rng = random.Random(seed)
+    users = []
+    for _ in range(count):
+        properties = {}
+        for index in range(FUZZ_PROPERTIES):
+            roll = rng.random()
+            if roll < 0.6:
+                properties["p%d" % index] = _pick(rng, _FUZZ_SCALARS)
+            elif roll < 0.9:
+                properties["p%d" % index] = _pick(rng, _FUZZ_OBJECTS)
+        users.append({"fields": {"user_properties": properties}, "extra": {}})
+    return users
