@@ -17,7 +17,7 @@ allocations that miss and bucket selectors on missing or falsy values.
 import json
 import random
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 OPERATORS = (
     "is", "is not", "contains", "does not contain",
@@ -302,7 +302,7 @@ class _FlagBuilder:
     def new_key(self, kind: str) -> str:
         return "%s%s-%d" % (self.prefix, kind, len(self.flags))
 
-    def dependencies_and_gates(self) -> (List[str], List[List[Dict[str, Any]]]):
+    def dependencies_and_gates(self) -> Tuple[List[str], List[Dict[str, Any]]]:
         """Dependencies to declare (all on earlier flags, so never a cycle) and gate conditions on them."""
         rng = self.rng
         deps: List[str] = []
