@@ -337,7 +337,10 @@ def _compile_bucket(
             # A distribution naming an unknown variant yields nothing, and the next segment is tried.
             distributions.append((dlow, dhigh, results.result(variant_key, segment_metadata)))
         allocations.append((low, high, tuple(distributions)))
-    prefix = (salt + "/").encode("utf-8")
+    try:
+        prefix = (salt + "/").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): nothing could be bucketed with it
+        raise where.fail(path + ("salt",), "text without lone surrogates", salt) from None
     frozen_allocations = tuple(allocations)
     hash32 = mmh3.hash
 
