@@ -159,3 +159,49 @@ def test_input_is_not_mutated():
     compile_flags(raw)
     run(raw, User(user_id="u", device_id="d"))
     assert raw == snapshot
+
+
+def _nodes(value, path=()):
+    yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nodes(item, path + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nodes(item, path + (index,))
+
+
+GARBAGE = [None, True, 0, -1, 1.5, float("nan"), float("inf"), 2 ** 70, "", "x", "\ud800", "[", [], [None], [1, "a"],
+           {}, {"key": 5}, [[]], [["a"]], {"selector": []}, "9" * 5000]
+
+
+def test_garbage_anywhere_is_rejected_or_evaluated_never_another_error():
+    """Replace one node of a generated config with garbage, 3,000 times: compile_flags raises only
+    FlagConfigError, and whatever it accepts evaluates without raising."""
+    import random
+
+    import flaggen
+    from amplitude_experiment.evaluation import evaluate
+    from amplitude_experiment.local._context import user_to_context
+
+    rng = random.Random(5)
+    base = flaggen.generate_flags(21, 12, prefix="z-")
+    contexts = [user_to_context(flaggen.build_user(spec, User)) for spec in flaggen.generate_users(22, 5)]
+    paths = list(_nodes(base))[1:]
+    accepted = rejected = 0
+    for _ in range(3000):
+        flags = copy.deepcopy(base)
+        path = paths[rng.randrange(len(paths))]
+        target = flags
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = copy.deepcopy(GARBAGE[rng.randrange(len(GARBAGE))])
+        try:
+            flag_set = compile_flags(flags)
+        except FlagConfigError:
+            rejected += 1
+            continue
+        accepted += 1
+        for context in contexts:
+            evaluate(flag_set, context)
+    assert accepted > 300 and rejected > 300, (accepted, rejected)
