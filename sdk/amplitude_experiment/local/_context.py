@@ -29,10 +29,10 @@ def user_to_context(user: Any) -> Dict[str, Any]:
         name = names[0]
         group = {"group_name": name}
         properties = _lookup(group_properties, group_type, name)
-        if properties:
+        if properties is not None:
             group["group_properties"] = properties
         cohort_ids = _lookup(group_cohort_ids, group_type, name)
-        if cohort_ids:
+        if cohort_ids is not None:
             group["cohort_ids"] = cohort_ids
         context_groups[group_type] = group
     context["groups"] = context_groups
@@ -40,12 +40,10 @@ def user_to_context(user: Any) -> Dict[str, Any]:
 
 
 def _lookup(nested: Any, group_type: str, name: Any) -> Any:
-    if not nested:
-        return None
+    """``nested[group_type][name]`` when every step is truthy (the reference's tests), else None."""
     try:
-        by_name = nested.get(group_type)
-        if not by_name:
-            return None
-        return by_name.get(name)
-    except (AttributeError, TypeError):  # not a mapping, or an unhashable group name: nothing to add
+        by_name = nested.get(group_type) if nested else None
+        value = by_name.get(name) if by_name else None
+        return value if value else None
+    except Exception:  # not a mapping, an unhashable name, a value that cannot be tested: nothing to add
         return None
