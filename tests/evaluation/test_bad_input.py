@@ -74,7 +74,7 @@ def flags():
 
 
 @pytest.fixture
-def client(stand_in, flags, caplog):
+def client(stand_in, flags):
     stand_in.answer("GET", "/sdk/v2/flags", Answer(200, flags))
     logger = logging.getLogger("bad-input-test")
     config = LocalEvaluationConfig(server_url=stand_in.url, flag_source="poll", logger=logger)
@@ -185,3 +185,22 @@ def test_lone_surrogate_bucketing_does_not_crash_the_process():
     done = subprocess.run([sys.executable, "-c", SURROGATE_SCRIPT, benchmarks], capture_output=True, timeout=120)
     assert done.returncode == 0, "exit %d: %s" % (done.returncode, done.stderr.decode(errors="replace")[-800:])
     assert done.stdout.strip() == b"ok"
+
+
+def test_random_garbage_users_never_raise(client):
+    import random
+
+    rng = random.Random(8)
+    pool = [None, 0, 1, -1.5, math.nan, True, False, "", "x", "\ud800", "[", "[1, 2]", "1.2.3-", [], [None], ["a", 1],
+            [[1]], {}, {"org": ["a"]}, {"org": "a"}, {"org": [["a"]]}, {"org": {"a": {"tier": "gold"}}}, {"a": {"b": {}}},
+            ("t",), {"s"}, b"b", Weird(), Falsy(), deep_list(200)]
+    fields = ["device_id", "user_id", "country", "version", "user_properties", "groups", "group_properties",
+              "group_cohort_ids", "cohort_ids", "library"]
+    for _ in range(1500):
+        user = User()
+        for name in fields:
+            if rng.random() < 0.5:
+                setattr(user, name, pool[rng.randrange(len(pool))])
+        if rng.random() < 0.3:
+            user.user_properties = {key: pool[rng.randrange(len(pool))] for key in ("plan", "n", "tags", "beta", "meta")}
+        assert isinstance(client.evaluate_v2(user), dict)
