@@ -111,7 +111,7 @@ def _describe(case, user_index, call_index, ours, theirs):
 
 def test_reference_and_ours_agree_exactly(corpus, stand_in):
     cases, reference = corpus
-    compared = 0
+    compared = calls = 0
     differences = []
     outcomes = Counter()
     for case, theirs_case in zip(cases, reference):
@@ -119,11 +119,14 @@ def test_reference_and_ours_agree_exactly(corpus, stand_in):
         assert len(ours_case) == len(theirs_case)
         for user_index, (ours_calls, theirs_calls) in enumerate(zip(ours_case, theirs_case)):
             for call_index, (ours, theirs) in enumerate(zip(ours_calls, theirs_calls)):
+                calls += 1
                 compared += len(theirs) if isinstance(theirs, list) else 1
                 if ours != theirs:
                     differences.append(_describe(case, user_index, call_index, ours, theirs))
                 for row in ours:
                     outcomes["default" if (row[4] or {}).get("default") else "assigned"] += 1
+    print("differential: %d (flag, user) results in %d calls compared, %d calls differ"
+          % (compared, calls, len(differences)))
     assert not differences, "%d of the calls differ; first ones:\n\n%s" % (
         len(differences), "\n\n".join(differences[:5]))
     # The corpus must exercise both outcomes, or agreeing would prove little.
