@@ -200,7 +200,7 @@ def run(folder):
         url = "http://127.0.0.1:%d/?user_id=%s" % (port, USER_ID)
         print("2. gunicorn, %d workers (preload_app), on 127.0.0.1:%d" % (WORKERS, port))
         gunicorn = start([str(BIN / "gunicorn"), "-c", str(EXAMPLES / "gunicorn" / "gunicorn.conf.py"),
-                          "app:application"],
+                          "wsgi_app:application"],
                          # XDG_RUNTIME_DIR: gunicorn 24+ puts its control socket there (else in ~/.gunicorn)
                          dict(env, GUNICORN_BIND="127.0.0.1:%d" % port, GUNICORN_WORKERS=str(WORKERS),
                               XDG_RUNTIME_DIR=folder),

@@ -1,6 +1,6 @@
 """gunicorn with preload_app: the app (and its Experiment client) is imported once in the master.
 
-    gunicorn -c examples/gunicorn/gunicorn.conf.py app:application
+    gunicorn -c examples/gunicorn/gunicorn.conf.py wsgi_app:application
 
 In shared mode that needs no server hooks: the client starts no thread, so there is nothing that a
 fork would lose, and it maps flagd's snapshot lazily in each worker on its first evaluation.
@@ -11,7 +11,7 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "4"))
-chdir = os.path.dirname(os.path.abspath(__file__))
+chdir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # examples/, for wsgi_app.py
 preload_app = True
 # Recycled workers are forked from the master again; they map the current snapshot on their first
 # evaluation, not whatever the master might have held.

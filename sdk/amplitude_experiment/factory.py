@@ -1,11 +1,12 @@
 import threading
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, TypeVar
 
 from .local.client import LocalEvaluationClient
 from .local.config import LocalEvaluationConfig
 from .remote.client import RemoteEvaluationClient
 from .remote.config import RemoteEvaluationConfig
 
+Client = TypeVar("Client")
 _instances_lock = threading.Lock()
 remote_evaluation_instances: Dict[str, RemoteEvaluationClient] = {}
 local_evaluation_instances: Dict[str, LocalEvaluationClient] = {}
@@ -21,17 +22,17 @@ class Experiment:
     @staticmethod
     def initialize_remote(api_key: str, config: Optional[RemoteEvaluationConfig] = None) -> RemoteEvaluationClient:
         """Return the remote evaluation client for ``api_key``, creating it on first use."""
-        with _instances_lock:
-            client = remote_evaluation_instances.get(api_key)
-            if client is None:
-                client = remote_evaluation_instances[api_key] = RemoteEvaluationClient(api_key, config)
-            return client
+        return _one_per_key(remote_evaluation_instances, api_key, lambda: RemoteEvaluationClient(api_key, config))
 
     @staticmethod
     def initialize_local(api_key: str, config: Optional[LocalEvaluationConfig] = None) -> LocalEvaluationClient:
         """Return the local evaluation client for ``api_key``, creating it on first use; call ``start()`` on it."""
-        with _instances_lock:
-            client = local_evaluation_instances.get(api_key)
-            if client is None:
-                client = local_evaluation_instances[api_key] = LocalEvaluationClient(api_key, config)
-            return client
+        return _one_per_key(local_evaluation_instances, api_key, lambda: LocalEvaluationClient(api_key, config))
+
+
+def _one_per_key(registry: Dict[str, Client], api_key: str, build: Callable[[], Client]) -> Client:
+    with _instances_lock:
+        client = registry.get(api_key)
+        if client is None:
+            client = registry[api_key] = build()
+        return client

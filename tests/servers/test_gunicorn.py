@@ -18,7 +18,7 @@ def test_every_gunicorn_worker_serves_flagds_change(tmp_path, stand_in, shm_pref
         env.update(GUNICORN_BIND="127.0.0.1:%s" % env["PORT"], GUNICORN_WORKERS=str(WORKERS),
                    XDG_RUNTIME_DIR=str(tmp_path))
         return Process("gunicorn", [str(VENV_BIN / "gunicorn"), "-c", str(EXAMPLES / "gunicorn" / config),
-                                    "app:application"], tmp_path, env)
+                                    "wsgi_app:application"], tmp_path, env)
 
     server = run_shared_mode_scenario(tmp_path, stand_in, shm_prefix, http_server(start))
     log = server.log()

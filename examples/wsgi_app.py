@@ -1,4 +1,4 @@
-"""A tiny WSGI app that evaluates flags from flagd's shared snapshot (the SDK's shared mode).
+"""The WSGI app of the gunicorn and uWSGI examples: flags from flagd's shared snapshot (shared mode).
 
 ``GET /?user_id=u1`` answers ``{"pid": ..., "variants": {flag: variant key}, "snapshot_version": N}``,
 so you can see which worker answered and which snapshot it evaluated. Settings come from the
@@ -27,9 +27,10 @@ def _config() -> LocalEvaluationConfig:
     return LocalEvaluationConfig(**options)
 
 
-# Built at import: with preload_app this runs once in the gunicorn master, and each worker inherits
-# the client. In shared mode that is safe: the client starts no thread and maps the snapshot lazily,
-# in the worker that first evaluates.
+# Built at import: with gunicorn's preload_app, or uWSGI without lazy-apps, this runs once in the
+# master and each worker inherits the client. In shared mode that is safe: the client starts no
+# thread and maps the snapshot lazily in the worker that first evaluates, so it needs no post-fork
+# hook (uWSGI forks in C and runs Python's os.register_at_fork hooks only with py-call-osafterfork).
 experiment = Experiment.initialize_local(os.environ["AMPLITUDE_DEPLOYMENT_KEY"], _config())
 experiment.start()
 
