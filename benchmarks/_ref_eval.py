@@ -1,6 +1,7 @@
 """Reference side of the differential test: runs under the reference SDK's interpreter (.refvenv).
 
-stdin: ``{"cases": [{"flags": [...], "users": [<flaggen user spec>], "subsets": [[key, ...], ...]}]}``.
+stdin: ``{"cases": [{"flags": [...], "users": [<flaggen user spec>], "subsets": [[key, ...], ...]}]}``;
+a case with ``"update": [...]`` serves those flags from the second poll on (storage order, §2.10).
 For each case the flags are served from a throwaway HTTP server on 127.0.0.1, so the reference
 loads them through its own poller and parser (``LocalEvaluationClient.start()``); then every user
 is evaluated with ``evaluate_v2`` for the whole config and for each key subset (passed as a list),
@@ -16,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,9 +28,14 @@ from flaggen import build_user  # noqa: E402
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
 
 
-def _serve(body: bytes) -> ThreadingHTTPServer:
+def _serve(*bodies: bytes) -> ThreadingHTTPServer:
+    """Answers the n-th request with ``bodies[n]``; the last body repeats."""
+    served = []
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server API)
+            body = bodies[min(len(served), len(bodies) - 1)]
+            served.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -40,6 +47,7 @@ def _serve(body: bytes) -> ThreadingHTTPServer:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    server.served = served
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -68,16 +76,26 @@ def _call(client, user, keys, deprecated=False):
 
 
 def run_case(case):
-    server = _serve(json.dumps(case["flags"]).encode())
+    bodies = [json.dumps(case["flags"]).encode()]
+    if case.get("update") is not None:
+        bodies.append(json.dumps(case["update"]).encode())
+    server = _serve(*bodies)
     try:
         config = LocalEvaluationConfig(
             server_url="http://127.0.0.1:%d" % server.server_address[1],
-            flag_config_polling_interval_millis=3_600_000,
+            flag_config_polling_interval_millis=200 if len(bodies) > 1 else 3_600_000,
             logger=_quiet_logger(),
         )
         client = LocalEvaluationClient("server-key", config)
         client.start()
         try:
+            if len(bodies) > 1:  # wait (bounded) for the second poll to be stored
+                wanted = sorted(flag["key"] for flag in case["update"])
+                deadline = time.monotonic() + 20
+                while sorted(client.flag_config_storage.get_flag_configs()) != wanted:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the reference never stored the update")
+                    time.sleep(0.02)
             out = []
             for spec in case["users"]:
                 calls = [_call(client, build_user(spec, User), None)]

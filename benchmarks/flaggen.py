@@ -611,3 +611,28 @@ def generate_fuzz_users(seed: int, count: int) -> List[Dict[str, Any]]:
                 properties["p%d" % index] = _pick(rng, _FUZZ_OBJECTS)
         users.append({"fields": {"user_properties": properties}, "extra": {}})
     return users
+
+
+def generate_update(seed: int, count: int) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """Two successive flag configs: the second drops some flags, changes some, adds new ones and is
+    reshuffled, so that storage order (kept flags keep their place, §2.10) decides what undeclared
+    readers see. The two lists never have the same length, so a client's flag count tells them apart."""
+    import copy
+
+    rng = random.Random(seed + 1)
+    flags = generate_flags(seed, count, prefix="u%d-" % seed)
+    first = flags[: int(count * 0.7)]
+    kept = []
+    for flag in first:
+        if rng.random() < 0.2:
+            continue
+        flag = copy.deepcopy(flag)
+        if rng.random() < 0.3:
+            flag["segments"].reverse()
+            flag["metadata"] = dict(flag.get("metadata") or {}, flagVersion=99)
+        kept.append(flag)
+    second = kept + flags[int(count * 0.7):]
+    rng.shuffle(second)
+    if len(second) == len(first):
+        second.pop()
+    return first, second

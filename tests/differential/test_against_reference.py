@@ -11,6 +11,7 @@ poller from the ``stand_in`` server. The configs come from benchmarks/flaggen.py
 
 import json
 import os
+import time
 import warnings
 from collections import Counter
 
@@ -40,11 +41,19 @@ CASES = [
 FUZZ_CASES = [(9, 1200, 250)]
 
 
+# (seed, flags, users): a second poll reorders, drops, changes and adds flags (§2.10 storage order).
+UPDATE_CASES = [(12, 50, 300)]
+
+
 def _build_cases():
     cases = []
     for seed, flag_count, user_count in FUZZ_CASES:
         cases.append({"flags": flaggen.generate_condition_flags(seed, flag_count),
                       "users": flaggen.generate_fuzz_users(3000 + seed, user_count), "subsets": []})
+    for seed, flag_count, user_count in UPDATE_CASES:
+        first, second = flaggen.generate_update(seed, flag_count)
+        cases.append({"flags": first, "update": second, "users": flaggen.generate_users(4000 + seed, user_count),
+                      "subsets": flaggen.generate_key_subsets(5000 + seed, second, 3)})
     for seed, flag_count, user_count, subset_count in CASES:
         flags = flaggen.generate_flags(seed, flag_count, prefix="s%d-" % seed)
         cases.append({
@@ -71,12 +80,18 @@ def _normalise(variants):
 
 
 def _ours(stand_in, case):
-    stand_in.answer("GET", "/sdk/v2/flags", Answer(200, case["flags"]))
+    update = case.get("update")
+    stand_in.answer("GET", "/sdk/v2/flags", Answer(200, case["flags"]), *([Answer(200, update)] if update else []))
     config = LocalEvaluationConfig(server_url=stand_in.url, flag_source="poll",
-                                   flag_config_polling_interval_millis=3_600_000)
+                                   flag_config_polling_interval_millis=200 if update else 3_600_000)
     client = LocalEvaluationClient("server-key", config)
     client.start()
     try:
+        if update:  # wait (bounded) for the second poll to be installed
+            deadline = time.monotonic() + 20
+            while client.flag_source_status["flags"] != len(update):
+                assert time.monotonic() < deadline, "our client never installed the update"
+                time.sleep(0.02)
         out = []
         for spec in case["users"]:
             calls = [_normalise(client.evaluate_v2(flaggen.build_user(spec, User)))]
