@@ -1,11 +1,10 @@
 """Assignment events (deprecated by Amplitude): one event per evaluation result (reference-sdk.md §4.3)."""
 
-import time
 from typing import Any, Dict, Optional
 
 from amplitude import Amplitude, BaseEvent
 
-from .canonical import canonicalize
+from .canonical import TrackedResult
 from .dedup import DAY_MILLIS, DedupFilter
 from .exposure import FLAG_TYPE_MUTUAL_EXCLUSION_GROUP, EventCallback
 from .hash_code import hash_code
@@ -33,25 +32,8 @@ EVALUATED_PROPS = (
 )
 
 
-class Assignment:
-    """A user and the variants one evaluation gave them, stamped with the evaluation time.
-
-    :param user: the evaluated :class:`~amplitude_experiment.User` (only read).
-    :param results: flag key to :class:`~amplitude_experiment.Variant`, as ``evaluate_v2`` returned it.
-    :param timestamp: milliseconds since the epoch; now when omitted.
-    """
-
-    def __init__(self, user: Any, results: Dict[str, Any], timestamp: Optional[float] = None):
-        self.user = user
-        self.results = results
-        self.timestamp = time.time() * 1000 if timestamp is None else timestamp
-        self._canonical: Optional[str] = None
-
-    def canonicalize(self) -> str:
-        """The dedup key and insert-id hash input of this result."""
-        if self._canonical is None:
-            self._canonical = canonicalize(self.user.user_id, self.user.device_id, self.results)
-        return self._canonical
+class Assignment(TrackedResult):
+    """An evaluation result as the deprecated assignment tracking sees it (one event per result)."""
 
 
 def to_event(assignment: Assignment, send_evaluated_props: bool, callback: Optional[EventCallback] = None) -> BaseEvent:

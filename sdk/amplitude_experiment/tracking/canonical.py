@@ -1,6 +1,7 @@
 """The canonical form of an evaluation result: the dedup key and the insert-id hash input."""
 
-from typing import Any, Mapping
+import time
+from typing import Any, Dict, Mapping, Optional
 
 
 def canonicalize(user_id: Any, device_id: Any, results: Mapping[str, Any]) -> str:
@@ -30,3 +31,24 @@ def _id(value: Any) -> str:
 def _stripped(value: Any) -> str:
     # A non-string id or key makes the reference raise AttributeError; tracking never raises.
     return (value if isinstance(value, str) else str(value)).strip()
+
+
+class TrackedResult:
+    """A user and the variants one evaluation gave them, stamped with the evaluation time.
+
+    :param user: the evaluated :class:`~amplitude_experiment.User` (only read).
+    :param results: flag key to :class:`~amplitude_experiment.Variant`, as ``evaluate_v2`` returned it.
+    :param timestamp: milliseconds since the epoch; now when omitted.
+    """
+
+    def __init__(self, user: Any, results: Dict[str, Any], timestamp: Optional[float] = None):
+        self.user = user
+        self.results = results
+        self.timestamp = time.time() * 1000 if timestamp is None else timestamp
+        self._canonical: Optional[str] = None
+
+    def canonicalize(self) -> str:
+        """The dedup key and insert-id hash input of this result (:func:`canonicalize`)."""
+        if self._canonical is None:
+            self._canonical = canonicalize(self.user.user_id, self.user.device_id, self.results)
+        return self._canonical

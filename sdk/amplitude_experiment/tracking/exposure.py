@@ -1,11 +1,10 @@
 """Exposure events: one per flag the user was actually exposed to (reference-sdk.md §4.2)."""
 
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from amplitude import Amplitude, BaseEvent
 
-from .canonical import canonicalize
+from .canonical import TrackedResult
 from .dedup import DAY_MILLIS, DedupFilter
 from .hash_code import hash_code, hash_code_concat
 
@@ -16,25 +15,8 @@ FLAG_TYPE_MUTUAL_EXCLUSION_GROUP = "mutual-exclusion-group"
 EventCallback = Callable[[Any, int, Optional[str]], None]
 
 
-class Exposure:
-    """A user and the variants one evaluation gave them, stamped with the evaluation time.
-
-    :param user: the evaluated :class:`~amplitude_experiment.User` (only read).
-    :param results: flag key to :class:`~amplitude_experiment.Variant`, as ``evaluate_v2`` returned it.
-    :param timestamp: milliseconds since the epoch; now when omitted.
-    """
-
-    def __init__(self, user: Any, results: Dict[str, Any], timestamp: Optional[float] = None):
-        self.user = user
-        self.results = results
-        self.timestamp = time.time() * 1000 if timestamp is None else timestamp
-        self._canonical: Optional[str] = None
-
-    def canonicalize(self) -> str:
-        """The dedup key of this result (see :func:`~amplitude_experiment.tracking.canonical.canonicalize`)."""
-        if self._canonical is None:
-            self._canonical = canonicalize(self.user.user_id, self.user.device_id, self.results)
-        return self._canonical
+class Exposure(TrackedResult):
+    """An evaluation result as exposure tracking sees it (one event per flag)."""
 
 
 def to_exposure_events(
