@@ -97,7 +97,7 @@ def wait_until(condition, timeout=5.0):
 
 
 def values(flag_set):
-    return {key: compiled.segments[0][1].value for key, compiled in flag_set.flags.items()}
+    return {key: compiled.segments[0][2]["value"] for key, compiled in flag_set.flags.items()}
 
 
 def test_nothing_before_start(upstream, source):

@@ -51,7 +51,7 @@ def run(flags: List[Dict[str, Any]], user: Any = None, flag_keys: Optional[Itera
     flag_set = compile_flags(flags, previous_order)
     results, failures = evaluate(flag_set, context_of(user if user is not None else User()), flag_keys)
     assert failures == []
-    return {key: (v.key, v.value, v.payload, dict(v.metadata)) for key, v in results.items()}
+    return {key: (v["key"], v["value"], v["payload"], dict(v["metadata"])) for key, v in results.items()}
 
 
 def holds(cond: Dict[str, Any], user: Any) -> bool:

@@ -106,9 +106,22 @@ return _match_set(value, matches)"""
 @functools.lru_cache(maxsize=None)
 def _walker_factory(length: int, test: str) -> Callable[..., Callable[[Any], Any]]:
     elements = ["e%d" % position for position in range(length)]
-    lines = ["def factory(%s, matches, if_missing):" % ", ".join(elements), "    def walk(target):", "        value = target"]
-    for element in elements:
-        lines.append("        value = value.get({0}) if value.__class__ is dict else _get(value, {0})".format(element))
+    # A walk that reaches None ends there: the value is missing whatever the rest of the path says.
+    missing = "return None" if test == _RETURN_VALUE else "return if_missing"
+    lines = [
+        "def factory(%s, matches, if_missing):" % ", ".join(elements),
+        "    def walk(target):",
+        "        value = target.get(e0)",  # the target is always the {"context", "result"} dict
+    ]
+    for element in elements[1:]:
+        lines += [
+            "        if value.__class__ is dict:",
+            "            value = value.get(%s)" % element,
+            "        elif value is None:",
+            "            " + missing,
+            "        else:",
+            "            value = _get(value, %s)" % element,
+        ]
     lines.extend("        " + line for line in test.splitlines())
     lines.append("    return walk")
     namespace = {"_get": _get, "_match_elements": _match_elements, "_match_set": _match_set}
@@ -147,21 +160,32 @@ def coerce_string(value: Any) -> Optional[str]:
     return str(value)
 
 
-def _coerce_list(value: Any) -> Optional[List[str]]:
-    """The property as a list of strings when it is a list or JSON text of a list, else None."""
+def _coerce_list(value: Any) -> Optional[Sequence[str]]:
+    """The property as strings when it is a list or JSON text of a list, else None."""
     if isinstance(value, list):
-        items = value
-    else:
-        text = str(value)
-        if not text.startswith("["):
-            return None
-        try:
-            items = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(items, list):
-            return None
-    return [coerce_string(item) for item in items if item is not None]
+        return [item if item.__class__ is str else coerce_string(item) for item in value if item is not None]
+    text = value if value.__class__ is str else str(value)
+    if not text.startswith("["):
+        return None
+    if len(text) > _CACHED_JSON_LIST_LENGTH:
+        return _parse_json_list(text)
+    return _parse_short_json_list(text)
+
+
+def _parse_json_list(text: str) -> Optional[Tuple[str, ...]]:
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(items, list):
+        return None
+    return tuple(coerce_string(item) for item in items if item is not None)
+
+
+# The same JSON-text list property is typically read by many conditions of one evaluation and by
+# the next evaluations of the same user: decode each short one once. The tuples are immutable.
+_CACHED_JSON_LIST_LENGTH = 2048
+_parse_short_json_list = functools.lru_cache(maxsize=1024)(_parse_json_list)
 
 
 def _parse_number(text: str) -> Optional[float]:
@@ -174,32 +198,37 @@ def _parse_number(text: str) -> Optional[float]:
 # --- single-string matchers (§3.7) ------------------------------------------------------------
 
 
-def _is_matcher(values: Sequence[str]) -> StringMatcher:
+# `is not`, `does not contain` and `regex does not match` negate per element (§3.5), so each
+# matcher takes `negate` and answers the negated question itself: no wrapper call per test.
+
+
+def _is_matcher(values: Sequence[str], negate: bool) -> StringMatcher:
     exact = frozenset(values)
     folds_booleans = any(value.lower() in _BOOLEAN_WORDS for value in values)
     lowered = frozenset(value.lower() for value in values)
 
     if not folds_booleans:
-        return exact.__contains__
+        return (lambda prop: prop not in exact) if negate else exact.__contains__
 
     def matches_is(prop: str) -> bool:
         lowered_prop = prop.lower()
         if lowered_prop == "true" or lowered_prop == "false":
-            return lowered_prop in lowered
-        return prop in exact
+            return (lowered_prop in lowered) is not negate
+        return (prop in exact) is not negate
 
     return matches_is
 
 
-def _contains_matcher(values: Sequence[str]) -> StringMatcher:
+def _contains_matcher(values: Sequence[str], negate: bool) -> StringMatcher:
     needles = tuple(value.lower() for value in values)
+    found = not negate
 
     def matches_contains(prop: str) -> bool:
         haystack = prop.lower()
         for needle in needles:
             if needle in haystack:
-                return True
-        return False
+                return found
+        return negate
 
     return matches_contains
 
@@ -231,7 +260,7 @@ def _ordering_matcher(values: Sequence[str], op: str, parse: Callable[[str], Any
     return compare_typed
 
 
-def _regex_matcher(values: Sequence[str]) -> Tuple[StringMatcher, List[str]]:
+def _regex_matcher(values: Sequence[str], negate: bool) -> Tuple[StringMatcher, List[str]]:
     patterns = []
     invalid = []
     for value in values:
@@ -239,39 +268,29 @@ def _regex_matcher(values: Sequence[str]) -> Tuple[StringMatcher, List[str]]:
             patterns.append(re.compile(value).search)
         except (re.error, TypeError, OverflowError, RecursionError):
             invalid.append(value)
+    found = not negate
 
     def matches_regex(prop: str) -> bool:
         for search in patterns:
             if search(prop) is not None:
-                return True
-        return False
+                return found
+        return negate
 
     return matches_regex, invalid
 
 
-def _negated(matcher: StringMatcher) -> StringMatcher:
-    return lambda prop: not matcher(prop)
-
-
 def _string_matcher(op: str, values: Sequence[str]) -> Tuple[Optional[StringMatcher], List[str]]:
     """The matcher for one property string, with any regex values that failed to compile."""
-    if op == IS:
-        return _is_matcher(values), []
-    if op == IS_NOT:
-        return _negated(_is_matcher(values)), []
-    if op == CONTAINS:
-        return _contains_matcher(values), []
-    if op == DOES_NOT_CONTAIN:
-        return _negated(_contains_matcher(values)), []
+    if op == IS or op == IS_NOT:
+        return _is_matcher(values, op == IS_NOT), []
+    if op == CONTAINS or op == DOES_NOT_CONTAIN:
+        return _contains_matcher(values, op == DOES_NOT_CONTAIN), []
     if op in _ORDERINGS:
         return _ordering_matcher(values, op, _parse_number), []
     if op in _VERSION_ORDERINGS:
         return _ordering_matcher(values, _VERSION_ORDERINGS[op], parse_version), []
-    if op == REGEX_MATCH:
-        return _regex_matcher(values)
-    if op == REGEX_DOES_NOT_MATCH:
-        matcher, invalid = _regex_matcher(values)
-        return _negated(matcher), invalid
+    if op == REGEX_MATCH or op == REGEX_DOES_NOT_MATCH:
+        return _regex_matcher(values, op == REGEX_DOES_NOT_MATCH)
     return None, []
 
 

@@ -25,11 +25,20 @@ def evaluate(
     target = {"context": context, "result": results}
     for flag in order:
         try:
-            for predicates, variant, bucket in flag.segments:
+            for predicates, groups, variant, bucket in flag.segments:
                 for predicate in predicates:
                     if not predicate(target):
                         break
                 else:
+                    if groups is not None:
+                        for group in groups:
+                            for predicate in group:
+                                if not predicate(target):
+                                    break
+                            else:
+                                break  # this group holds
+                        else:
+                            continue  # no group holds: next segment
                     if bucket is not None:
                         variant = bucket(target)
                     if variant is not None:

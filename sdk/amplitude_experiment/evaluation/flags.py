@@ -22,41 +22,24 @@ class FlagConfigError(ValueError):
         self.flag_key = flag_key
 
 
-class EvaluatedVariant:
-    """A flag's result inside one evaluation: what later flags select with ``["result", key, ...]``.
-
-    Instances are shared between evaluations and never handed to callers, who get a ``Variant``
-    with its own metadata dict.
-    """
-
-    __slots__ = ("key", "value", "payload", "metadata")
-
-    def __init__(self, key: Any, value: Any, payload: Any, metadata: Dict[str, Any]):
-        self.key = key
-        self.value = value
-        self.payload = payload
-        self.metadata = metadata
-
-    def get(self, name: str, default: Any = None) -> Any:
-        if name in EvaluatedVariant.__slots__:
-            return getattr(self, name)
-        return default
-
-    def __getitem__(self, name: str) -> Any:
-        if name in EvaluatedVariant.__slots__:
-            return getattr(self, name)
-        raise KeyError(name)
+#: A flag's result inside one evaluation: a plain dict with exactly ``key``, ``value``, ``payload``
+#: and ``metadata`` (merged), so later flags select ``["result", flag, "key"]`` with plain dict
+#: lookups, as the reference's result objects answer them. Built once per (segment, variant) at
+#: compile time and shared by every evaluation; callers get ``Variant`` copies, never these.
+EvaluatedVariant = Dict[str, Any]
 
 
 Picker = Callable[[Target], Optional[EvaluatedVariant]]
 
 
 class CompiledFlag:
-    """One flag as plain data: its segments in order, each ``(predicates, variant, bucket)``.
+    """One flag as plain data: its segments in order, each ``(predicates, groups, variant, bucket)``.
 
-    A segment matches when every predicate holds (an empty tuple always matches); it then yields
-    ``bucket(target)`` when it has a bucket, else ``variant``. ``None`` means "try the next segment".
-    The engine runs these loops inline, which is most of what makes evaluation fast.
+    A segment matches when every predicate holds and, if ``groups`` is not None, every predicate
+    of at least one group holds (one condition group is flattened into ``predicates``; several
+    stay as ``groups``). It then yields ``bucket(target)`` when it has a bucket, else ``variant``;
+    ``None`` means "try the next segment". The engine runs these loops inline, which is most of
+    what makes evaluation fast.
     """
 
     __slots__ = ("key", "dependencies", "segments")
@@ -67,7 +50,9 @@ class CompiledFlag:
         self.segments = segments
 
 
-Segment = Tuple[Tuple[Predicate, ...], Optional[EvaluatedVariant], Optional[Picker]]
+Segment = Tuple[
+    Tuple[Predicate, ...], Optional[Tuple[Tuple[Predicate, ...], ...]], Optional[EvaluatedVariant], Optional[Picker]
+]
 
 
 class FlagSet:
@@ -255,7 +240,8 @@ class _ResultCache:
         if variant is None:
             return None
         metadata = {**self.flag_metadata, **(segment_metadata or {}), **(variant.get("metadata") or {})}
-        return EvaluatedVariant(variant.get("key"), variant.get("value"), variant.get("payload"), metadata)
+        return {"key": variant.get("key"), "value": variant.get("value"), "payload": variant.get("payload"),
+                "metadata": metadata}
 
 
 def _compile_segment(
@@ -265,15 +251,22 @@ def _compile_segment(
     metadata = _mapping(where, path + ("metadata",), segment.get("metadata"))
     segment_variant = results.result(_string(where, path + ("variant",), segment.get("variant"), optional=True), metadata)
     conditions = _list(where, path + ("conditions",), segment.get("conditions"), optional=True)
-    predicates = _compile_conditions(where, path + ("conditions",), conditions, problems) if conditions else ()
+    groups = _compile_conditions(where, path + ("conditions",), conditions, problems) if conditions else ()
+    # No group, or an empty one (which is true), matches always; one group is a plain AND.
+    if len(groups) <= 1 or not all(groups):
+        predicates, groups = (groups[0] if len(groups) == 1 else ()), None
+    else:
+        predicates = ()
     bucket = _mapping(where, path + ("bucket",), segment.get("bucket"))
     if bucket is None:
-        return predicates, segment_variant, None
-    return predicates, None, _compile_bucket(where, path + ("bucket",), bucket, results, metadata, segment_variant)
+        return predicates, groups, segment_variant, None
+    return predicates, groups, None, _compile_bucket(where, path + ("bucket",), bucket, results, metadata, segment_variant)
 
 
-def _compile_conditions(where: _Where, path: Path, conditions: list, problems: List[str]) -> Tuple[Predicate, ...]:
-    """Predicates that must all hold: one group's conditions, or one predicate over several groups."""
+def _compile_conditions(
+    where: _Where, path: Path, conditions: list, problems: List[str]
+) -> Tuple[Tuple[Predicate, ...], ...]:
+    """One tuple of predicates per condition group: the segment matches when any group all holds."""
     groups = []
     for group_position, group in enumerate(conditions):
         group_path = path + (group_position,)
@@ -293,23 +286,7 @@ def _compile_conditions(where: _Where, path: Path, conditions: list, problems: L
             predicates.append(predicate)
         groups.append(tuple(predicates))
 
-    # An empty group is true, so a segment with one matches whatever else it lists.
-    if any(not group for group in groups):
-        return ()
-    if len(groups) == 1:
-        return groups[0]
-    frozen_groups = tuple(groups)
-
-    def any_group(target: Target) -> bool:
-        for group in frozen_groups:
-            for predicate in group:
-                if not predicate(target):
-                    break
-            else:
-                return True
-        return False
-
-    return (any_group,)
+    return tuple(groups)
 
 
 def _compile_bucket(

@@ -2,9 +2,6 @@
 
 from typing import Any, Dict, Mapping
 
-_GROUP_FIELDS = ("groups", "group_properties", "group_cohort_ids")
-
-
 def user_to_context(user: Any) -> Dict[str, Any]:
     """``{"user": <non-None attributes>, "groups": {type: {group_name, ...}}}``, as the reference builds it.
 
@@ -13,13 +10,15 @@ def user_to_context(user: Any) -> Dict[str, Any]:
     attributes = getattr(user, "__dict__", None)
     if not attributes:
         return {}
-    fields = {name: value for name, value in attributes.items() if value is not None and name not in _GROUP_FIELDS}
+    fields = {name: value for name, value in attributes.items() if value is not None}
+    # The group fields are usually None, so popping the few that are left is cheaper than testing
+    # every attribute's name.
+    groups = fields.pop("groups", None)
+    group_properties = fields.pop("group_properties", None)
+    group_cohort_ids = fields.pop("group_cohort_ids", None)
     context: Dict[str, Any] = {"user": fields} if fields else {}
-    groups = attributes.get("groups")
     if groups is None:
         return context
-    group_properties = attributes.get("group_properties")
-    group_cohort_ids = attributes.get("group_cohort_ids")
     context_groups: Dict[str, Any] = {}
     # The reference raises on groups that are not a mapping; evaluate_v2 must not, so they name no group.
     entries = groups.items() if isinstance(groups, Mapping) else ()
