@@ -60,9 +60,12 @@ class FlagSet:
 
     ``problems`` lists what the caller should log once for this version (a dependency cycle, a
     regex that does not compile); evaluation itself never raises for them.
+    ``needs_exact_user_entry`` says whether some rule could tell the context's user entry from the
+    user's own attribute dict: it selects the entry as a whole (``["context"]``,
+    ``["context", "user"]``) or one of the group fields the entry leaves out.
     """
 
-    __slots__ = ("flags", "order", "sequences", "cycle_keys", "problems", "raw")
+    __slots__ = ("flags", "order", "sequences", "cycle_keys", "problems", "raw", "needs_exact_user_entry")
 
     def __init__(self, flags: Dict[str, CompiledFlag], raw: List[Mapping[str, Any]], problems: List[str]):
         self.flags = flags
@@ -76,6 +79,7 @@ class FlagSet:
             )
         self.sequences = _dependency_sequences(flags, self.cycle_keys)
         self.order = _merge_sequences(self.sequences, flags)
+        self.needs_exact_user_entry = _needs_exact_user_entry(raw)
 
     def __len__(self) -> int:
         return len(self.flags)
@@ -341,6 +345,29 @@ def _compile_bucket(
         return segment_variant
 
     return pick
+
+
+def _needs_exact_user_entry(raw: List[Mapping[str, Any]]) -> bool:
+    """Whether any selector of a (validated) config can tell the exact user entry from the attribute dict."""
+    for flag in raw:
+        for segment in flag["segments"]:
+            bucket = segment.get("bucket")
+            if bucket and _tells_user_entries_apart(bucket["selector"]):
+                return True
+            for group in segment.get("conditions") or ():
+                for condition in group:
+                    if _tells_user_entries_apart(condition["selector"]):
+                        return True
+    return False
+
+
+def _tells_user_entries_apart(selector: List[str]) -> bool:
+    if selector == ["context"]:
+        return True
+    return selector[:2] == ["context", "user"] and (len(selector) == 2 or selector[2] in _USER_ENTRY_LEAVES_OUT)
+
+
+_USER_ENTRY_LEAVES_OUT = frozenset(("groups", "group_properties", "group_cohort_ids"))
 
 
 # --- dependency order (§3.2) ------------------------------------------------------------------

@@ -67,7 +67,7 @@ class LocalEvaluationClient:
         flags = self._source.current()
         if flags is None:
             return {}
-        results, failures = evaluate(flags, user_to_context(user), flag_keys)
+        results, failures = evaluate(flags, user_to_context(user, flags.needs_exact_user_entry), flag_keys)
         if failures:
             self._log_failures(flags, failures)
         variants = {}
