@@ -18,6 +18,8 @@ def evaluate(
     """
     if flag_keys is None:
         order = flag_set.order
+    elif flag_keys.__class__ is list and len(flag_keys) == 1 and flag_keys[0].__class__ is str:
+        order = flag_set.sequences.get(flag_keys[0], ())  # the common one-flag request, inline
     else:
         order = _order_for(flag_set, flag_keys)
     results: Dict[str, EvaluatedVariant] = {}
@@ -51,8 +53,6 @@ def evaluate(
 
 def _order_for(flag_set: FlagSet, flag_keys: Iterable[str]) -> Tuple[Any, ...]:
     sequences = flag_set.sequences
-    if isinstance(flag_keys, (list, tuple)) and len(flag_keys) == 1:
-        return sequences.get(flag_keys[0], ()) if isinstance(flag_keys[0], str) else ()
     try:
         keys = iter(flag_keys)
     except TypeError:  # not a collection of keys (the reference raises): nothing is requested
