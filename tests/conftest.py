@@ -47,3 +47,19 @@ def _fresh_experiment_factory():
                     except Exception:
                         pass
         registry.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _detach_sdk_log_handlers():
+    """The SDK gives the ``Amplitude`` logger a stderr handler, bound to pytest's capture stream.
+
+    Background threads (the analytics SDK's senders) may still log as the interpreter exits, after
+    that stream is closed; detach the handler at the end of the session so they log nowhere.
+    """
+    yield
+    import logging
+
+    sdk_logger = logging.getLogger("Amplitude")
+    for handler in list(sdk_logger.handlers):
+        if isinstance(handler, logging.StreamHandler):
+            sdk_logger.removeHandler(handler)
