@@ -5,7 +5,9 @@ flagd (before it publishes), the SDK's poller and the shared-memory reader all c
 the field; unknown fields are ignored (reference-sdk.md §2.9, quirk Q13 deliberately not kept).
 """
 
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+import contextlib
+import gc
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import mmh3
 
@@ -98,14 +100,34 @@ def compile_flags(raw: Any, previous_order: Iterable[str] = ()) -> FlagSet:
         raise FlagConfigError("flag configs must be a JSON array of flags, got %s" % _type_name(raw))
     problems: List[str] = []
     compiled: Dict[str, Tuple[CompiledFlag, Mapping[str, Any]]] = {}
-    for index, flag in enumerate(raw):
-        flag_plan = _compile_flag(flag, index, problems)
-        compiled[flag_plan.key] = (flag_plan, flag)
+    with _collector_paused():
+        for index, flag in enumerate(raw):
+            flag_plan = _compile_flag(flag, index, problems)
+            compiled[flag_plan.key] = (flag_plan, flag)
     ordered_keys = [key for key in previous_order if key in compiled]
     held = set(ordered_keys)
     ordered_keys.extend(key for key in compiled if key not in held)
     flags = {key: compiled[key][0] for key in ordered_keys}
     return FlagSet(flags, [compiled[key][1] for key in ordered_keys], problems)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector off while a config compiles.
+
+    Compiling creates tens of thousands of objects that all stay alive, so every collection it
+    triggers finds nothing to free, yet the older ones walk the whole heap; in a worker forked from
+    a preloaded master that walk also copies every page it touches. A 1000-flag config compiles
+    in about three quarters of the time without them. Another thread's collections wait as long.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # --- validation and compilation ---------------------------------------------------------------
