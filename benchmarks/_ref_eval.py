@@ -16,40 +16,15 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _flags_server import serve_flags  # noqa: E402
 from flaggen import build_user  # noqa: E402
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
-
-
-def _serve(*bodies: bytes) -> ThreadingHTTPServer:
-    """Answers the n-th request with ``bodies[n]``; the last body repeats."""
-    served = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server API)
-            body = bodies[min(len(served), len(bodies) - 1)]
-            served.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.served = served
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def _quiet_logger() -> logging.Logger:
@@ -79,7 +54,7 @@ def run_case(case):
     bodies = [json.dumps(case["flags"]).encode()]
     if case.get("update") is not None:
         bodies.append(json.dumps(case["update"]).encode())
-    server = _serve(*bodies)
+    server = serve_flags(*bodies)
     try:
         config = LocalEvaluationConfig(
             server_url="http://127.0.0.1:%d" % server.server_address[1],

@@ -13,14 +13,13 @@ bare engine; one flag out of 1000 >= 1000x its evaluate_v2 and >= 5x its bare en
 import json
 import os
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import flaggen  # noqa: E402
 import reference_env  # noqa: E402
+from _flags_server import serve_flags  # noqa: E402
 from _timing import measure  # noqa: E402
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
@@ -29,23 +28,6 @@ from amplitude_experiment.local._context import user_to_context  # noqa: E402
 
 SIZES = (10, 100, 1000)
 USERS = 200
-
-
-def serve(body: bytes) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def one_key_of(flags):
@@ -62,7 +44,7 @@ def ours(sets, user_specs, one_key):
     count = len(users)
     out = {}
     for size, flags in sets.items():
-        server = serve(json.dumps(flags).encode())
+        server = serve_flags(json.dumps(flags).encode())
         config = LocalEvaluationConfig(server_url="http://127.0.0.1:%d" % server.server_address[1], flag_source="poll",
                                        flag_config_polling_interval_millis=3_600_000)
         client = LocalEvaluationClient("server-key", config)

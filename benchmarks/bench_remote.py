@@ -16,9 +16,7 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -26,11 +24,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "sdk"))
 
+from _fetch_load import fetch_throughput  # noqa: E402
 from reference_env import reference_python, reference_unavailable_reason, run_reference  # noqa: E402
 
 SERVER_TIMES_MS = (0, 5)
 THREADS = (1, 8)
-MAX_REQUESTS_PER_THREAD = 200_000  # a bound on each loop besides the clock
 VARIANTS = {
     "checkout-redesign": {"key": "treatment", "value": "treatment", "payload": {"color": "blue"},
                           "metadata": {"flagType": "experiment", "flagVersion": 12, "segmentName": "All Other Users"}},
@@ -59,34 +57,10 @@ def serve(server_time_ms: float) -> None:
 
 def measure_ours(url: str, threads: int, seconds: float, pool_size: int = 0) -> Tuple[float, int]:
     """Requests per second of our client from ``threads`` threads, and how many fetches failed."""
-    from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig, User
+    import amplitude_experiment
 
-    options: Dict[str, object] = {"server_url": url}
-    if pool_size:
-        options["connection_pool_max_size"] = pool_size
-    client = RemoteEvaluationClient("bench-deployment-key", RemoteEvaluationConfig(**options))
-    user = User(user_id="bench-user", device_id="bench-device", user_properties={"plan": "pro"})
-    client.fetch_v2(user)  # connect before the clock starts, as _ref_remote.py does
-    counts, errors = [0] * threads, [0] * threads
-    deadline = time.monotonic() + seconds
-
-    def loop(index: int) -> None:
-        for _ in range(MAX_REQUESTS_PER_THREAD):
-            if time.monotonic() >= deadline:
-                return
-            if not client.fetch_v2(user):
-                errors[index] += 1
-            counts[index] += 1
-
-    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
-    started = time.monotonic()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=seconds + 30)
-    elapsed = time.monotonic() - started
-    client.close()
-    return sum(counts) / elapsed, sum(errors)
+    out = fetch_throughput(amplitude_experiment, url, threads, seconds, pool_size)
+    return out["requests"] / out["seconds"], int(out["errors"])
 
 
 def measure_reference(url: str, threads: int, seconds: float) -> Tuple[float, int]:
