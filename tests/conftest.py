@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 import uuid
@@ -8,6 +9,12 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests/stand_in.py and friends
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))  # reference_env
 
 from stand_in import StandIn  # noqa: E402
+
+# The SDK gives the "Amplitude" logger a stderr handler when it has none. Created inside a test,
+# that handler would hold pytest's per-test capture stream, which is closed after the test while
+# background threads (the analytics SDK's senders) may still log; bound to the process's own
+# stderr (fd 2, which pytest captures per test anyway), it never writes to a closed file.
+logging.getLogger("Amplitude").addHandler(logging.StreamHandler(sys.__stderr__))
 
 
 @pytest.fixture
@@ -47,19 +54,3 @@ def _fresh_experiment_factory():
                     except Exception:
                         pass
         registry.clear()
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _detach_sdk_log_handlers():
-    """The SDK gives the ``Amplitude`` logger a stderr handler, bound to pytest's capture stream.
-
-    Background threads (the analytics SDK's senders) may still log as the interpreter exits, after
-    that stream is closed; detach the handler at the end of the session so they log nowhere.
-    """
-    yield
-    import logging
-
-    sdk_logger = logging.getLogger("Amplitude")
-    for handler in list(sdk_logger.handlers):
-        if isinstance(handler, logging.StreamHandler):
-            sdk_logger.removeHandler(handler)

@@ -13,6 +13,7 @@ from amplitude_experiment import LocalEvaluationConfig
 from amplitude_experiment.local._sources import build_flag_source
 from amplitude_experiment.snapshot.segment import SnapshotWriter
 from stand_in import Answer
+from waiting import wait_until  # noqa: E402
 
 KEY = "contract-deployment-key"
 FLAGS_PATH = "/sdk/v2/flags"
@@ -85,15 +86,6 @@ def source(upstream, stand_in, shm_prefix):
     flag_source = build_flag_source(KEY, config, logging.getLogger("contract"))
     yield flag_source
     flag_source.stop()
-
-
-def wait_until(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def values(flag_set):

@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
 from amplitude_experiment.snapshot.segment import SnapshotReader
+from waiting import wait_until  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
@@ -31,18 +31,6 @@ def marker_flags(value: str, extra: int = 0) -> List[Dict[str, Any]]:
         flags.append({"key": "extra-%d" % index, "variants": {"on": {"key": "on"}},
                       "segments": [{"variant": "on"}]})
     return flags
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 class Flagd:

@@ -16,6 +16,7 @@ from amplitude_experiment.local._poller import PollingFlagSource
 from amplitude_experiment.local._shared_source import AutoFlagSource, FlagdUnavailableError, SharedSnapshotSource
 from amplitude_experiment.local._sources import build_flag_source
 from amplitude_experiment.snapshot.segment import SnapshotWriter, index_name, remove_all
+from waiting import wait_until  # noqa: E402
 
 KEY = "server-shared-mode-test-key-0001"
 FLAGS_PATH = "/sdk/v2/flags"
@@ -52,16 +53,6 @@ def config(shm_prefix: str, mode: str, server_url: str = "http://127.0.0.1:9", *
 
 def poller_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "amplitude_experiment.flag_poller"]
-
-
-def wait_until(condition: Any, seconds: float = 5.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError("condition not met within %.1f s" % seconds)
 
 
 class Clock:

@@ -31,6 +31,7 @@ POLL_INTERVAL_MS = 300
 
 sys.path.insert(0, str(ROOT / "tests" / "systemd"))
 from fake_systemd import FakeSystemd  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 
 def flag(key: str, variant: str) -> Dict[str, Any]:
@@ -47,18 +48,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(interval)
 
 
 class Process:
