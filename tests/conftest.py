@@ -54,3 +54,11 @@ def _fresh_experiment_factory():
                     except Exception:
                         pass
         registry.clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _silence_analytics_sdk_after_the_session():
+    """amplitude-analytics' sender threads may log "Event sent successfully." as the interpreter
+    exits, after pytest closed the streams its handlers write to: mute that logger at the end."""
+    yield
+    logging.getLogger("amplitude").disabled = True
