@@ -22,15 +22,15 @@ import select
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import timeit
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+from _flags_server import serve_flags  # noqa: E402
 
 FLAG_COUNT = 1000
 SEED = 7
@@ -66,26 +66,6 @@ while True:
     if sys.stdin.readline() != "again\n":
         break
 '''
-
-
-def serve_flags(body: bytes) -> ThreadingHTTPServer:
-    """A stand-in of GET /sdk/v2/flags on 127.0.0.1 for the polling clients."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="bench.flags", daemon=True).start()
-    return server
 
 
 def document(flags: List[Dict[str, Any]], marker: str) -> Dict[str, Any]:
