@@ -1,7 +1,7 @@
 import logging
 import threading
 import warnings
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .._fork import notice_fork
 from ..evaluation import evaluate
@@ -38,7 +38,7 @@ class LocalEvaluationClient:
             self.logger.warning("[Experiment] stream_updates is not supported; flags are polled instead")
         self._source = build_flag_source(api_key, self.config, self.logger)
         self._tracker = build_tracker(self.config, self.logger)
-        self._failed_flags_logged: set = set()
+        self._failures_logged: Tuple[Any, set] = (None, set())
         self._stop_lock = threading.Lock()
         self._stopped = False
 
@@ -125,11 +125,16 @@ class LocalEvaluationClient:
         self.stop()
 
     def _log_failures(self, flags: Any, failures: List[Any]) -> None:
+        """Log each (flag, error type) once per flag set, so a bad user value cannot flood the log."""
+        logged_for, logged = self._failures_logged
+        if logged_for is not flags:
+            logged = set()
+            self._failures_logged = (flags, logged)
         for flag_key, error in failures:
-            marker = (id(flags), flag_key, type(error))
-            if marker in self._failed_flags_logged:
+            marker = (flag_key, type(error))
+            if marker in logged:
                 continue
-            self._failed_flags_logged.add(marker)
+            logged.add(marker)
             self.logger.error(
                 "[Experiment] flag %r could not be evaluated for this user and was left out: %r", flag_key, error
             )
@@ -146,6 +151,7 @@ def _is_default_or_undeployed(variant: Variant) -> bool:
 
 
 def _warn_deprecated(message: str) -> None:
+    """Warn even where DeprecationWarning is filtered out, as the reference does (reference-sdk.md §6.4)."""
     with warnings.catch_warnings():
         warnings.simplefilter("always", DeprecationWarning)
         warnings.warn(message, DeprecationWarning, stacklevel=3)
