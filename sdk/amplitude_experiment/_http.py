@@ -17,6 +17,7 @@ def base_url(url: str, option: str) -> str:
 
 
 def excerpt(response: requests.Response, limit: int = 200) -> str:
-    """The start of a response body, for error messages."""
-    text = response.text if response.content else ""
-    return text if len(text) <= limit else text[:limit] + "…"
+    """The start of a response body, for error messages: decoded as UTF-8, never the whole body."""
+    body = response.content or b""
+    text = body[:limit].decode("utf-8", "replace")
+    return text if len(body) <= limit else text + "…"
