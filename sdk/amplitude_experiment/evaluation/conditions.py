@@ -62,15 +62,6 @@ _VERSION_ORDERINGS = {
     VERSION_GREATER_OR_EQUAL: GREATER_OR_EQUAL,
 }
 
-KNOWN_OPERATORS = frozenset(
-    (IS, IS_NOT, CONTAINS, DOES_NOT_CONTAIN, REGEX_MATCH, REGEX_DOES_NOT_MATCH)
-) | SET_OPERATORS | frozenset(_ORDERINGS) | frozenset(_VERSION_ORDERINGS)
-
-
-class RegexError(ValueError):
-    """A regex filter value that does not compile; the condition treats it as never matching."""
-
-
 # --- selection (§3.4) -------------------------------------------------------------------------
 
 
@@ -134,7 +125,8 @@ def _select_nothing(target: Any) -> None:
 
 
 def _get(value: Any, element: str) -> Any:
-    """One step into something that is not a plain dict: a mapping or result variant, else None."""
+    """One step into something that is not a plain dict: any object with ``get`` and ``__getitem__``
+    (a dict subclass, a mapping type), as the reference selects; anything else selects None."""
     if value is None:
         return None
     if isinstance(value, dict):
