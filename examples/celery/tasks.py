@@ -14,38 +14,22 @@ Settings come from the environment, as in the gunicorn example:
 """
 
 import os
+import sys
 
 from celery import Celery
 
-from amplitude_experiment import Experiment, LocalEvaluationConfig, User
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # examples/flag_report.py
+from flag_report import report, started_client  # noqa: E402
 
 app = Celery("tasks")
 app.config_from_object("celeryconfig")
 
-
-def _config() -> LocalEvaluationConfig:
-    options = {
-        "flag_source": os.environ.get("AMPLITUDE_FLAG_SOURCE", "auto"),
-        "shm_prefix": os.environ.get("AMPLITUDE_SHM_PREFIX", "amplitude-flagd"),
-    }
-    if os.environ.get("AMPLITUDE_SERVER_URL"):
-        options["server_url"] = os.environ["AMPLITUDE_SERVER_URL"]
-    return LocalEvaluationConfig(**options)
-
-
 # Built when the worker imports this module, before billiard forks the pool: every child inherits
-# the client. Shared mode needs no worker_process_init handler: the client starts no thread and maps
-# the snapshot lazily in the child that first evaluates.
-experiment = Experiment.initialize_local(os.environ["AMPLITUDE_DEPLOYMENT_KEY"], _config())
-experiment.start()
+# the client. Shared mode needs no worker_process_init handler.
+experiment = started_client()
 
 
 @app.task
 def evaluate(user_id: str = "demo-user") -> dict:
     """The variants for ``user_id``, with the pid of the pool process that evaluated them."""
-    variants = experiment.evaluate_v2(User(user_id=user_id))
-    return {
-        "pid": os.getpid(),
-        "variants": {key: variant.key for key, variant in sorted(variants.items())},
-        "snapshot_version": experiment.flag_source_status.get("version"),
-    }
+    return report(experiment, user_id)
