@@ -6,16 +6,12 @@ so both sources go through the same checks (and the same parser as the SDK).
 
 import logging
 import random
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import requests
 
 from amplitude_experiment.version import LIBRARY
 
-try:
-    from typing import Protocol
-except ImportError:  # Python < 3.8
-    Protocol = object  # type: ignore[assignment,misc]
 
 __all__ = ["ApiSource", "Backoff", "FileSource", "FlagSource", "SourceError"]
 

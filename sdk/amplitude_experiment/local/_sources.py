@@ -5,12 +5,8 @@ The client asks ``current()`` on every evaluation, so implementations keep it to
 """
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol
 
-try:
-    from typing import Protocol
-except ImportError:  # Python < 3.8
-    Protocol = object  # type: ignore[assignment,misc]
 
 from ..evaluation import FlagSet
 from .config import LocalEvaluationConfig
