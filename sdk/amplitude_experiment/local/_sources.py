@@ -7,7 +7,6 @@ The client asks ``current()`` on every evaluation, so implementations keep it to
 import logging
 from typing import Any, Dict, Optional, Protocol
 
-
 from ..evaluation import FlagSet
 from .config import LocalEvaluationConfig
 
