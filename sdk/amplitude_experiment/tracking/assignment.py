@@ -4,8 +4,8 @@ from typing import Any, Dict, Optional
 
 from amplitude import Amplitude, BaseEvent
 
-from .canonical import TrackedResult
-from .dedup import DAY_MILLIS, DedupFilter
+from .canonical import ResultFilter, TrackedResult
+from .dedup import DAY_MILLIS
 from .exposure import FLAG_TYPE_MUTUAL_EXCLUSION_GROUP, EventCallback
 from .hash_code import hash_code
 
@@ -88,21 +88,8 @@ def to_event(assignment: Assignment, send_evaluated_props: bool, callback: Optio
     return event
 
 
-class AssignmentFilter:
-    """Passes an assignment the first time its canonical result is seen within ``ttl_millis``.
-
-    Thread-safe. Empty results never pass. Deprecated with assignment tracking.
-    """
-
-    def __init__(self, size: int, ttl_millis: int = DAY_MILLIS):
-        self.ttl_millis = ttl_millis
-        self.cache = DedupFilter(size, ttl_millis)
-
-    def should_track(self, assignment: Assignment) -> bool:
-        """Whether to send an event for ``assignment``; a True answer remembers it."""
-        if not assignment.results:
-            return False
-        return self.cache.should_track(assignment.canonicalize(), assignment.timestamp)
+class AssignmentFilter(ResultFilter):
+    """The reference's filter of assignments (deprecated with assignment tracking)."""
 
 
 class AssignmentService:

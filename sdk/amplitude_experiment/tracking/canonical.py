@@ -3,6 +3,8 @@
 import time
 from typing import Any, Dict, Mapping, Optional
 
+from .dedup import DAY_MILLIS, DedupFilter
+
 
 def canonicalize(user_id: Any, device_id: Any, results: Mapping[str, Any]) -> str:
     """``"<uid> <did> "`` then ``"<flag> <variant key> "`` per result in flag-key order (reference-sdk.md §4.1).
@@ -52,3 +54,20 @@ class TrackedResult:
         if self._canonical is None:
             self._canonical = canonicalize(self.user.user_id, self.user.device_id, self.results)
         return self._canonical
+
+
+class ResultFilter:
+    """Passes a result the first time its canonical form is seen within ``ttl_millis``.
+
+    Thread-safe. Empty results never pass.
+    """
+
+    def __init__(self, size: int, ttl_millis: int = DAY_MILLIS):
+        self.ttl_millis = ttl_millis
+        self.cache = DedupFilter(size, ttl_millis)
+
+    def should_track(self, result: TrackedResult) -> bool:
+        """Whether to send events for ``result``; a True answer remembers it."""
+        if not result.results:
+            return False
+        return self.cache.should_track(result.canonicalize(), result.timestamp)

@@ -4,8 +4,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from amplitude import Amplitude, BaseEvent
 
-from .canonical import TrackedResult
-from .dedup import DAY_MILLIS, DedupFilter
+from .canonical import ResultFilter, TrackedResult
+from .dedup import DAY_MILLIS
 from .hash_code import hash_code, hash_code_concat
 
 EXPOSURE_EVENT_TYPE = "[Experiment] Exposure"
@@ -72,21 +72,8 @@ def to_exposure_events(
     return events
 
 
-class ExposureFilter:
-    """Passes an exposure the first time its canonical result is seen within ``ttl_millis``.
-
-    Thread-safe. Empty results never pass.
-    """
-
-    def __init__(self, size: int, ttl_millis: int = DAY_MILLIS):
-        self.ttl_millis = ttl_millis
-        self.cache = DedupFilter(size, ttl_millis)
-
-    def should_track(self, exposure: Exposure) -> bool:
-        """Whether to send events for ``exposure``; a True answer remembers it."""
-        if not exposure.results:
-            return False
-        return self.cache.should_track(exposure.canonicalize(), exposure.timestamp)
+class ExposureFilter(ResultFilter):
+    """The reference's filter of exposures."""
 
 
 class ExposureService:
