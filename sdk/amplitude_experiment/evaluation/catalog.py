@@ -19,7 +19,8 @@ from .flags import CompiledFlag, FlagConfigError, _compile_flag, _type_name, col
 if TYPE_CHECKING:  # pragma: no cover
     from .flagset import CompiledFlagCache
 
-__all__ = ["DIGEST_SIZE", "FlagCatalog", "PlannedCatalog", "decode_flag", "encode_flag", "flag_digest", "plan_flags"]
+__all__ = ["DIGEST_SIZE", "FlagCatalog", "PlannedCatalog", "content_digest", "decode_flag", "encode_flag", "flag_digest",
+           "plan_flags"]
 
 #: Bytes of a flag's content digest (BLAKE2b): collisions are out of reach for any config.
 DIGEST_SIZE = 16
@@ -91,6 +92,16 @@ def decode_flag(record: Any) -> Any:
 def flag_digest(record: Any) -> bytes:
     """The content digest of a flag record (``DIGEST_SIZE`` bytes)."""
     return blake2b(record, digest_size=DIGEST_SIZE).digest()
+
+
+def content_digest(catalog: FlagCatalog) -> bytes:
+    """Identity of a whole config: the same flags, with the same content, in the same storage order."""
+    hasher = blake2b(digest_size=DIGEST_SIZE)
+    for key in catalog.keys():
+        hasher.update(key.encode("utf-8", "surrogatepass"))
+        hasher.update(b"\0")
+        hasher.update(catalog.digest(key) or b"")
+    return hasher.digest()
 
 
 class PlannedCatalog:

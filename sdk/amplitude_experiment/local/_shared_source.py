@@ -4,8 +4,10 @@
 :class:`AutoFlagSource` (``"auto"``) uses the snapshot when flagd publishes one for this key and
 polls Amplitude like the reference otherwise, switching to the snapshot once one appears.
 
-The hot path, ``current()``, is one 8-byte load from the mapped index and an int compare; the
-snapshot is decoded and compiled only when the version changes. No thread is started, nothing is
+The hot path, ``current()``, is one 8-byte load from the mapped index and an int compare. A new
+version costs a worker the mapping and a check of its flag directory; a flag is compiled when a
+request first needs it, and only if its content changed since this process last compiled it
+(compiled flags are kept by content digest across versions). No thread is started, nothing is
 kept per process but the read-only mappings, which stay valid across ``fork()``.
 """
 
@@ -14,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..evaluation import FlagConfigError, FlagSet, compile_flags
+from ..evaluation import CompiledFlagCache, FlagSet
 from ..snapshot.segment import (
     RETIRED,
     W_HEARTBEAT,
@@ -76,6 +78,8 @@ class SharedSnapshotSource:
         self._words: Any = self._reader.words
         self._state: Tuple[int, Optional[FlagSet]] = (0, None)
         self._snapshot: Optional[Snapshot] = None
+        #: Compiled flags by content digest, kept across versions (pruned to the current one).
+        self._compiled = CompiledFlagCache()
         self._countdown = CHECK_EVERY
         self._next_check = 0.0
         self._stale_warned = False
@@ -126,7 +130,7 @@ class SharedSnapshotSource:
         flags = self._state[1]
         now = self._wall_clock_ns()
         self._check_heartbeat(now)
-        document = snapshot.document if snapshot is not None else {}
+        meta = snapshot.meta if snapshot is not None else {}
         return {
             "source": "flagd",
             "version": snapshot.version if snapshot is not None else None,
@@ -138,7 +142,8 @@ class SharedSnapshotSource:
             "last_fetch_age_seconds": _age(now, state.last_fetch_ns),
             "poll_interval_seconds": self._interval_ms() / 1000.0,
             "flags": len(flags) if flags is not None else None,
-            "upstream": document.get("source"),
+            "upstream": meta.get("source"),
+            "flags_compiled": self._compiled.compiles,
             "segment": self.segment,
             "last_error": self._last_problem,
         }
@@ -196,20 +201,22 @@ class SharedSnapshotSource:
         return flags
 
     def _compile(self, snapshot: Snapshot) -> Optional[FlagSet]:
-        try:
-            raw = snapshot.document["flags"]
-            # flagd publishes in storage order already: every worker uses exactly that order.
-            flags = compile_flags(raw, ())
-        except (FlagConfigError, KeyError, TypeError) as error:
-            self._problem(snapshot.version, "snapshot v%d rejected by this SDK's flag parser, keeping %s: %s"
-                          % (snapshot.version, _describe(self._snapshot), error))
-            return None
+        """The flag set of a newly mapped version: nothing is compiled until a request needs it."""
+        # flagd publishes in storage order with dependencies and cycles worked out: every worker
+        # uses exactly that.
+        self._compiled.retain(snapshot)
+        flags = FlagSet(snapshot, self._compiled, on_problem=self._flag_problem)
         report_problems(self._logger, flags, "flagd snapshot v%d" % snapshot.version)
         if self._logger.isEnabledFor(logging.DEBUG):
-            self._logger.debug("[Experiment] loaded %d flag configs from flagd snapshot v%d (%s)",
-                               len(flags), snapshot.version, self.segment)
+            self._logger.debug("[Experiment] mapped flagd snapshot v%d (%s): %d flag configs, %d bytes",
+                               snapshot.version, self.segment, len(snapshot), snapshot.size)
         self._last_problem = None
         return flags
+
+    def _flag_problem(self, message: str) -> None:
+        """A flag of the served snapshot that this SDK cannot compile: logged once, left out."""
+        self._last_problem = message
+        self._logger.error("[Experiment] flagd snapshot: %s", message)
 
     def _reattach(self) -> None:
         # A new index may reuse version numbers: forget which version we hold, keep its flags.
@@ -251,7 +258,7 @@ class SharedSnapshotSource:
     def _interval_ms(self) -> int:
         interval = self._words[W_POLL]
         if not interval and self._snapshot is not None:
-            interval = self._snapshot.document.get("poll_interval_ms") or 0
+            interval = self._snapshot.meta.get("poll_interval_ms") or 0
         return int(interval) if interval else self._own_interval_ms
 
     def _check_heartbeat(self, now_ns: int) -> None:

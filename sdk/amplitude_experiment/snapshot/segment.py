@@ -24,16 +24,10 @@ Index segment, 4096 bytes, little-endian u64 words (``memoryview(mm).cast('Q')``
                               "poll_interval_ms"); readers warn once when the heartbeat is 3x older
           9.. reserved (0)
 
-Data segment ``v<N>``, 64-byte header then the msgpack payload, sized exactly::
-
-     0               8       12      16              24              32              40      44      64
-     +---------------+-------+-------+---------------+---------------+---------------+-------+-------+----
-     | magic         |format |encod. | version N     | payload length| created_ns    | crc32 | (0)   | msgpack payload ...
-     | b"AMPFSNP1"   |u32 = 1|u32 = 1| u64           | u64           | u64           | u32   | 20 B  |
-     +---------------+-------+-------+---------------+---------------+---------------+-------+-------+----
-
-The payload is one msgpack map: ``{"flags": [flag configs in storage order], "source": str,
-"fetched_at_ns": int, "flag_count": int, ...}``.
+Data segment ``v<N>``: a flag table that workers read one flag at a time, in place; its byte
+layout is ``layout.py``'s. It carries the flags' records, storage order, dependency sequences,
+cycles and content digests, computed once by flagd, and a meta map (``source``,
+``fetched_at_ns``, ``poll_interval_ms``, ...).
 
 Writer: shm_open(O_CREAT|O_EXCL) a new ``v<N>`` sized to fit, fchmod 0640 (+ fchown to a group),
 write header and payload, munmap, then store N into index word 2. It never reuses a version number
@@ -43,8 +37,9 @@ and the two before it (orphans of a crashed writer, including a half-written new
 
 Reader: opens read-only and lazily; refuses a segment that group or others can write, whose owner
 differs from the configured one, or (for data) whose owner differs from the index's; maps
-ACCESS_READ and closes the fd at once; validates magic, format, version, length and crc32 once
-per version; decodes; unmaps. A name that vanished between the index read and the open (the
+ACCESS_READ and closes the fd at once; validates magic, format, version, length and the
+directory's crc32 once per version; keeps the mapping for as long as the version's flag table is
+referenced, and checks each flag's record against its digest when the flag is first decoded. A name that vanished between the index read and the open (the
 writer unlinked it) is retried a bounded number of times, after which the previous snapshot stays.
 
 Not thread safe per object for writers; a reader may be shared by threads (state is swapped as
@@ -53,18 +48,17 @@ one reference). Fork-safe: mappings are MAP_SHARED and no fd is kept open.
 
 import mmap
 import os
-import struct
 import time
-import zlib
 from hashlib import blake2b
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
-import msgpack
 import posix_ipc
+
+from ..evaluation.catalog import PlannedCatalog, plan_flags
+from .layout import FlagTable, TableCorruptError, encode_version
 
 __all__ = [
     "INDEX_SIZE",
-    "HEADER",
     "IndexState",
     "SegmentCorruptError",
     "SegmentPermissionError",
@@ -91,13 +85,6 @@ INDEX_WORDS = INDEX_SIZE // 8
 W_MAGIC, W_LAYOUT, W_VERSION, W_PID, W_START, W_PUBLISHED, W_FETCH, W_HEARTBEAT, W_POLL = range(9)
 #: Stored in the version word by :func:`remove_all` before unlinking, so mapped readers re-open.
 RETIRED = 2 ** 64 - 1
-
-DATA_MAGIC = b"AMPFSNP1"
-DATA_FORMAT = 1
-ENCODING_MSGPACK = 1
-#: magic, format, encoding, version, payload length, created_ns, crc32, reserved -> 64 bytes.
-HEADER = struct.Struct("<8sIIQQQI20x")
-assert HEADER.size == 64
 
 #: Versions kept besides the current one, for readers that read the index just before a publish.
 KEEP_PREVIOUS = 2
@@ -196,19 +183,8 @@ def _unlink(name: str) -> bool:
 # --- values -------------------------------------------------------------------------------------
 
 
-class Snapshot:
-    """One published version: ``version``, ``created_ns`` (wall clock) and the decoded ``document``."""
-
-    __slots__ = ("version", "created_ns", "document", "size")
-
-    def __init__(self, version: int, created_ns: int, document: Dict[str, Any], size: int = 0):
-        self.version = version
-        self.created_ns = created_ns
-        self.document = document
-        self.size = size
-
-    def __repr__(self) -> str:
-        return "Snapshot(version=%d, created_ns=%d, size=%d)" % (self.version, self.created_ns, self.size)
+#: One published version, as the reader returns it: a :class:`~.layout.FlagTable`.
+Snapshot = FlagTable
 
 
 class IndexState:
@@ -430,18 +406,30 @@ class SnapshotWriter:
         version = self._words[W_VERSION]
         return 0 if version == RETIRED else version
 
-    def publish(self, document: Dict[str, Any]) -> int:
-        """Write ``document`` as a new version (msgpack) and make it current; returns the version."""
+    def publish(self, document: Mapping[str, Any], catalog: Optional[PlannedCatalog] = None) -> int:
+        """Write a new version and make it current; returns the version.
+
+        :param document: ``{"flags": [flag configs], ...meta}``; the meta entries (``source``,
+            ``fetched_at_ns``, ``poll_interval_ms``, anything msgpack holds) are stored with the
+            flags. ``flags`` may be left out when ``catalog`` is given.
+        :param catalog: the flags already planned (flagd plans once to validate); planned here
+            from ``document["flags"]`` otherwise.
+        :raises FlagConfigError: the flags do not validate (nothing is written).
+        :raises SnapshotError: no room in shared memory, or no free version name.
+        """
         if self._words is None:
             raise SnapshotError("publish() on a closed SnapshotWriter")
-        payload = msgpack.packb(document, use_bin_type=True)
+        if catalog is None:
+            catalog = plan_flags(document.get("flags", []))
+        image = encode_version(catalog, {key: value for key, value in document.items() if key != "flags"})
+        size = image.size
         now = self._clock_ns()
         for _ in range(OPEN_ATTEMPTS):
             version = self._last + 1
             self._last = version
             try:
                 shm = posix_ipc.SharedMemory(data_name(self._prefix, self._key, version), posix_ipc.O_CREX,
-                                             mode=SEGMENT_MODE, size=HEADER.size + len(payload))
+                                             mode=SEGMENT_MODE, size=size)
                 break
             except posix_ipc.ExistentialError:
                 continue  # a name squatted or left by someone else: skip the number, never overwrite
@@ -454,15 +442,15 @@ class SnapshotWriter:
             try:
                 # Reserve the pages now: tmpfs allocates on first touch, and a full /dev/shm would
                 # otherwise kill this process with SIGBUS in the middle of the copy below.
-                os.posix_fallocate(shm.fd, 0, HEADER.size + len(payload))
+                os.posix_fallocate(shm.fd, 0, size)
             except OSError as error:
                 _unlink(name)
                 raise SnapshotError("no room for a %d-byte snapshot in shared memory (%s); %s stays current"
-                                    % (HEADER.size + len(payload), error, "v%d" % self.version)) from None
-            with mmap.mmap(shm.fd, HEADER.size + len(payload)) as mm:
-                mm[HEADER.size:] = payload
-                HEADER.pack_into(mm, 0, DATA_MAGIC, DATA_FORMAT, ENCODING_MSGPACK, version, len(payload),
-                                 now, zlib.crc32(payload))
+                                    % (size, error, "v%d" % self.version)) from None
+            with mmap.mmap(shm.fd, size) as mm:
+                header = image.header(version, now)
+                mm[len(header):] = image.body
+                mm[:len(header)] = header
             # munmap above is a syscall: the kernel orders every byte of the segment before the index
             # store below, on any CPU. Readers only ever open the version the index names.
         finally:
@@ -656,7 +644,7 @@ class SnapshotReader:
         return self._last
 
     def read(self, version: int) -> Snapshot:
-        """Open, validate and decode ``version`` now, bypassing the cache (``flagd dump``, tests).
+        """Open, validate and map ``version`` now, bypassing the cache (``flagd dump``, tests).
 
         :raises posix_ipc.ExistentialError: that version's segment does not exist (any more).
         :raises SegmentCorruptError: it fails validation.
@@ -671,36 +659,8 @@ class SnapshotReader:
         if self._index_uid is not None and stat.st_uid != self._index_uid:
             raise SegmentPermissionError("%s is owned by uid %d, the index by uid %d"
                                          % (name, stat.st_uid, self._index_uid))
-        view = memoryview(mm)
         try:
-            return self._decode(name, version, view, stat.st_size)
-        finally:
-            view.release()
-            mm.close()  # decoded objects own their memory; nothing pins the unlinked pages afterwards
-
-    def _decode(self, name: str, version: int, view: memoryview, size: int) -> Snapshot:
-        if size < HEADER.size:
-            raise SegmentCorruptError("%s is %d bytes, shorter than its header" % (name, size))
-        magic, fmt, encoding, stored_version, length, created_ns, crc = HEADER.unpack_from(view, 0)
-        if magic != DATA_MAGIC:
-            raise SegmentCorruptError("%s has magic %r, expected %r" % (name, magic, DATA_MAGIC))
-        if fmt != DATA_FORMAT or encoding != ENCODING_MSGPACK:
-            raise SegmentCorruptError("%s has format %d/%d, this SDK reads %d/%d"
-                                      % (name, fmt, encoding, DATA_FORMAT, ENCODING_MSGPACK))
-        if stored_version != version:
-            raise SegmentCorruptError("%s says version %d" % (name, stored_version))
-        if length != size - HEADER.size:
-            raise SegmentCorruptError("%s has a %d-byte payload in a %d-byte segment" % (name, length, size))
-        payload = view[HEADER.size:]
-        try:
-            if zlib.crc32(payload) != crc:
-                raise SegmentCorruptError("%s fails its checksum" % name)
-            try:
-                document = msgpack.unpackb(payload, raw=False)  # zero-copy: decodes straight from the mapping
-            except (ValueError, msgpack.UnpackException) as error:
-                raise SegmentCorruptError("%s does not decode: %s" % (name, error)) from None
-        finally:
-            payload.release()
-        if not isinstance(document, dict):
-            raise SegmentCorruptError("%s holds a %s, expected a map" % (name, type(document).__name__))
-        return Snapshot(version, created_ns, document, int(length))
+            # The table keeps the mapping: flags are decoded from it when a request first needs them.
+            return FlagTable(mm, name, version, mapping=mm)
+        except TableCorruptError as error:
+            raise SegmentCorruptError(str(error)) from None  # the mapping goes with the last reference
