@@ -48,6 +48,11 @@ def reference_python() -> Optional[str]:
         return python
 
 
+def environment() -> dict:
+    """This process's environment without PYTHONPATH, which could put our package ahead of the reference's."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+
 def reference_unavailable_reason() -> str:
     return _failure or "not tried"
 
@@ -57,7 +62,8 @@ def run_reference(script: str, stdin: bytes = b"", timeout: float = 600, args: t
     python = reference_python()
     if python is None:
         raise RuntimeError(reference_unavailable_reason())
-    completed = subprocess.run([python, script, *args], input=stdin, capture_output=True, timeout=timeout)
+    completed = subprocess.run([python, script, *args], input=stdin, capture_output=True, timeout=timeout,
+                               env=environment())
     if completed.returncode != 0:
         raise RuntimeError("reference script %s failed: %s" % (script, completed.stderr.decode(errors="replace")[-2000:]))
     return completed.stdout

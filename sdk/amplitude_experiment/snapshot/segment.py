@@ -50,7 +50,7 @@ import mmap
 import os
 import time
 from hashlib import blake2b
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Set, Tuple, Union
 
 import posix_ipc
 
