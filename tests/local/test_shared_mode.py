@@ -441,3 +441,29 @@ def test_auto_client_polling_before_fork_switches_in_the_child(shm_prefix, stand
         assert recv.recv() == ("switched", "b", "flagd")
         assert reap(pid) == 0
     client.stop()
+
+
+def mapped_versions(shm_prefix: str) -> int:
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if shm_prefix in line and ".v" in line)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps to count mappings")
+def test_memory_stays_bounded_across_2000_versions(shm_prefix, writer):
+    flags = [flag("f%d" % n, "on") for n in range(20)]
+    writer.publish({"flags": flags, "poll_interval_ms": 1000})
+    client = LocalEvaluationClient(KEY, config(shm_prefix, "flagd"))
+    client.start()
+    cache = client._source._compiled
+    for version in range(2, 2002):
+        changed = version % 20
+        flags[changed] = flag("f%d" % changed, "on" if version % 2 else "b")
+        flags[changed]["metadata"]["flagVersion"] = version  # new content every version
+        writer.publish({"flags": flags, "poll_interval_ms": 1000})
+        variants = client.evaluate_v2(USER)
+        assert variants["f%d" % changed].metadata["flagVersion"] == version
+        assert len(cache) <= 20  # only what the current version references
+    assert client.flag_source_status["version"] == 2001
+    # v1 is never evaluated; v2 compiles its 20 flags, each later version only its changed one.
+    assert client.flag_source_status["flags_compiled"] == 20 + 1999
+    assert mapped_versions(shm_prefix) <= 2  # old versions are unmapped once nothing uses them
