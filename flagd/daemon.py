@@ -7,7 +7,6 @@ here and nowhere else: SIGTERM/SIGINT stop, SIGHUP re-reads the source at once.
 """
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -16,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from amplitude_experiment.evaluation import FlagConfigError, PlannedCatalog, ValidatedFlags, content_digest, plan_flags
+from amplitude_experiment.evaluation import PlannedCatalog, ValidatedFlags, content_digest, decode_config, plan_flags
 from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, WriterConflictError
 
 from .config import Config, ExitCode
@@ -231,10 +230,7 @@ class Daemon:
         """The config as JSON and planned: validated by the SDK's parser, with storage order,
         dependencies, cycles and digests worked out once for every worker. Flags whose content
         passed before are not validated again."""
-        try:
-            raw = json.loads(body)
-        except ValueError as error:
-            raise FlagConfigError("not JSON: %s" % error) from None
+        raw = decode_config(body)
         catalog = plan_flags(raw, self._order, self._validated)
         self._validated.retain(catalog)
         return raw, catalog

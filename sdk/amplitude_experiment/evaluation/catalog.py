@@ -19,8 +19,8 @@ from .flags import CompiledFlag, FlagConfigError, _compile_flag, _type_name, col
 if TYPE_CHECKING:  # pragma: no cover
     from .flagset import CompiledFlagCache
 
-__all__ = ["DIGEST_SIZE", "FlagCatalog", "PlannedCatalog", "content_digest", "decode_flag", "encode_flag", "flag_digest",
-           "plan_flags"]
+__all__ = ["DIGEST_SIZE", "FlagCatalog", "PlannedCatalog", "content_digest", "decode_config", "decode_flag",
+           "encode_flag", "flag_digest", "plan_flags"]
 
 #: Bytes of a flag's content digest (BLAKE2b): collisions are out of reach for any config.
 DIGEST_SIZE = 16
@@ -92,6 +92,21 @@ def decode_flag(record: Any) -> Any:
 def flag_digest(record: Any) -> bytes:
     """The content digest of a flag record (``DIGEST_SIZE`` bytes)."""
     return blake2b(record, digest_size=DIGEST_SIZE).digest()
+
+
+def decode_config(body: Any) -> Any:
+    """The JSON of a flag-config response or file (bytes or text), with the collector held off.
+
+    A 10 MB config is millions of objects: with the collector running, each collection the decode
+    triggers walks all of them again (measured: 3 s instead of 0.35 s for 10,000 flags).
+
+    :raises FlagConfigError: the body is not JSON.
+    """
+    try:
+        with collector_paused():
+            return json.loads(body)
+    except ValueError as error:
+        raise FlagConfigError("not JSON: %s" % error) from None
 
 
 def content_digest(catalog: FlagCatalog) -> bytes:

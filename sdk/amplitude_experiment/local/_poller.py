@@ -17,7 +17,7 @@ import requests
 
 from .._fork import FORKS
 from .._http import base_url, excerpt
-from ..evaluation import CompiledFlagCache, FlagConfigError, FlagSet, plan_flags
+from ..evaluation import CompiledFlagCache, FlagConfigError, FlagSet, decode_config, plan_flags
 from ..version import LIBRARY
 from ._sources import report_problems
 from .config import LocalEvaluationConfig
@@ -183,8 +183,8 @@ class PollingFlagSource:
         if digest == self._body_digest:
             return
         try:
-            raw = response.json()
-        except ValueError:
+            raw = decode_config(body)
+        except FlagConfigError:
             raise FlagFetchError("GET %s answered 200 with a body that is not JSON: %s" % (self._url, excerpt(response))) from None
         previous = self._flags
         try:
