@@ -73,8 +73,8 @@ class Config:
     group: Optional[str] = _option(None, "group (name or gid) given to new segments so workers can read them")
     log_level: str = _option("info", "logging level", ALL, choices=("debug", "info", "warning", "error"))
     flagd_owner: Optional[str] = _option(
-        None, "status, dump: the user (name or uid) flagd runs as; segments are trusted only when it, root or "
-        "this user owns them (default: amplitude-flagd, when that user exists)", ("status", "dump"),
+        None, "status, dump: the user (name or uid) flagd runs as; a segment is trusted only when the caller's uid, "
+        "root or this user owns it (default: amplitude-flagd, when that user exists)", ("status", "dump"),
         metavar="USER")
     max_age_ms: Optional[int] = _option(
         None, "status: report stale when the last successful fetch is older than this "
