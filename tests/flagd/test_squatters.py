@@ -7,7 +7,9 @@ without root they skip with the reason.
 import fcntl
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import posix_ipc
@@ -147,3 +149,24 @@ def test_one_name_for_the_key_hash():
 def test_one_shm_dir(monkeypatch, tmp_path):
     monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
     assert state.lock_directory(None) == str(tmp_path)
+
+
+def lock_as_flagd_user(paths: list) -> list:
+    lock = state.InstanceLock(paths)
+    lock.acquire()
+    try:
+        return [lock.path, lock.skipped]
+    finally:
+        lock.release()
+
+
+def test_a_flagd_user_skips_a_lock_file_it_may_not_even_open(shm_prefix):
+    planted = os.path.join(state.lock_directory(None), "%s.%s.lock" % (shm_prefix, key_hash(KEY)))
+    as_user(NOBODY, plant_lock, planted)  # 0644: the flagd user's O_RDWR open is refused
+    private = tempfile.mkdtemp(prefix="amplitude-flagd-test-")  # in $TMPDIR, which other uids can reach
+    try:
+        os.chown(private, FLAGD_UID, FLAGD_UID)
+        fallback = os.path.join(private, "k.lock")
+        assert as_user(FLAGD_UID, lock_as_flagd_user, [planted, fallback]) == [fallback, [(planted, NOBODY)]]
+    finally:
+        shutil.rmtree(private)
