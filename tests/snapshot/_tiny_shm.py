@@ -17,6 +17,8 @@ from amplitude_experiment.snapshot.segment import (
     SnapshotError,
     SnapshotReader,
     SnapshotWriter,
+    data_name,
+    index_name,
     list_versions,
     remove_all,
 )
@@ -49,11 +51,8 @@ def unbacked(name: str, size: int) -> None:
 def unbacked_index(prefix: str) -> dict:
     from amplitude_experiment.local._shared_source import AutoFlagSource
     from amplitude_experiment.local.config import LocalEvaluationConfig
-
     from flagd.config import Config
     from flagd.status import status
-
-    from amplitude_experiment.snapshot.segment import index_name
 
     unbacked(index_name(prefix, KEY), 4096)  # what a flagd killed by SIGBUS mid-creation leaves
     outcome = {"filler_pages": fill(prefix)}
@@ -84,8 +83,6 @@ def unbacked_index(prefix: str) -> dict:
 
 
 def unbacked_data(prefix: str) -> dict:
-    from amplitude_experiment.snapshot.segment import data_name
-
     writer = SnapshotWriter(prefix, KEY)
     unbacked(data_name(prefix, KEY, 1), 2 * PAGE)
     outcome = {"filler_pages": fill(prefix)}
