@@ -83,7 +83,7 @@ def test_build_flag_source_follows_the_config(shm_prefix):
 def test_nothing_is_opened_before_use(shm_prefix, writer):
     writer.publish(document("on"))
     client = LocalEvaluationClient(KEY, config(shm_prefix, "flagd"))
-    assert not client._source._reader.attached
+    assert not client._source._follower.reader.attached
 
 
 # --- flagd mode -------------------------------------------------------------------------------

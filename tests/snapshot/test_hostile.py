@@ -11,7 +11,7 @@ import sys
 import posix_ipc
 import pytest
 
-from amplitude_experiment.snapshot import segment
+from amplitude_experiment.snapshot import host, segment
 from amplitude_experiment.snapshot.segment import (
     RETIRED,
     W_VERSION,
@@ -72,9 +72,9 @@ def test_a_reader_trusts_the_flagd_user_it_was_told_about(shm_prefix):
 
 def test_the_default_flagd_user_is_trusted_when_it_exists(shm_prefix, monkeypatch):
     as_user(NOBODY, squat_with_a_forged_snapshot, shm_prefix)
-    monkeypatch.setattr(segment, "DEFAULT_FLAGD_USER", "nobody")  # as if sysusers.d had made it
+    monkeypatch.setattr(host, "DEFAULT_FLAGD_USER", "nobody")  # as if sysusers.d had made it
     assert SnapshotReader(shm_prefix, KEY).load().version == 1
-    monkeypatch.setattr(segment, "DEFAULT_FLAGD_USER", "no-such-flagd-user")  # absent: not an error
+    monkeypatch.setattr(host, "DEFAULT_FLAGD_USER", "no-such-flagd-user")  # absent: not an error
     with pytest.raises(SegmentPermissionError, match="flagd_owner"):
         SnapshotReader(shm_prefix, KEY).load()
 
@@ -183,7 +183,7 @@ def test_publish_never_raises_after_the_version_is_stored(shm_prefix, monkeypatc
         def refuse(name):
             raise posix_ipc.PermissionsError("Permission denied")
 
-        monkeypatch.setattr(segment.posix_ipc, "unlink_shared_memory", refuse)
+        monkeypatch.setattr(posix_ipc, "unlink_shared_memory", refuse)
         with caplog.at_level(logging.WARNING):
             assert writer.publish(document(4)) == 4  # dropping v1 fails: logged, not raised
         assert SnapshotReader(shm_prefix, KEY).load().version == 4

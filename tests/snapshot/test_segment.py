@@ -328,7 +328,7 @@ def test_full_shared_memory_fails_the_publish_not_the_process(shm_prefix, writer
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(segment.os, "posix_fallocate", no_space)
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
     with pytest.raises(segment.SnapshotError, match="no room"):
         writer.publish(document(2))
     assert list_versions(shm_prefix, KEY) == [1]

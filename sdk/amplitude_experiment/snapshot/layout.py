@@ -1,13 +1,32 @@
-"""The byte layout of a version file: a flag table a worker reads one flag at a time, in place.
+"""The byte layout of flagd's shared-memory files: the one module that knows an offset.
 
-A version file (``/<prefix>.<keyhash>.v<N>``) holds one version of one deployment key's flags.
-flagd writes it once (:func:`encode_version`) and never changes it; a worker maps it read-only
-and answers :class:`~amplitude_experiment.evaluation.FlagCatalog` questions straight from the
-mapping (:class:`FlagTable`): looking a flag up is a bisection over key hashes, and only the
-flags a worker evaluates are ever decoded. All integers are little-endian; every section starts
-on an 8-byte boundary.
+Each deployment key has an index and one version file per published version (the key itself
+never appears in a name or a byte; ``keyhash = key_hash(key)``)::
 
-::
+    index:        /<prefix>.<keyhash>.idx
+    version file: /<prefix>.<keyhash>.v<N>      N in 1..MAX_VERSION, never reused
+
+The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``)::
+
+    word  0  magic            b"AMPFIDX1"
+          1  layout           INDEX_LAYOUT (1)
+          2  version          current version, 0 = none yet.  THE PUBLISH POINT: stored last.
+                              RETIRED (2**64-1) = this index was removed; readers re-open by name.
+          3  writer_pid       pid of the publishing flagd
+          4  writer_start_ns  that process's start time (wall clock), guards against pid reuse
+          5  published_at_ns  when ``version`` was published
+          6  last_fetch_ns    last successful upstream fetch (including "not modified")
+          7  heartbeat_ns     refreshed by every publish loop iteration
+          8  poll_interval_ms flagd's upstream poll interval; readers warn when the heartbeat is
+                              three intervals old
+          9.. reserved (0)
+
+A version file holds one version of one key's flags. flagd writes it once
+(:func:`encode_version`) and never changes it; a worker maps it read-only and answers
+:class:`~amplitude_experiment.evaluation.FlagCatalog` questions straight from the mapping
+(:class:`FlagTable`): looking a flag up is a bisection over key hashes, and only the flags a
+worker evaluates are ever decoded. All integers are little-endian; every section starts on an
+8-byte boundary. A version file::
 
     offset 0     header, 64 bytes (HEADER)
                    magic b"AMPFSNP2" | format u32 = 2 | flag_count u32 | version u64 | length u64
@@ -33,6 +52,7 @@ The directory's crc32 is checked once per version when the file is mapped (a 10,
 directory is about 700 KB); a record is checked by its digest when a flag is first compiled.
 """
 
+import re
 import struct
 import zlib
 from bisect import bisect_left
@@ -43,8 +63,83 @@ import msgpack
 
 from ..evaluation.catalog import DIGEST_SIZE, PlannedCatalog, content_digest, decode_flag, flag_digest
 
-__all__ = ["DATA_FORMAT", "DATA_MAGIC", "ENTRY", "HEADER", "FlagTable", "TableCorruptError", "VersionImage",
-           "encode_version", "lookup_hash"]
+__all__ = ["DATA_FORMAT", "DATA_MAGIC", "ENTRY", "HEADER", "INDEX_SIZE", "MAX_VERSION", "RETIRED", "FlagTable",
+           "IndexState", "TableCorruptError", "VersionImage", "encode_version", "index_name", "key_hash",
+           "lookup_hash", "parse_version", "version_name"]
+
+# --- names --------------------------------------------------------------------------------------
+
+
+def key_hash(deployment_key: str) -> str:
+    """Short stable hex digest of the deployment key, in every file name (the key stays secret)."""
+    return blake2b(deployment_key.encode("utf-8"), digest_size=8, person=b"amp-flagd").hexdigest()
+
+
+def index_name(prefix: str, deployment_key: str) -> str:
+    """Name of this key's index (with the leading slash)."""
+    return "/%s.%s.idx" % (prefix, key_hash(deployment_key))
+
+
+def version_name(prefix: str, deployment_key: str, version: int) -> str:
+    """Name of the version file holding ``version`` for this key."""
+    return "/%s.%s.v%d" % (prefix, key_hash(deployment_key), version)
+
+
+def parse_version(text: str) -> Optional[int]:
+    """The version a ``v<N>`` name holds, or None when it is not one a writer could have made
+    (not canonical decimal, 0, or above :data:`MAX_VERSION`)."""
+    if not _VERSION_TEXT.match(text):
+        return None
+    version = int(text)
+    return version if version <= MAX_VERSION else None
+
+
+# --- the index ----------------------------------------------------------------------------------
+
+INDEX_MAGIC = int.from_bytes(b"AMPFIDX1", "little")
+INDEX_LAYOUT = 1
+INDEX_SIZE = 4096
+INDEX_WORDS = INDEX_SIZE // 8
+# Word positions in the index.
+W_MAGIC, W_LAYOUT, W_VERSION, W_PID, W_START, W_PUBLISHED, W_FETCH, W_HEARTBEAT, W_POLL = range(9)
+#: Stored in the version word by :func:`remove_all` before unlinking, so mapped readers re-open.
+RETIRED = 2 ** 64 - 1
+#: The highest version number a writer uses, or accepts from a ``v<N>`` name; far below RETIRED.
+MAX_VERSION = 2 ** 63 - 1
+#: A version in a name: decimal, no sign, no leading zero, at most 19 digits (MAX_VERSION has 19).
+_VERSION_TEXT = re.compile(r"[1-9][0-9]{0,18}\Z")
+
+
+class IndexState:
+    """What the index says. ``version`` 0 means nothing is published (or no index exists)."""
+
+    __slots__ = ("version", "publisher_pid", "publisher_start_ns", "published_at_ns", "last_fetch_ns",
+                 "heartbeat_ns", "poll_interval_ms")
+
+    def __init__(self, version: int = 0, publisher_pid: int = 0, publisher_start_ns: int = 0,
+                 published_at_ns: int = 0, last_fetch_ns: int = 0, heartbeat_ns: int = 0,
+                 poll_interval_ms: int = 0):
+        self.version = version
+        self.publisher_pid = publisher_pid
+        self.publisher_start_ns = publisher_start_ns
+        self.published_at_ns = published_at_ns
+        self.last_fetch_ns = last_fetch_ns
+        self.heartbeat_ns = heartbeat_ns
+        self.poll_interval_ms = poll_interval_ms
+
+    def __repr__(self) -> str:
+        return "IndexState(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+
+    @classmethod
+    def of(cls, words: Any) -> "IndexState":
+        """What ``words`` (the index as u64 words) say now, read one by one: for reports, not a
+        consistent snapshot. RETIRED reads as version 0."""
+        version = words[W_VERSION]
+        return cls(0 if version == RETIRED else version, words[W_PID], words[W_START], words[W_PUBLISHED],
+                   words[W_FETCH], words[W_HEARTBEAT], words[W_POLL])
+
+
+# --- version files ------------------------------------------------------------------------------
 
 DATA_MAGIC = b"AMPFSNP2"
 DATA_FORMAT = 2
