@@ -38,7 +38,8 @@ def reference_python() -> Optional[str]:
                 [python, "-m", "pip", "install", "--quiet", REFERENCE_REQUIREMENT],
                 check=True, capture_output=True, timeout=600,
             )
-            subprocess.run([python, "-c", "import amplitude_experiment"], check=True, capture_output=True, timeout=60)
+            subprocess.run([python, "-c", "import amplitude_experiment"], check=True, capture_output=True, timeout=60,
+                           env=environment())
         except (subprocess.SubprocessError, OSError) as error:
             detail = getattr(error, "stderr", b"") or b""
             _failure = "%s could not be installed: %s %s" % (

@@ -158,16 +158,22 @@ class PlannedCatalog:
         return self.order
 
     def config(self, key: str) -> Any:
-        return decode_flag(self.records[key])
+        record = self.records.get(key)
+        if record is None:
+            raise KeyError("flag %r: no record%s" % (key, " kept" if key in self.digests else ""))
+        return decode_flag(record)
 
 
-def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[CompiledFlagCache]" = None
-               ) -> PlannedCatalog:
+def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[CompiledFlagCache]" = None,
+               keep_records: bool = True) -> PlannedCatalog:
     """Validate a flag-config list (the JSON of ``GET /sdk/v2/flags``) and plan it.
 
     Validating is compiling: every flag goes through the one parser. With a ``cache``, a flag
     whose record did not change since the cache last saw it is not compiled again, and every
     flag compiled here is put in the cache.
+
+    :param keep_records: False for a caller whose cache will always hold every flag of the plan
+        (the poller): the records are then not kept, and ``config()`` has nothing to answer.
 
     :param previous_order: keys of the flags held before this update. Flags already held keep
         their position and new ones are appended, as in the reference's flag storage
@@ -187,7 +193,9 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
             key = flag.get("key") if isinstance(flag, dict) else None
             flag_plan = cache.get(key, digest) if cache is not None and isinstance(key, str) else None
             if flag_plan is None:
-                flag_plan = _compile_flag(flag, index)
+                # From the record, not from ``raw``: the compiled flag then shares no object with
+                # the decoded response, whose memory goes back whole once the caller drops it.
+                flag_plan = _compile_flag(decode_flag(record) if isinstance(flag, dict) else flag, index)
                 if cache is not None:
                     cache.put(flag_plan.key, digest, flag_plan)
             key = flag_plan.key
@@ -199,7 +207,7 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
     ordered_keys.extend(key for key in records if key not in held)
     problems = [problem for key in ordered_keys for problem in compiled[key].problems]
     return PlannedCatalog(
-        ordered_keys, records, digests, {key: compiled[key].dependencies for key in ordered_keys}, problems,
+        ordered_keys, records if keep_records else {}, digests, {key: compiled[key].dependencies for key in ordered_keys}, problems,
         any(compiled[key].needs_exact_user_entry for key in ordered_keys))
 
 

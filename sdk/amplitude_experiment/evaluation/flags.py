@@ -7,6 +7,7 @@ unknown fields are ignored (docs/compatibility.md, "Flag configs").
 """
 
 import contextlib
+import functools
 import gc
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -244,8 +245,21 @@ class _ResultCache:
         if variant is None:
             return None
         metadata = {**self.flag_metadata, **(segment_metadata or {}), **(variant.get("metadata") or {})}
-        return {"key": variant.get("key"), "value": variant.get("value"), "payload": variant.get("payload"),
-                "metadata": metadata}
+        key, value, payload = variant.get("key"), variant.get("value"), variant.get("payload")
+        result = {"key": key, "value": value, "payload": payload, "metadata": metadata}
+        if _plain(value) and _plain(payload) and all(map(_plain, metadata.values())):
+            # Results are never changed once built (callers get copies): flags whose results are
+            # the same, to the type and sign of every value, share one, as most default variants
+            # and rollouts do. Bounded: emptied when full.
+            exact = (_exact(key), _exact(value), _exact(payload),
+                     tuple((name, _exact(item)) for name, item in metadata.items()))
+            shared = _SHARED_RESULTS.get(exact)
+            if shared is not None:
+                return shared
+            if len(_SHARED_RESULTS) >= _SHARED_RESULTS_MAX:
+                _SHARED_RESULTS.clear()
+            _SHARED_RESULTS[exact] = result
+        return result
 
 
 def _compile_segment(
@@ -281,7 +295,7 @@ def _compile_conditions(
             selector = where.selector(condition_path + ("selector",), condition.get("selector"))
             op = _string(where, condition_path + ("op",), condition.get("op"), optional=False)
             values = _strings(where, condition_path + ("values",), condition.get("values"))
-            predicate, invalid_patterns = compile_condition(selector, op, values)
+            predicate, invalid_patterns = _shared_condition(selector, op, values)
             for pattern in invalid_patterns:
                 where.problems.append(
                     "flag %r: %s has a regex that does not compile, %r: it never matches"
@@ -301,7 +315,7 @@ def _compile_bucket(
     segment_metadata: Optional[Mapping[str, Any]],
     segment_variant: Optional[EvaluatedVariant],
 ) -> Picker:
-    select = compile_selector(where.selector(path + ("selector",), bucket.get("selector")))
+    select = _shared_selector(where.selector(path + ("selector",), bucket.get("selector")))
     salt = _string(where, path + ("salt",), bucket.get("salt"), optional=False)
     allocations = []
     for position, allocation in enumerate(_list(where, path + ("allocations",), bucket.get("allocations"), optional=False)):
@@ -345,6 +359,39 @@ def _compile_bucket(
         return segment_variant
 
     return pick
+
+
+# Conditions and selectors are pure functions of their text: flags that test the same property
+# against the same values (a country list, a plan) share one compiled predicate, in this version
+# and the next. Bounded, so conditions of versions long gone are dropped in time.
+
+
+@functools.lru_cache(maxsize=16384)
+def _shared_condition(selector: Tuple[str, ...], op: str, values: Tuple[str, ...]) -> Tuple[Predicate, Tuple[str, ...]]:
+    predicate, invalid_patterns = compile_condition(selector, op, values)
+    return predicate, tuple(invalid_patterns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_selector(selector: Tuple[str, ...]) -> Callable[[Target], Any]:
+    return compile_selector(selector)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    return value.__class__ in _PLAIN
+
+
+def _exact(value: Any) -> Tuple[type, Any]:
+    """A key equal only for the same value of the same type: 1, 1.0 and True differ, and so do
+    0.0 and -0.0 (by their repr)."""
+    return value.__class__, (repr(value) if value.__class__ is float else value)
+
+
+_SHARED_RESULTS: Dict[Tuple[Any, ...], EvaluatedVariant] = {}
+_SHARED_RESULTS_MAX = 16384
 
 
 def _tells_user_entries_apart(selector: Tuple[str, ...]) -> bool:
