@@ -1,7 +1,7 @@
 """Reference side of bench_local.py: runs under the reference SDK's interpreter (.refvenv).
 
 stdin: ``{"sets": {"10": flags, "100": flags, "1000": flags}, "users": [flaggen user specs], "one_key": key,
-"init_url": a flags server holding the 1000 set, "simple": flaggen.generate_simple_flags(1000)}``.
+"simple": flaggen.generate_simple_flags(1000)}``.
 stdout: ``{case: microseconds per call}`` for the reference's evaluate_v2, its bare engine (its
 topological_sort plus EvaluationEngine.evaluate on a prepared context, as evaluate_v2 does each
 call) and its parsing of a 1000-flag config (``EvaluationFlag.schema().load(list, many=True)``, what
@@ -12,14 +12,13 @@ import json
 import logging
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _timing import measure  # noqa: E402
 from flaggen import build_user  # noqa: E402
 
-from amplitude_experiment import Experiment, LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
+from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
 from amplitude_experiment.evaluation.engine import EvaluationEngine  # noqa: E402
 from amplitude_experiment.evaluation.topological_sort import topological_sort  # noqa: E402
 from amplitude_experiment.evaluation.types import EvaluationFlag  # noqa: E402
@@ -60,23 +59,7 @@ def main():
     keys_count = len(one_each)
     out["simple/one-of-1000-cycling"] = measure(
         lambda i: simple_client.evaluate_v2(users[i % count], one_each[(i * 7919) % keys_count]))
-    out["init/1000"] = initialize_and_evaluate(request["init_url"], users[0])
     sys.stdout.write(json.dumps(out))
-
-
-def initialize_and_evaluate(url, user, repeats=5):
-    """Best time, in µs, of initialize_local + start() + the first evaluate_v2(user), fresh each time."""
-    logger = logging.getLogger("reference-bench")
-    best = float("inf")
-    for attempt in range(repeats):
-        config = LocalEvaluationConfig(server_url=url, flag_config_polling_interval_millis=3_600_000, logger=logger)
-        started = time.perf_counter()
-        client = Experiment.initialize_local("server-init-%d-%d" % (os.getpid(), attempt), config)  # new each time
-        client.start()
-        assert client.evaluate_v2(user)
-        best = min(best, time.perf_counter() - started)
-        client.stop()
-    return best * 1e6
 
 
 if __name__ == "__main__":

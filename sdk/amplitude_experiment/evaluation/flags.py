@@ -247,18 +247,17 @@ class _ResultCache:
         metadata = {**self.flag_metadata, **(segment_metadata or {}), **(variant.get("metadata") or {})}
         key, value, payload = variant.get("key"), variant.get("value"), variant.get("payload")
         result = {"key": key, "value": value, "payload": payload, "metadata": metadata}
-        if _plain(value) and _plain(payload) and all(map(_plain, metadata.values())):
-            # Results are never changed once built (callers get copies): flags whose results are
-            # the same, to the type and sign of every value, share one, as most default variants
-            # and rollouts do. Bounded: emptied when full.
-            exact = (_exact(key), _exact(value), _exact(payload),
-                     tuple((name, _exact(item)) for name, item in metadata.items()))
-            shared = _SHARED_RESULTS.get(exact)
-            if shared is not None:
-                return shared
-            if len(_SHARED_RESULTS) >= _SHARED_RESULTS_MAX:
-                _SHARED_RESULTS.clear()
-            _SHARED_RESULTS[exact] = result
+        # Results are never changed once built (callers get copies of the metadata; a payload is
+        # handed out as it is, as before): flags whose results are the same share one, as most
+        # default variants and rollouts do. The repr tells 1, 1.0 and True apart, and 0.0 from
+        # -0.0, where == would not. Bounded: emptied when full.
+        exact = repr(result)
+        shared = _SHARED_RESULTS.get(exact)
+        if shared is not None:
+            return shared
+        if len(_SHARED_RESULTS) >= _SHARED_RESULTS_MAX:
+            _SHARED_RESULTS.clear()
+        _SHARED_RESULTS[exact] = result
         return result
 
 
@@ -377,20 +376,7 @@ def _shared_selector(selector: Tuple[str, ...]) -> Callable[[Target], Any]:
     return compile_selector(selector)
 
 
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _plain(value: Any) -> bool:
-    return value.__class__ in _PLAIN
-
-
-def _exact(value: Any) -> Tuple[type, Any]:
-    """A key equal only for the same value of the same type: 1, 1.0 and True differ, and so do
-    0.0 and -0.0 (by their repr)."""
-    return value.__class__, (repr(value) if value.__class__ is float else value)
-
-
-_SHARED_RESULTS: Dict[Tuple[Any, ...], EvaluatedVariant] = {}
+_SHARED_RESULTS: Dict[str, EvaluatedVariant] = {}
 _SHARED_RESULTS_MAX = 16384
 
 
