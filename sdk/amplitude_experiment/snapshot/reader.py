@@ -262,11 +262,11 @@ class SnapshotFollower(Generic[T]):
         self._monotonic = monotonic
         self._wall_clock_ns = wall_clock_ns
         # The hot path reads only these two attributes: the index words (zeros before the index is
-        # mapped) and (index version acknowledged, what build made of the version served).
+        # mapped) and (index version acknowledged, what build made of the version served, that
+        # version's table), swapped as one tuple so a thread never pairs one version's table with
+        # another's build.
         self._words: Any = reader.words
-        self._state: Tuple[int, Optional[T]] = (0, None)
-        #: The version served (its flag table), None before one is.
-        self.table: Optional[FlagTable] = None
+        self._state: Tuple[int, Optional[T], Optional[FlagTable]] = (0, None, None)
         #: The last problem met, None once a version is served cleanly.
         self.last_problem: Optional[str] = None
         self.stale = False
@@ -284,6 +284,11 @@ class SnapshotFollower(Generic[T]):
         if self._countdown < 0:
             self._periodic()
         return state[1]
+
+    @property
+    def table(self) -> Optional[FlagTable]:
+        """The version served (its flag table), None before one is."""
+        return self._state[2]
 
     # -- attaching and refreshing (off the hot path)
 
@@ -337,9 +342,7 @@ class SnapshotFollower(Generic[T]):
             self._on_heartbeat(stale, age_ns)
 
     def _refresh(self) -> Optional[T]:
-        words = self._words
-        seen = words[W_VERSION]
-        served = self._state[1]
+        seen = self._words[W_VERSION]
         if seen == RETIRED:
             # flagd's files were removed on purpose: find a new index by name, keep serving meanwhile.
             self._reattach()
@@ -349,28 +352,31 @@ class SnapshotFollower(Generic[T]):
         try:
             table = self.reader.load()
         except SnapshotError as error:
+            state = self._state
             self._problem(seen, "snapshot v%d refused, keeping %s: %s" % (seen, self._describe(), error))
-            self._state = (seen, served)  # fail static: do not retry until the index moves again
-            return served
-        if table is not None and (self.table is None or table.version != self.table.version):
+            self._state = (seen, state[1], state[2])  # fail static: do not retry until the index moves again
+            return state[1]
+        # Read after the load: another thread may have installed this very version meanwhile, and
+        # what it built must not be paired with the version this thread saw before.
+        state = self._state
+        served, served_table = state[1], state[2]
+        if table is not None and (served_table is None or table.version != served_table.version):
             try:
                 built = self._build(table)
             except Exception as error:
                 self._problem(seen, "snapshot v%d could not be used, keeping %s: %s"
                               % (table.version, self._describe(), error))
-                self._state = (seen, served)
+                self._state = (seen, served, served_table)
                 return served
-            served = built
-            self.table = table
+            served, served_table = built, table
             self.last_problem = None
         # A version older than ``seen`` (the newest kept vanishing while we opened it) is still
         # acknowledged as ``seen``; the once-a-second check in _periodic catches up on it.
-        self._state = (seen, served)
+        self._state = (seen, served, served_table)
         return served
 
     def _reattach(self) -> None:
         # A new index may reuse version numbers: forget which version we serve, keep serving it.
-        self.table = None
         try:
             self.reader.attach()
         except SnapshotError as error:
@@ -378,7 +384,7 @@ class SnapshotFollower(Generic[T]):
         self._words = self.reader.words
         # Acknowledge whatever the (new or absent) index says so the hot path stays quiet; a new
         # version is loaded by _periodic's comparison with the version served.
-        self._state = (self._words[W_VERSION], self._state[1])
+        self._state = (self._words[W_VERSION], self._state[1], None)
         self._countdown = 0
         self._next_check = 0.0
 
