@@ -226,7 +226,7 @@ class AmplitudeProvider(AbstractProvider):
             else:
                 event, details = self.emit_provider_configuration_changed, ProviderEventDetails(
                     flags_changed=_changed_keys(old_index, self._index), message="new flag configs served")
-        event(details)
+        self._emit(event, details)
 
     def _check_health(self) -> None:
         """STALE when the flags stopped being refreshed, READY again when they are."""
@@ -248,7 +248,14 @@ class AmplitudeProvider(AbstractProvider):
                 event, details = self.emit_provider_ready, ProviderEventDetails(message="flag configs fresh again")
             else:
                 return
-        event(details)
+        self._emit(event, details)
+
+    def _emit(self, event: Callable[[ProviderEventDetails], None], details: ProviderEventDetails) -> None:
+        """Hand an event to OpenFeature; a failure there is logged, never lost in a resolution's result."""
+        try:
+            event(details)
+        except Exception:
+            self._logger.exception("[Experiment] OpenFeature provider could not emit %s", event.__name__)
 
     def _stale_reason(self, status: Mapping[str, Any]) -> Optional[str]:
         """Why the flags are stale, from ``flag_source_status``; None when they are fresh."""
