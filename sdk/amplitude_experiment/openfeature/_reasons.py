@@ -34,7 +34,8 @@ class FlagIndex:
         for config in raw or ():
             if isinstance(config, Mapping) and isinstance(config.get("key"), str):
                 self.configs[config["key"]] = config
-        self._outcomes: Dict[Tuple[str, Any, Any], Tuple[str, Mapping[str, Any]]] = {}
+        #: (flag key, variant key, segment name) -> (reason, flag metadata), filled by ``outcome``.
+        self.outcomes: Dict[Tuple[str, Any, Any], Tuple[str, Mapping[str, Any]]] = {}
 
     def __contains__(self, flag_key: str) -> bool:
         return flag_key in self.configs
@@ -43,12 +44,12 @@ class FlagIndex:
         """(reason, flag metadata) for ``variant`` of ``flag_key``; the metadata keeps scalar entries only."""
         metadata = variant.metadata or _EMPTY
         cache_key = (flag_key, variant.key, metadata.get("segmentName"))
-        known = self._outcomes.get(cache_key)
+        known = self.outcomes.get(cache_key)
         if known is not None:
             return known
         reason = reason_for(self.configs.get(flag_key), variant.key, metadata)
         outcome = (reason, MappingProxyType({k: v for k, v in metadata.items() if isinstance(v, _SCALARS)}))
-        self._outcomes[cache_key] = outcome
+        self.outcomes[cache_key] = outcome
         return outcome
 
 

@@ -28,6 +28,8 @@ from ._reasons import FlagIndex
 from ._typed import ABSENT, ResolutionError, to_boolean, to_float, to_integer, to_object, to_string
 
 PROVIDER_NAME = "amplitude-experiment"
+#: Resolutions between two clock reads for the status check (at most this many late).
+RESOLUTIONS_PER_CLOCK_READ = 16
 #: Distinct unexpected errors logged with a traceback; later ones are counted in the debug log only.
 MAX_LOGGED_ERRORS = 100
 
@@ -84,6 +86,9 @@ class AmplitudeProvider(AbstractProvider):
         self._options = EvaluateOptions(tracks_exposure=True) if track_exposures else None
         self._track_exposures = track_exposures
         self._check_seconds = max(float(status_check_seconds), 0.0)
+        # Resolutions between two looks at the clock; every one when checks are asked for each time.
+        self._check_every = RESOLUTIONS_PER_CLOCK_READ if self._check_seconds > 0 else 0
+        self._countdown = 0
         self._stale_intervals = stale_intervals
         self._stale_after_failures = stale_after_failures
         self._monotonic: Callable[[], float] = time.monotonic
@@ -119,6 +124,7 @@ class AmplitudeProvider(AbstractProvider):
             self._initialized = True
             self._state = _READY if flags is not None else _NOT_READY
             self._next_check = 0.0
+            self._countdown = 0
         if flags is None:
             raise ProviderNotReadyError("the Amplitude client started without flag configs (%s); the provider "
                                         "turns READY once they load" % self._problem())
@@ -161,8 +167,9 @@ class AmplitudeProvider(AbstractProvider):
             flags = self._source.current()
             if flags is not self._seen_flags:
                 self._flags_changed()
-            if self._monotonic() >= self._next_check:
-                self._check_health()
+            self._countdown -= 1  # unlocked on purpose: a lost decrement only delays a status check
+            if self._countdown < 0:
+                self._maybe_check_health()
             if flags is None:
                 return FlagResolutionDetails(default_value, ErrorCode.PROVIDER_NOT_READY,
                                              "no flag configs loaded yet (%s)" % self._problem(), Reason.ERROR)
@@ -179,8 +186,17 @@ class AmplitudeProvider(AbstractProvider):
                     return self._resolve_remote(flag_key, default_value, user, converter)
                 return FlagResolutionDetails(default_value, ErrorCode.FLAG_NOT_FOUND,
                                              "no flag %r in the flag configs" % flag_key, Reason.ERROR)
-            reason, metadata = index.outcome(flag_key, variant)
-            return _typed_details(variant, reason, metadata, default_value, converter)
+            metadata = variant.metadata
+            outcome = index.outcomes.get((flag_key, variant.key, metadata.get("segmentName") if metadata else None))
+            if outcome is None:
+                outcome = index.outcome(flag_key, variant)
+            reason, flag_metadata = outcome
+            if reason is Reason.DISABLED:
+                return FlagResolutionDetails(default_value, None, None, reason, variant.key, flag_metadata)
+            value = converter(variant)
+            if value is ABSENT:
+                value = _absent_value(variant, reason, default_value)
+            return FlagResolutionDetails(value, None, None, reason, variant.key, flag_metadata)
         except ResolutionError as error:
             return FlagResolutionDetails(default_value, error.error_code, error.message, Reason.ERROR,
                                          variant.key if variant is not None else None)
@@ -203,9 +219,14 @@ class AmplitudeProvider(AbstractProvider):
             return FlagResolutionDetails(default_value, ErrorCode.FLAG_NOT_FOUND,
                                          "no flag %r locally or from remote evaluation" % flag_key, Reason.ERROR)
         reason, metadata = FlagIndex(None).outcome(flag_key, variant)
-        if reason == Reason.TARGETING_MATCH:
+        if reason is Reason.TARGETING_MATCH:
             reason = Reason.UNKNOWN
-        return _typed_details(variant, reason, metadata, default_value, converter)
+        if reason is Reason.DISABLED:
+            return FlagResolutionDetails(default_value, None, None, reason, variant.key, metadata)
+        value = converter(variant)
+        if value is ABSENT:
+            value = _absent_value(variant, reason, default_value)
+        return FlagResolutionDetails(value, None, None, reason, variant.key, metadata)
 
     # --- status and events (off the hot path) -------------------------------------------------
 
@@ -220,6 +241,7 @@ class AmplitudeProvider(AbstractProvider):
             if not self._initialized or flags is None:
                 return
             self._next_check = 0.0  # a new version may mean the source recovered: look now
+            self._countdown = 0
             if previous is None:
                 self._state = _READY
                 event, details = self.emit_provider_ready, ProviderEventDetails(message="flag configs loaded")
@@ -227,6 +249,12 @@ class AmplitudeProvider(AbstractProvider):
                 event, details = self.emit_provider_configuration_changed, ProviderEventDetails(
                     flags_changed=_changed_keys(old_index, self._index), message="new flag configs served")
         self._emit(event, details)
+
+    def _maybe_check_health(self) -> None:
+        """Every ``_check_every`` resolutions: check the health if ``status_check_seconds`` passed."""
+        self._countdown = self._check_every
+        if self._monotonic() >= self._next_check:
+            self._check_health()
 
     def _check_health(self) -> None:
         """STALE when the flags stopped being refreshed, READY again when they are."""
@@ -305,17 +333,12 @@ class AmplitudeProvider(AbstractProvider):
                            flag_key, exc_info=error)
 
 
-def _typed_details(variant: Variant, reason: str, metadata: Mapping[str, Any], default_value: Any,
-                   converter: Callable[[Variant], Any]) -> FlagResolutionDetails[Any]:
-    if reason == Reason.DISABLED:
-        return FlagResolutionDetails(default_value, None, None, reason, variant.key, metadata)
-    value = converter(variant)
-    if value is ABSENT:
-        if reason != Reason.DEFAULT:
-            raise ResolutionError(ErrorCode.TYPE_MISMATCH, "variant %r of a non-default segment carries no value "
-                                  "or payload for this type" % variant.key)
-        value = default_value
-    return FlagResolutionDetails(value, None, None, reason, variant.key, metadata)
+def _absent_value(variant: Variant, reason: str, default_value: Any) -> Any:
+    """The caller's default stands in for the default variant's missing value; any other variant lacks one."""
+    if reason is not Reason.DEFAULT:
+        raise ResolutionError(ErrorCode.TYPE_MISMATCH, "variant %r carries no value or payload for this type"
+                              % variant.key)
+    return default_value
 
 
 def _changed_keys(old: FlagIndex, new: FlagIndex) -> List[str]:
