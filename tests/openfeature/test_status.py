@@ -319,3 +319,20 @@ def test_provider_set_up_before_fork_resolves_in_children_poll_mode(stand_in):
         assert recv.poll(15)
         assert recv.recv() == ("after", "b", "ProviderStatus.READY")  # each child polls for itself
         assert reap(pid) == 0
+
+
+def test_flagd_mode_without_a_snapshot_is_an_error_until_one_is_published(shm_prefix, events):
+    client = LocalEvaluationClient(KEY, LocalEvaluationConfig(
+        flag_source="flagd", shm_prefix=shm_prefix, flag_config_poller_request_timeout_millis=100, logger=LOGGER))
+    with pytest.raises(RuntimeError, match="no flagd snapshot"):
+        api.set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
+    of = api.get_client()
+    assert of.get_provider_status() == ProviderStatus.ERROR
+    assert of.get_string_details("marker", "none").error_code == "PROVIDER_NOT_READY"
+    with SnapshotWriter(shm_prefix, KEY, poll_interval_ms=1000) as writer:
+        writer.publish(document(marker("a")))
+        # The client looks for the snapshot about once a second, on the evaluation path.
+        wait_until(lambda: of.get_string_value("marker", "none") == "a", 10, "the late snapshot")
+        assert of.get_provider_status() == ProviderStatus.READY
+        events.wait_for(READY)
+        assert events.kinds() == [ERROR, READY]

@@ -115,16 +115,19 @@ class AmplitudeProvider(AbstractProvider):
         :raises ProviderNotReadyError: when the client started without flags (its first poll
             failed); the provider turns READY by itself once flags arrive.
         :raises Exception: what ``LocalEvaluationClient.start`` raises (``flag_source="flagd"`` and
-            no snapshot published).
+            no snapshot published); here too the provider turns READY once a snapshot appears.
         """
-        self._client.start()
         with self._locked():
-            flags = self._source.current()
-            self._install(flags)
-            self._initialized = True
-            self._state = _READY if flags is not None else _NOT_READY
-            self._next_check = 0.0
-            self._countdown = 0
+            self._initialized = True  # from here on, flags that arrive late make the provider READY
+        try:
+            self._client.start()
+        finally:
+            with self._locked():
+                flags = self._source.current()
+                self._install(flags)
+                self._state = _READY if flags is not None else _NOT_READY
+                self._next_check = 0.0
+                self._countdown = 0
         if flags is None:
             raise ProviderNotReadyError("the Amplitude client started without flag configs (%s); the provider "
                                         "turns READY once they load" % self._problem())
