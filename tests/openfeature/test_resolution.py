@@ -301,3 +301,46 @@ def test_user_hooks_run_around_each_resolution(of):
     of.get_boolean_value("no-such-flag", False, ALICE)
     assert calls == [("before", "bool-on"), ("after", True, Reason.TARGETING_MATCH), ("finally", "on"),
                      ("before", "no-such-flag"), ("error", "FlagNotFoundError"), ("finally", None)]
+
+
+# --- remote evaluation for flags the local client does not have -------------------------------
+
+
+def test_flags_that_are_not_local_are_fetched_from_remote_evaluation(stand_in):
+    from amplitude_experiment import RemoteEvaluationClient, RemoteEvaluationConfig
+
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, typed_flags()))
+    stand_in.answer("POST", "/sdk/v2/vardata", Answer(200, {
+        "remote-flag": {"key": "on", "value": "on", "metadata": {"segmentName": "Beta", "flagVersion": 3}},
+        "remote-default": {"key": "off", "metadata": {"default": True}},
+    }))
+    remote = RemoteEvaluationClient(KEY, RemoteEvaluationConfig(server_url=stand_in.url, fetch_retries=0))
+    api.set_provider_and_wait(AmplitudeProvider(local_client(stand_in), remote))
+    of = api.get_client()
+
+    assert of.get_boolean_value("bool-on", False, ALICE) is True
+    assert stand_in.seen("/sdk/v2/vardata") == []  # a local flag never goes remote
+
+    details = of.get_boolean_details("remote-flag", False, EvaluationContext("bob", {"plan": "pro"}))
+    assert (details.value, details.variant, details.reason, details.error_code) == (True, "on", Reason.UNKNOWN, None)
+    assert details.flag_metadata["flagVersion"] == 3
+    [seen] = stand_in.seen("/sdk/v2/vardata")
+    assert seen.json()["user_id"] == "bob" and seen.json()["user_properties"] == {"plan": "pro"}
+    assert seen.headers["X-Amp-Exp-Exposure-Track"] == "track" and "X-Amp-Exp-Flag-Keys" in seen.headers
+
+    default = of.get_string_details("remote-default", "x", ALICE)
+    assert (default.value, default.reason) == ("off", Reason.DEFAULT)
+    missing = of.get_string_details("nowhere", "x", ALICE)
+    assert (missing.value, missing.error_code) == ("x", ErrorCode.FLAG_NOT_FOUND)
+
+    stand_in.answer("POST", "/sdk/v2/vardata", Answer(400, b"bad request"))
+    refused = of.get_string_details("remote-flag", "x", ALICE)
+    assert (refused.value, refused.reason, refused.error_code) == ("x", Reason.ERROR, ErrorCode.GENERAL)
+    stand_in.answer("POST", "/sdk/v2/vardata", Answer(503, b"down"))
+    failed = of.get_string_details("remote-flag", "x", ALICE)
+    # With fetch_retries=0 the remote client answers a failed fetch with no variants (as Amplitude's does).
+    assert (failed.value, failed.error_code) == ("x", ErrorCode.FLAG_NOT_FOUND)
+    api.shutdown()
+    requests = len(stand_in.seen("/sdk/v2/vardata"))
+    assert remote.fetch_v2(User(user_id="u")) == {}  # shutdown closed the remote client too: no request
+    assert len(stand_in.seen("/sdk/v2/vardata")) == requests
