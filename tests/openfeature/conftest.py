@@ -92,6 +92,23 @@ def typed_flags() -> List[Dict[str, Any]]:
     ]
 
 
+def set_provider_and_wait(provider: Any, domain: Optional[str] = None) -> None:
+    """Register ``provider`` and return once it is initialized, whichever openfeature-sdk is installed.
+
+    0.10 initializes in ``set_provider_and_wait`` (and raises what ``initialize`` raised); 0.8, the
+    last for Python 3.9, initializes inside ``set_provider`` and reports a failure as an ERROR event.
+    Tests read the outcome from the status and the events, which both versions give.
+    """
+    wait = getattr(api, "set_provider_and_wait", None)
+    try:
+        if wait is not None:
+            wait(provider, domain)
+        else:
+            api.set_provider(provider, domain)
+    except Exception:
+        pass
+
+
 class Events:
     """Records provider events delivered to API-level handlers (they run on OpenFeature's thread pool)."""
 

@@ -41,6 +41,8 @@ def test_the_flask_example_serves_flags_from_the_shared_snapshot(shm_prefix, mon
         return built[-1]
 
     monkeypatch.setattr(amplitude_experiment.Experiment, "initialize_local", staticmethod(initialize_local))
+    if not hasattr(api, "set_provider_and_wait"):  # openfeature-sdk 0.8 initializes in set_provider
+        monkeypatch.setattr(api, "set_provider_and_wait", api.set_provider, raising=False)
     with SnapshotWriter(shm_prefix, KEY, poll_interval_ms=30000) as writer:
         writer.publish({"flags": flags, "source": "test", "poll_interval_ms": 30000})
         module = types.ModuleType("app")

@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import FLAGS_PATH, KEY, typed_flags
+from conftest import FLAGS_PATH, KEY, set_provider_and_wait, typed_flags
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEvent
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 from openfeature.hook import Hook
@@ -19,6 +20,7 @@ from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, U
 from amplitude_experiment.exposure import ExposureConfig
 from amplitude_experiment.openfeature import AmplitudeProvider
 from amplitude_experiment.openfeature._context import context_to_user
+from waiting import wait_until
 
 LOGGER = logging.getLogger("test.openfeature")
 
@@ -36,7 +38,7 @@ def provider_for(stand_in):
 
     def make(client: Any = None, **options: Any) -> Any:
         provider = AmplitudeProvider(client or local_client(stand_in), **options)
-        api.set_provider_and_wait(provider)
+        set_provider_and_wait(provider)
         return api.get_client()
 
     return make
@@ -152,21 +154,17 @@ def test_a_flag_that_fails_on_the_users_input_is_a_general_error(of):
 
 
 def test_provider_not_ready_until_the_first_flags_load(stand_in, events):
-    from openfeature.event import ProviderEvent
-
     stand_in.answer("GET", FLAGS_PATH, Answer(503, b"down"))
     client = local_client(stand_in, flag_config_polling_interval_millis=50)
     provider = AmplitudeProvider(client, status_check_seconds=0)
-    with pytest.raises(Exception) as raised:
-        api.set_provider_and_wait(provider)
-    assert "503" in str(getattr(raised.value, "error_message", raised.value))
+    set_provider_and_wait(provider)
     of = api.get_client()
     assert of.get_provider_status() == ProviderStatus.ERROR
+    error = events.wait_for(ProviderEvent.PROVIDER_ERROR)
+    assert error.error_code == ErrorCode.PROVIDER_NOT_READY and "answered 503" in error.message
     details = of.get_boolean_details("bool-on", False)
     assert (details.value, details.reason, details.error_code) == (False, Reason.ERROR, ErrorCode.PROVIDER_NOT_READY)
     stand_in.answer("GET", FLAGS_PATH, Answer(200, typed_flags()))
-    from waiting import wait_until
-
     wait_until(lambda: of.get_boolean_value("bool-on", False), 10, "flags to load after the outage")
     assert of.get_provider_status() == ProviderStatus.READY
     events.wait_for(ProviderEvent.PROVIDER_READY)
@@ -315,7 +313,7 @@ def test_flags_that_are_not_local_are_fetched_from_remote_evaluation(stand_in):
         "remote-default": {"key": "off", "metadata": {"default": True}},
     }))
     remote = RemoteEvaluationClient(KEY, RemoteEvaluationConfig(server_url=stand_in.url, fetch_retries=0))
-    api.set_provider_and_wait(AmplitudeProvider(local_client(stand_in), remote))
+    set_provider_and_wait(AmplitudeProvider(local_client(stand_in), remote))
     of = api.get_client()
 
     assert of.get_boolean_value("bool-on", False, ALICE) is True

@@ -13,7 +13,7 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from conftest import FLAGS_PATH, KEY, all_users, typed_flags
+from conftest import FLAGS_PATH, KEY, all_users, set_provider_and_wait, typed_flags
 from openfeature import api
 from openfeature.event import ProviderEvent
 from openfeature.provider import ProviderStatus
@@ -70,7 +70,7 @@ def test_poll_mode_ready_stale_ready_and_configuration_changed(stand_in, events)
         flag_source="poll", server_url=stand_in.url, flag_config_polling_interval_millis=50,
         flag_config_poller_request_timeout_millis=2000, logger=LOGGER))
     # Only the failure count decides here: the age rule is the next test's.
-    api.set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0, stale_intervals=1000))
+    set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0, stale_intervals=1000))
     of = api.get_client()
     assert of.get_provider_status() == ProviderStatus.READY
     events.wait_for(READY)
@@ -101,7 +101,7 @@ def test_poll_mode_goes_stale_when_no_poll_succeeds_for_three_intervals(stand_in
     client = LocalEvaluationClient(KEY, LocalEvaluationConfig(
         flag_source="poll", server_url=stand_in.url, flag_config_polling_interval_millis=50,
         flag_config_poller_request_timeout_millis=2000, logger=LOGGER))
-    api.set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
+    set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
     of = api.get_client()
     client.stop()  # the poller stops; the client keeps serving its flags
     wait_until(lambda: status_after_resolving(of) == ProviderStatus.STALE, 10, "STALE")
@@ -117,7 +117,7 @@ def test_shared_mode_stale_heartbeat_recovery_and_new_versions(shm_prefix, event
     with SnapshotWriter(shm_prefix, KEY, poll_interval_ms=1000, clock_ns=clock) as writer:
         writer.publish(document(marker("a")))
         provider = AmplitudeProvider(shared_client(shm_prefix), status_check_seconds=0)
-        api.set_provider_and_wait(provider)
+        set_provider_and_wait(provider)
         of = api.get_client()
         assert status_after_resolving(of) == ProviderStatus.READY
         threads = set(threading.enumerate())
@@ -149,7 +149,7 @@ def test_status_is_read_at_most_once_per_check_interval(shm_prefix):
         writer.publish(document(marker("a")))
         client = shared_client(shm_prefix)
         provider = AmplitudeProvider(client, status_check_seconds=60)
-        api.set_provider_and_wait(provider)
+        set_provider_and_wait(provider)
         reads: List[int] = []
         real = type(client).flag_source_status
 
@@ -201,7 +201,7 @@ def test_flagd_killed_goes_stale_and_comes_back_ready(shm_prefix, tmp_path, even
     daemons = [FlagdProcess(shm_prefix, key, str(flags_file), str(tmp_path / "flagd.log")).start()]
     try:
         client = shared_client(shm_prefix, key)
-        api.set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
+        set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
         of = api.get_client()
         assert status_after_resolving(of) == ProviderStatus.READY
 
@@ -282,7 +282,7 @@ def child_resolves(go: Any) -> Any:
 def test_provider_set_up_before_fork_resolves_in_children_shared_mode(shm_prefix):
     with SnapshotWriter(shm_prefix, KEY, poll_interval_ms=1000) as writer:
         writer.publish(document(marker("a")))
-        api.set_provider_and_wait(AmplitudeProvider(shared_client(shm_prefix)))  # the preloading master
+        set_provider_and_wait(AmplitudeProvider(shared_client(shm_prefix)))  # the preloading master
         assert api.get_client().get_string_value("marker", "none") == "a"
         pipes = [multiprocessing.Pipe(duplex=False) for _ in range(2)]
         children = [run_in_child(child_resolves(go_recv)) for go_recv, _ in pipes]
@@ -306,7 +306,7 @@ def test_provider_set_up_before_fork_resolves_in_children_poll_mode(stand_in):
         flag_config_poller_request_timeout_millis=2000, logger=LOGGER))
     # Not a staleness test: a child's poller first polls one interval after its first resolution,
     # which on a loaded machine could exceed three short intervals.
-    api.set_provider_and_wait(AmplitudeProvider(client, stale_intervals=50))
+    set_provider_and_wait(AmplitudeProvider(client, stale_intervals=50))
     pipes = [multiprocessing.Pipe(duplex=False) for _ in range(2)]
     children = [run_in_child(child_resolves(go_recv)) for go_recv, _ in pipes]
     for recv, _ in children:
@@ -324,10 +324,10 @@ def test_provider_set_up_before_fork_resolves_in_children_poll_mode(stand_in):
 def test_flagd_mode_without_a_snapshot_is_an_error_until_one_is_published(shm_prefix, events):
     client = LocalEvaluationClient(KEY, LocalEvaluationConfig(
         flag_source="flagd", shm_prefix=shm_prefix, flag_config_poller_request_timeout_millis=100, logger=LOGGER))
-    with pytest.raises(RuntimeError, match="no flagd snapshot"):
-        api.set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
+    set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
     of = api.get_client()
     assert of.get_provider_status() == ProviderStatus.ERROR
+    assert "no flagd snapshot" in events.wait_for(ERROR).message
     assert of.get_string_details("marker", "none").error_code == "PROVIDER_NOT_READY"
     with SnapshotWriter(shm_prefix, KEY, poll_interval_ms=1000) as writer:
         writer.publish(document(marker("a")))
