@@ -37,6 +37,9 @@ _NOT_READY = "not_ready"
 _READY = "ready"
 _STALE = "stale"
 
+_NOT_LOADED = ("no flag configs loaded yet: the client's log and its flag_source_status say why "
+               "(a failed poll, or no flagd snapshot for this deployment key)")
+
 ObjectValue = Union[Sequence[Any], Mapping[str, Any]]
 
 
@@ -174,8 +177,7 @@ class AmplitudeProvider(AbstractProvider):
             if self._countdown < 0:
                 self._maybe_check_health()
             if flags is None:
-                return FlagResolutionDetails(default_value, ErrorCode.PROVIDER_NOT_READY,
-                                             "no flag configs loaded yet (%s)" % self._problem(), Reason.ERROR)
+                return FlagResolutionDetails(default_value, ErrorCode.PROVIDER_NOT_READY, _NOT_LOADED, Reason.ERROR)
             user = context_to_user(context, self._targeting_field)
             variant = self._client.evaluate_v2(user, [flag_key], self._options).get(flag_key)
             index = self._index
