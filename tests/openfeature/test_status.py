@@ -364,7 +364,7 @@ def test_threads_resolving_during_new_versions_see_one_event_per_version(shm_pre
         try:
             for version in range(1, 6):
                 writer.publish(document(marker("v%d" % version)))
-                wait_until(lambda: of.get_string_value("marker", "none") == "v%d" % version, 10, "v%d" % version)
+                wait_until(lambda: of.get_string_value("marker", "none") == "v%d" % version, 3, "v%d" % version)
                 events.wait_for(CHANGED, version)
         finally:
             stop.set()
