@@ -67,8 +67,16 @@ def _map_attributes(attributes: Mapping, fields: Dict[str, Any]) -> None:
         fields["user_properties"] = properties
 
 
-def _groups(groups: Mapping) -> Dict[str, Any]:
-    """``{group type: [group name]}``: a single name (a string) is wrapped in a list, a tuple listed."""
+def _groups(groups: Mapping) -> Any:
+    """``{group type: [group name]}``: a single name (a string) is wrapped in a list, a tuple listed.
+
+    Groups already given as lists are passed on as they are.
+    """
+    for names in groups.values():
+        if names.__class__ is not list:
+            break
+    else:
+        return groups
     result: Dict[str, Any] = {}
     for group_type, names in groups.items():
         if isinstance(names, str):
