@@ -373,3 +373,21 @@ def test_threads_resolving_during_new_versions_see_one_event_per_version(shm_pre
         assert failures == []
         assert events.kinds().count(CHANGED) == 5
         assert of.get_provider_status() == ProviderStatus.READY
+
+
+def test_auto_mode_switching_from_polling_to_the_snapshot_is_a_configuration_change(shm_prefix, stand_in, events):
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [marker("polled")]))
+    client = LocalEvaluationClient(KEY, LocalEvaluationConfig(
+        flag_source="auto", shm_prefix=shm_prefix, server_url=stand_in.url,
+        flag_config_poller_request_timeout_millis=2000, logger=LOGGER))
+    set_provider_and_wait(AmplitudeProvider(client, status_check_seconds=0))
+    of = api.get_client()
+    assert of.get_string_value("marker", "none") == "polled"
+    with SnapshotWriter(shm_prefix, KEY, poll_interval_ms=1000) as writer:
+        writer.publish(document(marker("shared")))
+        # The auto source looks for a snapshot about once a second, on the evaluation path.
+        wait_until(lambda: of.get_string_value("marker", "none") == "shared", 10, "the switch to the snapshot")
+        assert events.wait_for(CHANGED).flags_changed == ["marker"]
+        assert client.flag_source_status["source"] == "flagd"
+        assert status_after_resolving(of) == ProviderStatus.READY
+        assert events.kinds() == [READY, CHANGED]
