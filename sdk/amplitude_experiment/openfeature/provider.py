@@ -33,6 +33,8 @@ RESOLUTIONS_PER_CLOCK_READ = 16
 #: Distinct unexpected errors logged with a traceback; later ones are counted in the debug log only.
 MAX_LOGGED_ERRORS = 100
 
+_DISABLED = Reason.DISABLED  # a module global: reading an Enum member off its class costs more
+
 _NOT_READY = "not_ready"
 _READY = "ready"
 _STALE = "stale"
@@ -196,7 +198,7 @@ class AmplitudeProvider(AbstractProvider):
             if outcome is None:
                 outcome = index.outcome(flag_key, variant)
             reason, flag_metadata = outcome
-            if reason is Reason.DISABLED:
+            if reason is _DISABLED:
                 return FlagResolutionDetails(default_value, None, None, reason, variant.key, flag_metadata)
             value = converter(variant)
             if value is ABSENT:
