@@ -1,4 +1,4 @@
-"""``amplitude-flagd run | status | dump``: options and environment in, a ``Config`` out, an exit code back.
+"""``amplitude-flagd run | status | dump | check``: options and environment in, a ``Config`` out, an exit code back.
 
 The only module that prints results or calls ``sys.exit``. Options come from ``Config``'s fields;
 each can also be set as ``FLAGD_<NAME>`` (the command line wins). The deployment key is never an
@@ -30,6 +30,8 @@ COMMANDS = {
     "status": "report version, age, flag count and publisher liveness; non-zero exit when stale or absent",
     "dump": "print the current snapshot as JSON",
 }
+CHECK_SUMMARY = ("check a flags file without publishing it: one line per problem naming flag and field; "
+                 "exit 0 when it is fine, 7 when it has problems (needs no deployment key)")
 
 
 class _KeyOnCommandLine(argparse.Action):
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--deployment-key", nargs="?", action=_KeyOnCommandLine, help=argparse.SUPPRESS)
         for name, spec in Config.option_fields(command).items():
             kwargs: Dict[str, Any] = {"dest": name, "default": None, "type": _converter(spec.type)}
+            if spec.type is bool:
+                kwargs = {"dest": name, "default": None, "action": "store_true"}
             if "choices" in spec.metadata:
                 kwargs["choices"] = spec.metadata["choices"]
             if "metavar" in spec.metadata:
@@ -65,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         if command == "dump":
             sub.add_argument("--flags-only", action="store_true",
                              help="print only the flag list (usable as a --flags-file)")
+    check = commands.add_parser("check", help=CHECK_SUMMARY, description=CHECK_SUMMARY, allow_abbrev=False)
+    check.add_argument("file", metavar="FILE", help="the flags file (a JSON array of flags, the API's shape)")
+    check.add_argument("--allow-empty-flags", action="store_true", default=None,
+                       help="an empty list is fine [env %sALLOW_EMPTY_FLAGS]" % ENV_PREFIX)
     return parser
 
 
@@ -120,6 +128,8 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args.file, bool(args.allow_empty_flags or _truthy(environ.get(ENV_PREFIX + "ALLOW_EMPTY_FLAGS", ""))))
     try:
         config = build_config(args, environ)
     except ConfigError as error:
@@ -164,6 +174,26 @@ def _status(config: Config, as_json: bool) -> int:
     return code
 
 
+def _check(path: str, allow_empty: bool) -> int:
+    from .check import check_body
+    from .sources import FileSource, SourceError
+
+    try:
+        body = FileSource(path).fetch()
+    except SourceError as error:
+        print("amplitude-flagd check: %s" % error, file=sys.stderr)
+        return ExitCode.USAGE
+    problems = check_body(body, allow_empty)
+    for problem in problems:
+        print("%s: %s" % (path, problem))
+    if problems:
+        print("%s: %d problem%s; flagd would not publish this file" % (path, len(problems), "" if len(problems) == 1 else "s"),
+              file=sys.stderr)
+        return ExitCode.INVALID
+    print("%s: ok" % path, file=sys.stderr)
+    return ExitCode.OK
+
+
 def _dump(config: Config, flags_only: bool) -> int:
     from .status import dump
 
@@ -205,5 +235,12 @@ def _env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def _truthy(text: str) -> bool:
+    """``FLAGD_ALLOW_EMPTY_FLAGS=1``: 1, true, yes and on (any case) are true; anything else is false."""
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
 def _converter(annotation: Any) -> Any:
+    if annotation is bool:
+        return _truthy
     return int if annotation in (int, Optional[int]) else str

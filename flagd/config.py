@@ -36,6 +36,7 @@ class ExitCode(enum.IntEnum):
     ALREADY_RUNNING = 4  # another flagd holds the lock for this deployment key and prefix
     STALE = 5  # status: a snapshot is published, but its heartbeat is old or its publisher is gone
     ABSENT = 6  # status/dump: nothing is published for this deployment key
+    INVALID = 7  # check: the flags file has problems (each printed on its own line)
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,9 @@ class Config:
     flags_file: Optional[str] = _option(
         None, "read flags from this JSON file (the API's shape) instead of the API; no network needed",
         metavar="PATH")
+    allow_empty_flags: bool = _option(
+        False, "publish a flags file that holds no flags (every flag off for every user); without it an empty "
+        "list is refused as a mistake")
     poll_interval_ms: int = _option(30000, "how often to poll the API or check the flags file")
     request_timeout_ms: int = _option(10000, "socket timeout of one flag-config request")
     backoff_min_ms: int = _option(1000, "first retry delay after a failed fetch; doubles per failure, jittered")

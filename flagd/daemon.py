@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from amplitude_experiment.evaluation import FlagConfigError, FlagSet, compile_flags
 from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, WriterConflictError
 
+from .check import check_flags, summarize
 from .config import Config, ExitCode
 from .log import Quoted
 from .sd_notify import Notifier
@@ -29,6 +30,9 @@ from .state import AlreadyRunning, InstanceLock, LastGood, lock_directory
 __all__ = ["Daemon"]
 
 logger = logging.getLogger(__name__)
+
+#: Problems of one config logged one per line; the rest are counted in one more line.
+MAX_PROBLEM_LINES = 20
 
 
 class _Interrupted(BaseException):
@@ -90,6 +94,8 @@ class Daemon:
         self._accepted_body: Optional[bytes] = None
         self._rejected_body: Optional[bytes] = None
         self._failures = 0
+        #: Problems found in configs from Amplitude's API (published anyway, as Amplitude's SDK would).
+        self.config_problems_total = 0
         self._retry_in = self._interval  # seconds from the end of a poll to the next one
         self._ready = False
         # Signal state, touched by the handlers.
@@ -237,7 +243,27 @@ class Daemon:
             raw = json.loads(body)
         except ValueError as error:
             raise FlagConfigError("not JSON: %s" % error) from None
+        self._check(raw)
         return compile_flags(raw, self._order)
+
+    def _check(self, raw: Any) -> None:
+        """A flags file with problems is refused whole; problems of API configs are logged and counted.
+
+        :raises FlagConfigError: the flags file has problems (each is logged on its own line first).
+        """
+        strict = bool(self._config.flags_file)
+        problems = check_flags(raw, allow_empty=self._config.allow_empty_flags or not strict, parse=False)
+        if not problems:
+            return
+        log = logger.error if strict else logger.warning
+        for problem in problems[:MAX_PROBLEM_LINES]:
+            log("event=config_problem source=%s flag=%s field=%s problem=%s", Quoted(self._source.name),
+                Quoted(problem.flag or ""), Quoted(problem.field), Quoted(problem.message))
+        if len(problems) > MAX_PROBLEM_LINES:
+            log("event=config_problem source=%s more=%d", Quoted(self._source.name), len(problems) - MAX_PROBLEM_LINES)
+        if strict:
+            raise FlagConfigError("the flags file was not published, " + summarize(problems), problems[0].flag)
+        self.config_problems_total += len(problems)
 
     def _succeeded(self, fetched_at_ns: int) -> bool:
         self._retry_in = self._interval
