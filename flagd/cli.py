@@ -168,7 +168,7 @@ def _status(config: Config, as_json: bool) -> int:
     else:
         width = max(len(name) for name in report)
         for name, value in report.items():
-            if name == "problems":
+            if isinstance(value, list):
                 value = "; ".join(value) or "none"
             print("%-*s  %s" % (width, name, "-" if value is None else value))
     return code

@@ -37,6 +37,7 @@ class ExitCode(enum.IntEnum):
     STALE = 5  # status: a snapshot is published, but its heartbeat is old or its publisher is gone
     ABSENT = 6  # status/dump: nothing is published for this deployment key
     INVALID = 7  # check: the flags file has problems (each printed on its own line)
+    DEGRADED = 8  # status: flagd runs and the snapshot is fresh, but its last poll failed or --state-dir fails
 
 
 class ConfigError(ValueError):

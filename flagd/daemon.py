@@ -18,6 +18,14 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from amplitude_experiment.evaluation import FlagConfigError, FlagSet, compile_flags
+from amplitude_experiment.snapshot.health import (
+    FAILING_PUBLISH,
+    FAILING_SOURCE,
+    FAILING_STATE_DIR,
+    record_error,
+    record_failing,
+    record_problems,
+)
 from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, WriterConflictError
 
 from .check import check_flags, summarize
@@ -96,6 +104,10 @@ class Daemon:
         self._failures = 0
         #: Problems found in configs from Amplitude's API (published anyway, as Amplitude's SDK would).
         self.config_problems_total = 0
+        #: What fails now (FAILING_* bits) and the last error as (kind, text, wall-clock ns), also
+        #: stored in the index for ``status`` and the workers (snapshot/health.py).
+        self._failing = 0
+        self.last_error: Optional[tuple] = None
         self._retry_in = self._interval  # seconds from the end of a poll to the next one
         self._ready = False
         # Signal state, touched by the handlers.
@@ -156,6 +168,8 @@ class Daemon:
         except Exception as error:
             logger.error("event=startup_failed step=segments error=%s", Quoted(error))
             return ExitCode.STARTUP_FAILURE
+        self._note_health()  # a previous flagd's failures are not this one's; its last error text stays
+        self._check_state_dir()
         self._adopt_published()
         stored = self._last_good.load() if self._last_good is not None else None
         if stored is not None:
@@ -219,6 +233,7 @@ class Daemon:
         if body == self._rejected_body:
             self._failures += 1
             self._retry_in = self._next_delay()
+            self._note_health()
             logger.debug("event=config_still_rejected source=%s", Quoted(self._source.name))
             return False
         try:
@@ -264,12 +279,15 @@ class Daemon:
         if strict:
             raise FlagConfigError("the flags file was not published, " + summarize(problems), problems[0].flag)
         self.config_problems_total += len(problems)
+        self._note_health()
 
     def _succeeded(self, fetched_at_ns: int) -> bool:
         self._retry_in = self._interval
         if self._failures:
             logger.info("event=recovered source=%s after_failures=%d", Quoted(self._source.name), self._failures)
         self._failures = 0
+        self._failing &= ~(FAILING_SOURCE | FAILING_PUBLISH)
+        self._note_health()
         self._last_fetch_ns = fetched_at_ns
         try:
             self._writer.heartbeat(fetched_at_ns)
@@ -283,7 +301,45 @@ class Daemon:
         logger.error("event=%s source=%s%s failures=%d retry_in_s=%.1f kept_version=%d error=%s",
                      event, Quoted(self._source.name), " flag=%s" % Quoted(flag) if flag else "",
                      self._failures, retry, self._version, Quoted(error))
+        self._note_error(event, error, FAILING_PUBLISH if event == "publish_failed" else FAILING_SOURCE)
         return False
+
+    # --- health, for status and the workers ---------------------------------------------------
+
+    def _note_error(self, kind: str, error: object, failing: int) -> None:
+        """Remember the error and store it in the index, where ``status`` and every worker read it."""
+        text = str(error).replace(self._config.deployment_key, "<redacted>")
+        now = self._wall_clock_ns()
+        self._failing |= failing
+        self.last_error = (kind, text, now)
+        words = getattr(self._writer, "words", None)
+        if words is not None:
+            record_error(words, kind, text, now)
+        self._note_health()
+
+    def _note_health(self) -> None:
+        words = getattr(self._writer, "words", None)
+        if words is not None:
+            record_failing(words, self._failing, self._failures)
+            record_problems(words, self.config_problems_total)
+
+    def _check_state_dir(self) -> None:
+        """An unwritable --state-dir is found at start, not at the first change of content."""
+        if self._last_good is None:
+            return
+        directory = os.path.dirname(self._last_good.path)
+        try:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+            probe = os.path.join(directory, ".probe.%d" % os.getpid())
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        except OSError as error:
+            logger.error("event=state_dir_unwritable path=%s error=%s msg=%s", Quoted(directory), Quoted(error),
+                         Quoted("the last good snapshot cannot be kept: a restart while the source is down "
+                                "will have nothing to publish"))
+            self._note_error("state_save_failed", "cannot write %s: %s" % (directory, error.strerror or error),
+                             FAILING_STATE_DIR)
 
     def _next_delay(self) -> float:
         if self._failures and self._source.backs_off:
@@ -317,9 +373,14 @@ class Daemon:
         try:
             self._last_good.save(flags, source, fetched_at_ns)
         except OSError as error:
-            logger.warning("event=state_save_failed path=%s error=%s", self._last_good.path, Quoted(error))
+            logger.error("event=state_save_failed path=%s error=%s", self._last_good.path, Quoted(error))
+            self._note_error("state_save_failed", "cannot save %s: %s" % (self._last_good.path, error.strerror or error),
+                             FAILING_STATE_DIR)
             return
         self._saved_content = digest
+        if self._failing & FAILING_STATE_DIR:
+            self._failing &= ~FAILING_STATE_DIR
+            self._note_health()
 
     def _adopt_published(self) -> None:
         """Continue from what a previous flagd left in shared memory, so a restart publishes nothing

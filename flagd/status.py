@@ -5,15 +5,52 @@ daemon and under another user (a member of the segments' group).
 """
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
 import psutil
 
+from amplitude_experiment.snapshot.health import read_health
 from amplitude_experiment.snapshot.segment import SnapshotReader
 
 from .config import Config, ExitCode
 
-__all__ = ["dump", "publisher_alive", "status"]
+__all__ = ["StatusReport", "dump", "publisher_alive", "status"]
+
+
+class _StatusBase(TypedDict):
+    key_hash: str
+    shm_prefix: str
+    state: str
+    problems: List[str]
+
+
+class StatusReport(_StatusBase, total=False):
+    """What ``amplitude-flagd status [--json]`` prints. Times are ISO 8601 UTC, ages seconds.
+
+    ``state`` is ``ok``, ``degraded`` (flagd runs and serves, but its last poll failed or its state
+    dir does), ``stale`` (no fresh fetch within ``max_age_s``, or no publisher) or ``absent``;
+    ``problems`` says why in words, empty when ``ok``. An absent report has only the first four keys.
+    """
+
+    version: int
+    flag_count: int
+    source: Optional[str]
+    published_at: Optional[str]
+    age_s: Optional[float]
+    last_fetch: Optional[str]
+    last_fetch_age_s: Optional[float]
+    heartbeat_age_s: Optional[float]
+    max_age_s: float
+    publisher_pid: Optional[int]
+    publisher_alive: bool
+    consecutive_failures: int
+    failing: List[str]
+    last_error: Optional[str]
+    last_error_kind: Optional[str]
+    last_error_at: Optional[str]
+    last_error_age_s: Optional[float]
+    config_problems: int
+
 
 MIN_MAX_AGE_MS = 10000
 
@@ -36,9 +73,10 @@ def publisher_alive(pid: int, start_ns: int) -> bool:
 
 
 def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
-           alive: Callable[[int, int], bool] = publisher_alive) -> Tuple[ExitCode, Dict[str, Any]]:
-    """The health of this key's snapshot: OK, STALE (old heartbeat or publisher gone) or ABSENT."""
-    report: Dict[str, Any] = {"key_hash": config.key_fingerprint, "shm_prefix": config.shm_prefix}
+           alive: Callable[[int, int], bool] = publisher_alive) -> Tuple[ExitCode, StatusReport]:
+    """The health of this key's snapshot: OK, DEGRADED (flagd's last poll failed), STALE (no fresh
+    fetch, or publisher gone) or ABSENT."""
+    report: Any = {"key_hash": config.key_fingerprint, "shm_prefix": config.shm_prefix}
     try:
         reader = SnapshotReader(config.shm_prefix, config.deployment_key)
         state = reader.state()
@@ -55,16 +93,31 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
     max_age_ms = config.max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
     is_alive = alive(state.publisher_pid, state.publisher_start_ns)
+    health = read_health(reader.words)
     problems: List[str] = []
+    last_error = ("%s at %s: %s" % (health.last_error_kind, _iso(health.last_error_at_ns), health.last_error)
+                  if health.last_error_at_ns else None)
     if not state.publisher_pid:
         problems.append("no publisher: flagd stopped (workers still serve this snapshot)")
     elif not is_alive:
         problems.append("publisher pid %d is not running" % state.publisher_pid)
     fetch_age = _age_s(now, last_fetch_ns)
+    stale = bool(problems)
     if fetch_age is None or fetch_age * 1000 > max_age_ms:
-        problems.append("last successful fetch is older than %.0f s" % (max_age_ms / 1000.0))
+        stale = True
+        problems.append("last successful fetch is older than %.0f s%s" % (
+            max_age_ms / 1000.0, "; last error %s" % last_error if last_error else ""))
+    elif is_alive and "source" in health.failing:
+        problems.append("the source is failing: %d poll%s in a row failed, the last with %s; workers serve v%d" % (
+            health.consecutive_failures, "" if health.consecutive_failures == 1 else "s", last_error, snapshot.version))
+    if is_alive and "publish" in health.failing and not stale:
+        problems.append("publishing is failing: %s" % last_error)
+    if is_alive and "state_dir" in health.failing:
+        problems.append("the state dir is failing, no last good copy is kept for restarts: %s" % (
+            health.last_error if health.last_error_kind == "state_save_failed" else "see flagd's log"))
+    degraded = bool(problems) and not stale
     report.update(
-        state="stale" if problems else "ok",
+        state="stale" if stale else "degraded" if degraded else "ok",
         version=snapshot.version,
         flag_count=int(document.get("flag_count", len(document.get("flags") or []))),
         source=document.get("source"),
@@ -74,11 +127,18 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
         last_fetch_age_s=fetch_age,
         heartbeat_age_s=_age_s(now, state.heartbeat_ns),
         max_age_s=max_age_ms / 1000.0,
-        publisher_pid=state.publisher_pid,
+        publisher_pid=state.publisher_pid or None,
         publisher_alive=is_alive,
+        consecutive_failures=health.consecutive_failures,
+        failing=list(health.failing),
+        last_error=health.last_error,
+        last_error_kind=health.last_error_kind,
+        last_error_at=_iso(health.last_error_at_ns),
+        last_error_age_s=_age_s(now, health.last_error_at_ns),
+        config_problems=health.config_problems,
         problems=problems,
     )
-    return (ExitCode.STALE if problems else ExitCode.OK), report
+    return (ExitCode.STALE if stale else ExitCode.DEGRADED if degraded else ExitCode.OK), report
 
 
 def dump(config: Config) -> Tuple[ExitCode, Optional[Dict[str, Any]]]:

@@ -247,8 +247,12 @@ def test_last_good_snapshot_is_published_at_start_when_upstream_is_down(stand_in
     assert snapshot.document["flags"] == marker_flags("remembered")
     assert snapshot.document["source"] == stand_in.url
     status = run_cli("status", "--shm-prefix", shm_prefix, "--json", "--max-age-ms", "600000", key=deployment_key)
-    assert status.returncode == ExitCode.OK, status.stdout
-    assert json.loads(status.stdout)["flag_count"] == 1
+    # Served from disk while the source fails: not "ok", and the report says why.
+    assert status.returncode == ExitCode.DEGRADED, status.stdout
+    report = json.loads(status.stdout)
+    assert report["flag_count"] == 1 and report["state"] == "degraded"
+    assert report["last_error_kind"] == "fetch_failed" and "HTTP 500" in report["last_error"]
+    assert report["failing"] == ["source"] and "source is failing" in report["problems"][0]
 
 
 def test_status_and_dump(stand_in, flagd, shm_prefix, deployment_key):

@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Optional
 
 import requests
 
@@ -21,6 +21,7 @@ from ..evaluation import FlagConfigError, FlagSet, compile_flags
 from ..version import LIBRARY
 from ._sources import report_problems
 from .config import LocalEvaluationConfig
+from .status import FlagSourceStatus, empty_status
 
 FLAGS_PATH = "/sdk/v2/flags?v=0"
 MIN_RETRY_SECONDS = 0.5
@@ -61,6 +62,7 @@ class PollingFlagSource:
         self._body_digest: Optional[bytes] = None
         self._last_success: Optional[float] = None
         self._last_error: Optional[str] = None
+        self._last_error_at: Optional[float] = None
         self._failures = 0
         self._polls = 0
         self._started = False
@@ -102,18 +104,21 @@ class PollingFlagSource:
         if session is not None:
             session.close()
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> FlagSourceStatus:
         flags = self._flags
-        return {
-            "source": "poll",
-            "url": self._url,
-            "flags": len(flags) if flags is not None else None,
-            "last_success": self._last_success,
-            "age_seconds": None if self._last_success is None else self._wall_clock() - self._last_success,
-            "last_error": self._last_error,
-            "consecutive_failures": self._failures,
-            "polls": self._polls,
-        }
+        status = empty_status("poll", "poll")
+        status.update(
+            healthy=flags is not None and self._failures == 0,
+            url=self._url,
+            flags=len(flags) if flags is not None else None,
+            last_success=self._last_success,
+            age_seconds=None if self._last_success is None else self._wall_clock() - self._last_success,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            consecutive_failures=self._failures,
+            polls=self._polls,
+        )
+        return status
 
     # --- polling ------------------------------------------------------------------------------
 
@@ -153,6 +158,7 @@ class PollingFlagSource:
         except Exception as error:  # keep the last good flags whatever went wrong
             self._failures += 1
             self._last_error = str(error)
+            self._last_error_at = self._wall_clock()
             self._logger.error(
                 "[Experiment] flag config poll failed (%d in a row), keeping the %s: %s",
                 self._failures,
@@ -161,7 +167,7 @@ class PollingFlagSource:
             )
             return False
         self._failures = 0
-        self._last_error = None
+        self._last_error = self._last_error_at = None
         self._last_success = self._wall_clock()
         return True
 

@@ -12,7 +12,7 @@ kept per process but the read-only mappings, which stay valid across ``fork()``.
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from ..evaluation import FlagConfigError, FlagSet, compile_flags
 from ..snapshot.segment import (
@@ -26,8 +26,10 @@ from ..snapshot.segment import (
     SnapshotReader,
     publisher_alive,
 )
+from ..snapshot.health import read_health
 from ._sources import report_problems
 from .config import LocalEvaluationConfig
+from .status import FlagSourceStatus, empty_status, publisher_trouble
 
 #: Evaluations between two looks at the clock for the once-a-second checks (heartbeat, re-attach).
 CHECK_EVERY = 64
@@ -81,6 +83,7 @@ class SharedSnapshotSource:
         self._stale_warned = False
         self._failed_version = -1
         self._last_problem: Optional[str] = None
+        self._last_problem_at: Optional[float] = None
         self.segment = self._reader.index_name
 
     # --- FlagSource ---------------------------------------------------------------------------
@@ -115,33 +118,56 @@ class SharedSnapshotSource:
     def stop(self) -> None:
         """Nothing runs in the background; the last flags keep being served. Idempotent."""
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> FlagSourceStatus:
+        """The typed status; loads the version the index names now first, so an idle process does
+        not report the version it happened to evaluate last."""
         try:
             state = self._reader.state()  # maps the index by name if it is not mapped yet
         except SnapshotError as error:
-            self._last_problem = "index refused: %s" % error
+            self._note_problem("index refused: %s" % error)
             state = IndexState()
         self._words = self._reader.words
+        if self._reader.attached and self._words[W_VERSION] not in (self._state[0], RETIRED):
+            self._refresh()
+        elif self._reader.attached and self._snapshot is not None and state.version \
+                and state.version != self._snapshot.version and state.version != self._failed_version:
+            self._refresh()  # a version skipped while the newest kept vanishing
         snapshot = self._snapshot
         flags = self._state[1]
         now = self._wall_clock_ns()
         self._check_heartbeat(now)
         document = snapshot.document if snapshot is not None else {}
-        return {
-            "source": "flagd",
-            "version": snapshot.version if snapshot is not None else None,
-            "published_version": state.version or None,
-            "age_seconds": _age(now, snapshot.created_ns) if snapshot is not None else None,
-            "publisher_pid": state.publisher_pid or None,
-            "publisher_alive": bool(publisher_alive(state)) if state.publisher_pid else False,
-            "heartbeat_age_seconds": _age(now, state.heartbeat_ns),
-            "last_fetch_age_seconds": _age(now, state.last_fetch_ns),
-            "poll_interval_seconds": self._interval_ms() / 1000.0,
-            "flags": len(flags) if flags is not None else None,
-            "upstream": document.get("source"),
-            "segment": self.segment,
-            "last_error": self._last_problem,
-        }
+        health = read_health(self._words)
+        alive = bool(publisher_alive(state)) if state.publisher_pid else False
+        heartbeat_age = _age(now, state.heartbeat_ns)
+        fresh = heartbeat_age is not None and heartbeat_age * 1000 <= STALE_INTERVALS * self._interval_ms()
+        status = empty_status("flagd", "flagd")
+        status.update(
+            healthy=bool(flags is not None and alive and fresh and not health.failing and self._last_problem is None),
+            version=snapshot.version if snapshot is not None else None,
+            published_version=state.version or None,
+            age_seconds=_age(now, snapshot.created_ns) if snapshot is not None else None,
+            last_success=state.last_fetch_ns / 1e9 if state.last_fetch_ns else None,
+            publisher_pid=state.publisher_pid or None,
+            publisher_alive=alive,
+            heartbeat_age_seconds=heartbeat_age,
+            last_fetch_age_seconds=_age(now, state.last_fetch_ns),
+            poll_interval_seconds=self._interval_ms() / 1000.0,
+            flags=len(flags) if flags is not None else None,
+            upstream=document.get("source"),
+            segment=self.segment,
+            last_error=self._last_problem,
+            last_error_at=self._last_problem_at if self._last_problem is not None else None,
+            publisher_last_error=health.last_error,
+            publisher_last_error_at=health.last_error_at_ns / 1e9 if health.last_error_at_ns else None,
+            publisher_consecutive_failures=health.consecutive_failures,
+            publisher_failing=list(health.failing),
+        )
+        return status
+
+    def _note_problem(self, message: str) -> None:
+        self._last_problem = message
+        self._last_problem_at = self._wall_clock_ns() / 1e9
 
     # --- attaching and refreshing (off the hot path) -----------------------------------------
 
@@ -157,11 +183,11 @@ class SharedSnapshotSource:
             return False
         self._words = self._reader.words
         if not attached:
-            self._last_problem = "index segment does not exist"
+            self._note_problem("index segment does not exist")
             return False
         self._refresh()
         if self._state[1] is None and self._last_problem is None:
-            self._last_problem = "the index exists but no version is published yet"
+            self._note_problem("the index exists but no version is published yet")
         return self._state[1] is not None
 
     def _refresh(self) -> Optional[FlagSet]:
@@ -265,16 +291,26 @@ class SharedSnapshotSource:
                 self._stale_warned = True
                 self._logger.warning(
                     "[Experiment] flagd heartbeat in %s is %.1f s old (more than %d poll intervals of %.1f s): "
-                    "is flagd running? Serving %s meanwhile.",
+                    "%s. Serving %s meanwhile.",
                     self.segment, age_ns / 1e9, STALE_INTERVALS, self._interval_ms() / 1000.0,
-                    _describe(self._snapshot))
+                    self._trouble(now_ns), _describe(self._snapshot))
         elif self._stale_warned:
             self._stale_warned = False
             self._logger.info("[Experiment] flagd heartbeat in %s is fresh again", self.segment)
 
+    def _trouble(self, now_ns: int) -> str:
+        """What the index tells about why the heartbeat is old (a syscall and a /proc read: warnings only)."""
+        try:
+            state = self._reader.state()
+        except SnapshotError as error:
+            return "the index cannot be read (%s)" % error
+        health = read_health(self._words)
+        return publisher_trouble(state.publisher_pid, publisher_alive(state), health.consecutive_failures,
+                                 list(health.failing), health.last_error, _age(now_ns, health.last_error_at_ns))
+
     def _problem(self, version: int, message: str) -> None:
         """Log a refused or unusable snapshot once per version."""
-        self._last_problem = message
+        self._note_problem(message)
         if version != self._failed_version:
             self._failed_version = version
             self._logger.error("[Experiment] %s", message)
@@ -346,11 +382,11 @@ class AutoFlagSource:
         self._poller.stop()
         self._shared.stop()
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> FlagSourceStatus:
         if self.mode == "flagd":
             status = self._shared.status()
         else:
-            status = dict(self._poller.status())
+            status = self._poller.status()
             status["segment"] = self._shared.segment
         status["flag_source"] = "auto"
         return status

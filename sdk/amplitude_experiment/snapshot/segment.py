@@ -22,7 +22,9 @@ Index segment, 4096 bytes, little-endian u64 words (``memoryview(mm).cast('Q')``
           7  heartbeat_ns     refreshed by every publish loop iteration
           8  poll_interval_ms flagd's upstream poll interval (writer argument, or the document's
                               "poll_interval_ms"); readers warn once when the heartbeat is 3x older
-          9.. reserved (0)
+          9..15 flagd's health: last error, when, what fails now (snapshot/health.py);
+                  bytes 1024..2047 hold the last error's text
+          16.. reserved (0)
 
 Data segment ``v<N>``, 64-byte header then the msgpack payload, sized exactly::
 
@@ -429,6 +431,11 @@ class SnapshotWriter:
         """The last version this writer (or its predecessor) published; 0 if none."""
         version = self._words[W_VERSION]
         return 0 if version == RETIRED else version
+
+    @property
+    def words(self) -> Any:
+        """The index as u64 words (None once closed), for the health words of snapshot/health.py."""
+        return self._words
 
     def publish(self, document: Dict[str, Any]) -> int:
         """Write ``document`` as a new version (msgpack) and make it current; returns the version."""
