@@ -139,6 +139,14 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     if args.command == "run":
         from .daemon import Daemon
 
+        if config.flags_file and not os.path.isfile(config.flags_file):
+            # A typo in a path is not an outage to ride out: retrying would never fix it.
+            print("amplitude-flagd run: --flags-file %s does not exist or is not a file (%s); nothing was "
+                  "published. Fix the path, or check the file with `amplitude-flagd check PATH`."
+                  % (config.flags_file, "a directory" if os.path.isdir(config.flags_file) else "no such file"),
+                  file=sys.stderr)
+            return ExitCode.USAGE
+
         logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_fingerprint)
         return Daemon(config).run()
     if args.command == "status":

@@ -71,7 +71,11 @@ def test_a_rejected_file_shows_at_once_in_status_and_in_the_workers(flagd, shm_p
                               10, "ok again")
     assert report["failing"] == [] and report["consecutive_failures"] == 0
     assert report["last_error_kind"] == "config_rejected"  # the last error stays, with its time
+    assert report["publisher_pid"] == daemon.pid == source.status()["publisher_pid"]
     assert daemon.terminate() == ExitCode.OK
+    # No publisher: the same None from the CLI and the SDK (the CLI said 0).
+    code, report = status_json(shm_prefix, deployment_key)
+    assert code == ExitCode.STALE and report["publisher_pid"] is None and source.status()["publisher_pid"] is None
 
 
 def test_an_unwritable_state_dir_is_degraded_not_ok(flagd, shm_prefix, deployment_key, tmp_path):
