@@ -43,9 +43,18 @@ class _KeyOnCommandLine(argparse.Action):
                      % (KEY_ENV, CREDENTIAL_NAME))
 
 
+class _PrintVersion(argparse.Action):
+    """``--version`` on one line (argparse's own action wraps it at the terminal width)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        print(_version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amplitude-flagd", allow_abbrev=False,
                                      description="Per-host flag-config publisher for Amplitude Experiment workers.")
+    parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for command, summary in COMMANDS.items():
@@ -241,6 +250,13 @@ def _check_key(text: str, origin: str) -> str:
 
 def _env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
+
+
+def _version_text() -> str:
+    from amplitude_experiment.version import DISTRIBUTION, __version__, distribution_version
+
+    return "amplitude-flagd %s (%s; SDK API of amplitude-experiment %s)" % (
+        distribution_version() or "unknown, not installed", DISTRIBUTION, __version__)
 
 
 def _truthy(text: str) -> bool:
