@@ -67,6 +67,9 @@ class PollingFlagSource:
         self._polls = 0
         self._started = False
         self._stopped = False
+        #: Asked on the poller thread before each timed poll; True means another source took over
+        #: and this poller ends without polling (auto mode's probe for flagd, see _shared_source).
+        self.before_poll: Optional[Callable[[], bool]] = None
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -143,6 +146,9 @@ class PollingFlagSource:
         while not wakeup.wait(self._next_delay()):
             if self._generation != FORKS.generation:
                 return  # a thread copied into a fork child never runs, but be certain
+            before_poll = self.before_poll
+            if before_poll is not None and before_poll():
+                return
             self._poll_once()
 
     def _next_delay(self) -> float:

@@ -344,7 +344,12 @@ class AutoFlagSource:
         self._monotonic = monotonic
         self._next_probe = 0.0
         self._poller_started = False
+        self._switch_lock = threading.Lock()
         self.mode = "poll"
+        if hasattr(poller, "before_poll"):
+            # A process that polls but never evaluates (a preloading gunicorn master) must switch
+            # too: its poller thread looks for the snapshot before each poll.
+            poller.before_poll = self._probe_from_poller
         # An instance attribute shadowing the method: switching rebinds it to the shared source's.
         self.current: Callable[[], Optional[FlagSet]] = self._polling_current
 
@@ -363,7 +368,17 @@ class AutoFlagSource:
                 return self._shared.current()
         return self._poller.current()
 
-    def _switch_if_published(self) -> bool:
+    def _probe_from_poller(self) -> bool:
+        """On the poller thread, before a poll: switch if flagd publishes now (True: do not poll)."""
+        return self._switch_if_published(stop_poller_inline=True)
+
+    def _switch_if_published(self, stop_poller_inline: bool = False) -> bool:
+        with self._switch_lock:  # the evaluating threads and the poller thread may both probe
+            if self.mode == "flagd":
+                return True
+            return self._switch_locked(stop_poller_inline)
+
+    def _switch_locked(self, stop_poller_inline: bool) -> bool:
         shared = self._shared
         if not shared.try_attach():
             return False
@@ -373,7 +388,9 @@ class AutoFlagSource:
         self._logger.info("[Experiment] using flagd snapshot v%d from %s%s",
                           snapshot.version if snapshot is not None else 0, shared.segment,
                           "; polling stopped" if self._poller_started else "")
-        if self._poller_started:
+        if self._poller_started and stop_poller_inline:
+            self._poller.stop()  # on the poller thread itself: nothing to join
+        elif self._poller_started:
             # stop() joins the poller thread, which may be inside an HTTP request: not on an evaluate.
             threading.Thread(target=self._poller.stop, name="amplitude_experiment.poller_stop", daemon=True).start()
         return True
