@@ -34,6 +34,7 @@ from .log import Quoted
 from .sd_notify import Notifier
 from .sources import ApiSource, Backoff, FileSource, FlagSource, SourceError
 from .state import AlreadyRunning, InstanceLock, LastGood, lock_directory
+from .watch import WATCH_SECONDS, FileWatch
 
 __all__ = ["Daemon"]
 
@@ -116,6 +117,8 @@ class Daemon:
         self._reload = False
         self._fetching = False
         self._wakeup_fd: Optional[int] = None
+        # A flags file is stat()ed every WATCH_SECONDS and re-read at once when it changed.
+        self._watch = FileWatch(config.flags_file) if config.flags_file else None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -197,12 +200,15 @@ class Daemon:
                 self._accepted_body = self._rejected_body = None  # re-validate even unchanged input
                 logger.info("event=reload source=%s", Quoted(self._source.name))
                 next_poll = self._monotonic()
+            if self._watch is not None and self._watch.changed():
+                logger.debug("event=file_changed source=%s", Quoted(self._source.name))
+                next_poll = self._monotonic()
             if self._monotonic() >= next_poll:
                 self._poll()
                 self._announce()
                 next_poll = self._monotonic() + self._retry_in
             self._alive()
-            self._wait(next_poll)
+            self._wait(next_poll if self._watch is None else min(next_poll, self._monotonic() + WATCH_SECONDS))
 
     def _shutdown(self) -> None:
         self._notifier.stopping()
