@@ -29,6 +29,7 @@ COMMANDS = {
     "run": "publish flag configs into shared memory until stopped",
     "status": "report version, age, flag count and publisher liveness; non-zero exit when stale or absent",
     "dump": "print the current snapshot as JSON",
+    "clean": "remove the segments of a key whose flagd is gone (refuses while it runs)",
 }
 CHECK_SUMMARY = ("check a flags file without publishing it: one line per problem naming flag and field; "
                  "exit 0 when it is fine, 7 when it has problems (needs no deployment key)")
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--" + name.replace("_", "-"), **kwargs)
         if command == "status":
             sub.add_argument("--json", action="store_true", help="print the report as JSON")
+            sub.add_argument("--all", action="store_true",
+                             help="every key published on this host (all prefixes unless --shm-prefix); no key needed")
+        if command in ("status", "clean"):
+            sub.add_argument("--key-hash", metavar="HASH",
+                             help="the key whose hash (status, logs, segment names) is HASH; no key needed")
         if command == "dump":
             sub.add_argument("--flags-only", action="store_true",
                              help="print only the flag list (usable as a --flags-file)")
@@ -139,6 +145,8 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     args = parser.parse_args(argv)
     if args.command == "check":
         return _check(args.file, bool(args.allow_empty_flags or _truthy(environ.get(ENV_PREFIX + "ALLOW_EMPTY_FLAGS", ""))))
+    if getattr(args, "all", False) or getattr(args, "key_hash", None):
+        return _by_key_hash(args, environ)
     try:
         config = build_config(args, environ)
     except ConfigError as error:
@@ -160,6 +168,8 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
         return Daemon(config).run()
     if args.command == "status":
         return _status(config, args.json)
+    if args.command == "clean":
+        return _clean(config.shm_prefix, config.key_fingerprint)
     return _dump(config, args.flags_only)
 
 
@@ -180,14 +190,70 @@ def _status(config: Config, as_json: bool) -> int:
     from .status import status
 
     code, report = status(config)
+    _print_report(report, as_json)
+    return code
+
+
+def _print_report(report: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
+        return
+    width = max(len(name) for name in report)
+    for name, value in report.items():
+        if isinstance(value, list):
+            value = "; ".join(value) or "none"
+        print("%-*s  %s" % (width, name, "-" if value is None else value))
+
+
+#: Worst first: the exit code of `status --all` is the worst of its keys'.
+_SEVERITY = (ExitCode.ABSENT, ExitCode.STALE, ExitCode.DEGRADED, ExitCode.OK)
+_HOST_COLUMNS = ("shm_prefix", "key_hash", "state", "version", "age_s", "publisher_pid", "publisher_alive",
+                 "flag_count", "last_error_kind")
+
+
+def _by_key_hash(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``status --all``, ``status --key-hash`` and ``clean --key-hash``: no deployment key involved."""
+    from .config import DEFAULT_SHM_PREFIX
+    from .status import host_status, status_by_key_hash
+
+    prefix = args.shm_prefix or environ.get(ENV_PREFIX + "SHM_PREFIX") or None
+    max_age = getattr(args, "max_age_ms", None) or int(environ.get(ENV_PREFIX + "MAX_AGE_MS") or 0) or None
+    hashed = (args.key_hash or "").strip().lower()
+    if args.key_hash and (len(hashed) != 16 or any(c not in "0123456789abcdef" for c in hashed)):
+        print("amplitude-flagd %s: --key-hash must be the 16 hex digits status and the logs show, got %r"
+              % (args.command, args.key_hash), file=sys.stderr)
+        return ExitCode.USAGE
+    if args.command == "clean":
+        return _clean(prefix or DEFAULT_SHM_PREFIX, hashed)
+    if hashed:
+        code, report = status_by_key_hash(prefix or DEFAULT_SHM_PREFIX, hashed, max_age)
+        _print_report(report, args.json)
+        return code
+    reports = host_status(prefix, max_age)
+    codes = {"ok": ExitCode.OK, "degraded": ExitCode.DEGRADED, "stale": ExitCode.STALE,
+             "absent": ExitCode.ABSENT}
+    if args.json:
+        print(json.dumps(reports, indent=2, sort_keys=True))
+    elif reports:
+        rows = [[str("-" if report.get(column) is None else report.get(column)) for column in _HOST_COLUMNS]
+                for report in reports]
+        widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(_HOST_COLUMNS)]
+        for row in [list(_HOST_COLUMNS)] + rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     else:
-        width = max(len(name) for name in report)
-        for name, value in report.items():
-            if isinstance(value, list):
-                value = "; ".join(value) or "none"
-            print("%-*s  %s" % (width, name, "-" if value is None else value))
+        print("nothing published on this host%s" % (" under prefix %s" % prefix if prefix else ""), file=sys.stderr)
+    states = {codes[report["state"]] for report in reports} or {ExitCode.ABSENT}
+    return next(code for code in _SEVERITY if code in states)
+
+
+def _clean(prefix: str, hashed: str) -> int:
+    from .status import clean
+
+    code, removed, reason = clean(prefix, hashed)
+    for name in removed:
+        print("removed %s" % name)
+    if reason:
+        print("amplitude-flagd clean: %s" % reason, file=sys.stderr)
     return code
 
 

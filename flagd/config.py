@@ -45,7 +45,7 @@ class ConfigError(ValueError):
 
 
 RUN = ("run",)
-ALL = ("run", "status", "dump")
+ALL = ("run", "status", "dump", "clean")
 
 
 def _option(default: Any, help: str, commands: Tuple[str, ...] = RUN, **extra: Any) -> Any:

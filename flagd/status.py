@@ -10,11 +10,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 import psutil
 
 from amplitude_experiment.snapshot.health import read_health
-from amplitude_experiment.snapshot.segment import SnapshotReader
+from amplitude_experiment.snapshot.segment import (
+    IndexState,
+    SnapshotReader,
+    list_published,
+    remove_by_key_hash,
+)
 
 from .config import Config, ExitCode
 
-__all__ = ["StatusReport", "dump", "publisher_alive", "status"]
+__all__ = ["StatusReport", "clean", "dump", "host_status", "publisher_alive", "status", "status_by_key_hash"]
 
 
 class _StatusBase(TypedDict):
@@ -76,9 +81,16 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
            alive: Callable[[int, int], bool] = publisher_alive) -> Tuple[ExitCode, StatusReport]:
     """The health of this key's snapshot: OK, DEGRADED (flagd's last poll failed), STALE (no fresh
     fetch, or publisher gone) or ABSENT."""
-    report: Any = {"key_hash": config.key_fingerprint, "shm_prefix": config.shm_prefix}
+    return status_by_key_hash(config.shm_prefix, config.key_fingerprint, config.max_age_ms, wall_clock_ns, alive)
+
+
+def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = None,
+                       wall_clock_ns: Callable[[], int] = time.time_ns,
+                       alive: Callable[[int, int], bool] = publisher_alive) -> Tuple[ExitCode, StatusReport]:
+    """:func:`status` for the key whose hash is ``hashed`` (``status --key-hash``: the secret is not needed)."""
+    report: Any = {"key_hash": hashed, "shm_prefix": prefix}
     try:
-        reader = SnapshotReader(config.shm_prefix, config.deployment_key)
+        reader = SnapshotReader(prefix, "", hashed_key=hashed)
         state = reader.state()
         snapshot = reader.load() if state.version else None
     except Exception as error:  # no index, unreadable segment: nothing a worker could serve
@@ -90,7 +102,7 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
     now = wall_clock_ns()
     document = snapshot.document
     poll_interval_ms = int(document.get("poll_interval_ms") or 30000)
-    max_age_ms = config.max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
+    max_age_ms = max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
     is_alive = alive(state.publisher_pid, state.publisher_start_ns)
     health = read_health(reader.words)
@@ -139,6 +151,35 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
         problems=problems,
     )
     return (ExitCode.STALE if stale else ExitCode.DEGRADED if degraded else ExitCode.OK), report
+
+
+def host_status(prefix: Optional[str] = None, max_age_ms: Optional[int] = None) -> List[StatusReport]:
+    """One report per key published on this host (of ``prefix`` only, when given), worst first is
+    not implied: sorted by prefix and key hash. Needs no deployment key."""
+    return [status_by_key_hash(name_prefix, hashed, max_age_ms)[1] for name_prefix, hashed in list_published(prefix)]
+
+
+def clean(prefix: str, hashed: str) -> Tuple[ExitCode, List[str], str]:
+    """Remove the segments of a key whose publisher is gone: (exit code, names removed, why not).
+
+    Refuses (ALREADY_RUNNING) while the publisher runs: stop that flagd first. Workers that mapped
+    a version keep serving it; they find nothing new until a flagd publishes this key again.
+    """
+    try:
+        reader = SnapshotReader(prefix, "", hashed_key=hashed)
+        state = reader.state() if reader.attach() else IndexState()
+    except Exception as error:
+        state = IndexState()
+        reason = str(error)
+    else:
+        reason = ""
+    if state.publisher_pid and publisher_alive(state.publisher_pid, state.publisher_start_ns):
+        return ExitCode.ALREADY_RUNNING, [], "flagd pid %d still publishes key hash %s under prefix %s: stop it first" % (
+            state.publisher_pid, hashed, prefix)
+    removed = remove_by_key_hash(prefix, hashed)
+    if not removed:
+        return ExitCode.ABSENT, [], reason or "nothing published for key hash %s under prefix %s" % (hashed, prefix)
+    return ExitCode.OK, removed, ""
 
 
 def dump(config: Config) -> Tuple[ExitCode, Optional[Dict[str, Any]]]:

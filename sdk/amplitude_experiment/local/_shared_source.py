@@ -24,6 +24,7 @@ from ..snapshot.segment import (
     Snapshot,
     SnapshotError,
     SnapshotReader,
+    list_published,
     publisher_alive,
 )
 from ..snapshot.health import read_health
@@ -101,8 +102,9 @@ class SharedSnapshotSource:
                     "flag_source='flagd' but no flagd snapshot for this deployment key appeared within "
                     "%.1f s (%s; index segment %s). Start flagd for this key with the same prefix, e.g. "
                     "`AMPLITUDE_DEPLOYMENT_KEY=... amplitude-flagd run --shm-prefix %s`, or use "
-                    "flag_source='auto' to poll Amplitude when flagd is absent."
-                    % (self._timeout, self._last_problem or "nothing published", self.segment, self._prefix))
+                    "flag_source='auto' to poll Amplitude when flagd is absent.%s"
+                    % (self._timeout, self._last_problem or "nothing published", self.segment, self._prefix,
+                       " " + (self.other_keys_hint() or "")))
             self._sleep(min(START_POLL_SECONDS, remaining))
 
     def current(self) -> Optional[FlagSet]:
@@ -156,7 +158,8 @@ class SharedSnapshotSource:
             flags=len(flags) if flags is not None else None,
             upstream=document.get("source"),
             segment=self.segment,
-            last_error=self._last_problem,
+            last_error=self._last_problem if flags is not None or self._last_problem is None
+            else ("%s %s" % (self._last_problem, self.other_keys_hint() or "")).strip(),
             last_error_at=self._last_problem_at if self._last_problem is not None else None,
             publisher_last_error=health.last_error,
             publisher_last_error_at=health.last_error_at_ns / 1e9 if health.last_error_at_ns else None,
@@ -164,6 +167,18 @@ class SharedSnapshotSource:
             publisher_failing=list(health.failing),
         )
         return status
+
+    def other_keys_hint(self) -> Optional[str]:
+        """When flagd publishes other keys under this prefix but not ours, a sentence saying so
+        (key hashes only); None otherwise. Lists /dev/shm: for start-up and status, not the hot path."""
+        ours = self.segment.lstrip("/")
+        others = ["%s" % hashed for prefix, hashed in list_published(self._prefix)
+                  if "%s.%s.idx" % (prefix, hashed) != ours]
+        if not others or self._reader.attached:
+            return None
+        mine = ours[len(self._prefix) + 1:-len(".idx")]
+        return ("flagd publishes key hash %s under prefix %r, but this client's deployment key hashes to %s: "
+                "the worker and flagd were given different deployment keys." % (", ".join(others), self._prefix, mine))
 
     def _note_problem(self, message: str) -> None:
         self._last_problem = message
@@ -357,6 +372,9 @@ class AutoFlagSource:
         """Attach to flagd's snapshot if it is there (no thread); otherwise start polling."""
         if self.mode == "flagd" or self._switch_if_published():
             return
+        hint = self._shared.other_keys_hint()
+        if hint:
+            self._logger.warning("[Experiment] no flagd snapshot for this deployment key, polling instead: %s", hint)
         self._poller_started = True
         self._poller.start()
         self._next_probe = self._monotonic() + CHECK_SECONDS

@@ -78,9 +78,11 @@ __all__ = [
     "data_name",
     "index_name",
     "key_hash",
+    "list_published",
     "list_versions",
     "publisher_alive",
     "remove_all",
+    "remove_by_key_hash",
 ]
 
 # --- layout constants ---------------------------------------------------------------------------
@@ -185,6 +187,58 @@ def remove_all(prefix: str, deployment_key: str) -> None:
         _unlink(name)
     for version in list_versions(prefix, deployment_key):
         _unlink(data_name(prefix, deployment_key, version))
+
+
+def list_published(prefix: Optional[str] = None) -> List[Tuple[str, str]]:
+    """``(prefix, key hash)`` of every index segment on this host (of ``prefix`` only, when given).
+
+    Needs no deployment key: for ``amplitude-flagd status --all`` and a worker's "wrong key" hint.
+    """
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        stem, dot, suffix = name.rpartition(".")
+        if suffix != "idx" or not dot:
+            continue
+        name_prefix, dot, hashed = stem.rpartition(".")
+        if dot and name_prefix and len(hashed) == 16 and all(c in "0123456789abcdef" for c in hashed):
+            if prefix is None or name_prefix == prefix:
+                found.append((name_prefix, hashed))
+    return sorted(found)
+
+
+def remove_by_key_hash(prefix: str, hashed: str) -> List[str]:
+    """Like :func:`remove_all` for the key whose :func:`key_hash` is ``hashed``; returns the names unlinked."""
+    removed = []
+    name = "/%s.%s.idx" % (prefix, hashed)
+    try:
+        shm = posix_ipc.SharedMemory(name, flags=0)
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
+        shm = None
+    if shm is not None:
+        try:
+            with mmap.mmap(shm.fd, INDEX_SIZE) as mm:
+                words = memoryview(mm).cast("Q")
+                words[W_VERSION] = RETIRED  # mapped readers re-open by name, find nothing, keep serving
+                words.release()
+        except (OSError, ValueError):
+            pass
+        finally:
+            shm.close_fd()
+        if _unlink(name):
+            removed.append(name)
+    stem = "%s.%s.v" % (prefix, hashed)
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        names = []
+    for entry in sorted(names):
+        if entry.startswith(stem) and entry[len(stem):].isdigit() and _unlink("/" + entry):
+            removed.append("/" + entry)
+    return removed
 
 
 def _unlink(name: str) -> bool:
@@ -541,10 +595,12 @@ class SnapshotReader:
     """
 
     def __init__(self, prefix: str, deployment_key: str, owner: OwnerSpec = None, *,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, hashed_key: Optional[str] = None) -> None:
+        # hashed_key: read the key whose key_hash() this is, without knowing the key (status --all).
+        hashed = hashed_key if hashed_key is not None else key_hash(deployment_key)
         self._prefix = prefix
-        self._stem = "/%s.%s.v" % (prefix, key_hash(deployment_key))
-        self.index_name = index_name(prefix, deployment_key)
+        self._stem = "/%s.%s.v" % (prefix, hashed)
+        self.index_name = "/%s.%s.idx" % (prefix, hashed)
         self._owner = owner
         self._uid: Optional[int] = None
         self._index_uid: Optional[int] = None
