@@ -14,7 +14,7 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import Config, ConfigError, ExitCode
-from .log import setup_logging
+from .log import Quoted, setup_logging
 
 __all__ = ["main", "run_cli", "resolve_deployment_key"]
 
@@ -165,6 +165,11 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
             return ExitCode.USAGE
 
         logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_fingerprint)
+        from amplitude_experiment._coexist import conflict_message
+
+        conflict = conflict_message()
+        if conflict:
+            logger.warning("event=sdk_conflict msg=%s", Quoted(conflict.split(": ", 1)[1]))
         return Daemon(config).run()
     if args.command == "status":
         return _status(config, args.json)
