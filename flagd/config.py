@@ -77,6 +77,9 @@ class Config:
     shm_prefix: str = _option(DEFAULT_SHM_PREFIX, "shared-memory namespace; workers use the same value", ALL)
     group: Optional[str] = _option(None, "group (name or gid) given to new segments so workers can read them")
     log_level: str = _option("info", "logging level", ALL, choices=("debug", "info", "warning", "error"))
+    metrics_address: Optional[str] = _option(
+        None, "serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9464 (needs prometheus_client, the "
+        "metrics extra); off by default", metavar="HOST:PORT")
     max_age_ms: Optional[int] = _option(
         None, "status: report stale when the last successful fetch is older than this "
         "(default: 3 poll intervals, at least 10 s)", ("status",))

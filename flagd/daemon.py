@@ -117,6 +117,8 @@ class Daemon:
         self._reload = False
         self._fetching = False
         self._wakeup_fd: Optional[int] = None
+        #: flagd/metrics.DaemonMetrics when --metrics-address is given, else None.
+        self._metrics: Any = None
         # A flags file is stat()ed every WATCH_SECONDS and re-read at once when it changed.
         self._watch = FileWatch(config.flags_file) if config.flags_file else None
 
@@ -138,6 +140,9 @@ class Daemon:
             logger.error("event=startup_failed lock=%s error=%s", lock_path, Quoted(error))
             return ExitCode.STARTUP_FAILURE
         try:
+            code = self._serve_metrics()
+            if code is not ExitCode.OK:
+                return code
             with self._capture_signals():
                 try:
                     code = self._startup()
@@ -155,6 +160,28 @@ class Daemon:
         finally:
             lock.release()
             self._source.close()
+            if self._metrics is not None:
+                self._metrics.close()
+
+    def _serve_metrics(self) -> ExitCode:
+        address = self._config.metrics_address
+        if not address:
+            return ExitCode.OK
+        from .metrics import DaemonMetrics, MetricsUnavailable
+
+        try:
+            metrics = DaemonMetrics(self._key_hash, self._source.name, self._config.shm_prefix)
+        except MetricsUnavailable as error:
+            logger.error("event=startup_failed step=metrics error=%s", Quoted(error))
+            return ExitCode.USAGE
+        try:
+            host, port = metrics.serve(address)
+        except MetricsUnavailable as error:
+            logger.error("event=startup_failed step=metrics error=%s", Quoted(error))
+            return ExitCode.STARTUP_FAILURE
+        self._metrics = metrics
+        logger.info("event=metrics address=%s:%d", host, port)
+        return ExitCode.OK
 
     def _startup(self) -> ExitCode:
         config = self._config
@@ -240,6 +267,8 @@ class Daemon:
             self._failures += 1
             self._retry_in = self._next_delay()
             self._note_health()
+            if self._metrics is not None:
+                self._metrics.consecutive_failures.set(self._failures)
             logger.debug("event=config_still_rejected source=%s", Quoted(self._source.name))
             return False
         try:
@@ -286,6 +315,8 @@ class Daemon:
             raise FlagConfigError("the flags file was not published, " + summarize(problems), problems[0].flag)
         self.config_problems_total += len(problems)
         self._note_health()
+        if self._metrics is not None:
+            self._metrics.problems(len(problems))
 
     def _succeeded(self, fetched_at_ns: int) -> bool:
         self._retry_in = self._interval
@@ -294,6 +325,8 @@ class Daemon:
         self._failures = 0
         self._failing &= ~(FAILING_SOURCE | FAILING_PUBLISH)
         self._note_health()
+        if self._metrics is not None:
+            self._metrics.succeeded(fetched_at_ns / 1e9)
         self._last_fetch_ns = fetched_at_ns
         try:
             self._writer.heartbeat(fetched_at_ns)
@@ -322,6 +355,8 @@ class Daemon:
         if words is not None:
             record_error(words, kind, text, now)
         self._note_health()
+        if self._metrics is not None:
+            self._metrics.failed(kind, self._failures)
 
     def _note_health(self) -> None:
         words = getattr(self._writer, "words", None)
@@ -362,7 +397,13 @@ class Daemon:
             "flag_count": len(flag_set.raw),
             "poll_interval_ms": self._config.poll_interval_ms,
         }
+        started = self._monotonic()
         version = self._writer.publish(document)
+        if self._metrics is not None:
+            from .metrics import segment_path
+
+            self._metrics.published(version, flag_set.raw, segment_path(self._config.shm_prefix, self._key_hash, version),
+                                    self._wall_clock_ns() / 1e9, self._monotonic() - started)
         previous, self._version = self._version, version
         self._flag_count = len(flag_set.raw)
         self._order = list(flag_set.flags)
@@ -410,6 +451,11 @@ class Daemon:
         self._order = list(flag_set.flags)
         self._published_content = content_digest(flag_set.raw)
         self._last_fetch_ns = int(document.get("fetched_at_ns") or 0)
+        if self._metrics is not None:
+            from .metrics import segment_path
+
+            self._metrics.adopted(snapshot.version, flag_set.raw,
+                                  segment_path(self._config.shm_prefix, self._key_hash, snapshot.version))
         logger.info("event=adopted version=%d flags=%d source=%s", snapshot.version, self._flag_count,
                     Quoted(document.get("source", "")))
 
