@@ -127,10 +127,9 @@ def test_every_run_option_is_a_config_field():
     assert dests == set(Config.option_fields("run"))
 
 
-def test_a_missing_flags_file_exits_with_a_clear_error(tmp_path):
-    from conftest import run_cli
-
-    result = run_cli("run", "--flags-file", str(tmp_path / "flags.jsn"), "--shm-prefix", "aet-missing",
-                     key=KEY, timeout=30)
-    assert result.returncode == ExitCode.USAGE
-    assert "flags.jsn does not exist" in result.stderr and "amplitude-flagd check" in result.stderr
+def test_a_missing_flags_file_exits_with_a_clear_error(tmp_path, capsys):
+    code = cli.run_cli(["run", "--flags-file", str(tmp_path / "flags.jsn"), "--shm-prefix", "aet-missing"],
+                       {"AMPLITUDE_DEPLOYMENT_KEY": KEY})
+    result = capsys.readouterr()
+    assert code == ExitCode.USAGE
+    assert "flags.jsn does not exist" in result.err and "amplitude-flagd check" in result.err
