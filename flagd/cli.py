@@ -164,7 +164,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
                   file=sys.stderr)
             return ExitCode.USAGE
 
-        logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_fingerprint)
+        logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_hash)
         from amplitude_experiment._coexist import conflict_message
 
         conflict = conflict_message()
@@ -174,7 +174,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     if args.command == "status":
         return _status(config, args.json)
     if args.command == "clean":
-        return _clean(config.shm_prefix, config.key_fingerprint)
+        return _clean(config.shm_prefix, config.key_hash)
     return _dump(config, args.flags_only)
 
 
@@ -223,6 +223,7 @@ def _by_key_hash(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     prefix = args.shm_prefix or environ.get(ENV_PREFIX + "SHM_PREFIX") or None
     max_age = getattr(args, "max_age_ms", None) or int(environ.get(ENV_PREFIX + "MAX_AGE_MS") or 0) or None
+    owner = getattr(args, "flagd_owner", None) or environ.get(ENV_PREFIX + "FLAGD_OWNER") or None
     hashed = (args.key_hash or "").strip().lower()
     if args.key_hash and (len(hashed) != 16 or any(c not in "0123456789abcdef" for c in hashed)):
         print("amplitude-flagd %s: --key-hash must be the 16 hex digits status and the logs show, got %r"
@@ -231,10 +232,10 @@ def _by_key_hash(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.command == "clean":
         return _clean(prefix or DEFAULT_SHM_PREFIX, hashed)
     if hashed:
-        code, report = status_by_key_hash(prefix or DEFAULT_SHM_PREFIX, hashed, max_age)
+        code, report = status_by_key_hash(prefix or DEFAULT_SHM_PREFIX, hashed, max_age, owner=owner)
         _print_report(report, args.json)
         return code
-    reports = host_status(prefix, max_age)
+    reports = host_status(prefix, max_age, owner)
     codes = {"ok": ExitCode.OK, "degraded": ExitCode.DEGRADED, "stale": ExitCode.STALE,
              "absent": ExitCode.ABSENT}
     if args.json:
@@ -288,7 +289,7 @@ def _dump(config: Config, flags_only: bool) -> int:
     code, snapshot = dump(config)
     if snapshot is None:
         print("amplitude-flagd dump: nothing published for this deployment key (key hash %s, prefix %s)"
-              % (config.key_fingerprint, config.shm_prefix), file=sys.stderr)
+              % (config.key_hash, config.shm_prefix), file=sys.stderr)
         return code
     print(json.dumps(snapshot["flags"] if flags_only else snapshot, indent=2))
     return code

@@ -80,6 +80,10 @@ class Config:
     metrics_address: Optional[str] = _option(
         None, "serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9464 (needs prometheus_client, the "
         "metrics extra); off by default", metavar="HOST:PORT")
+    flagd_owner: Optional[str] = _option(
+        None, "status, dump: the user (name or uid) flagd runs as; a segment is trusted only when the caller's uid, "
+        "root or this user owns it (default: amplitude-flagd, when that user exists)", ("status", "dump"),
+        metavar="USER")
     max_age_ms: Optional[int] = _option(
         None, "status: report stale when the last successful fetch is older than this "
         "(default: 3 poll intervals, at least 10 s)", ("status",))
@@ -117,7 +121,7 @@ class Config:
         return self.flags_url.split("/sdk/", 1)[0]
 
     @property
-    def key_fingerprint(self) -> str:
+    def key_hash(self) -> str:
         """The hash that names this key's segments and files, and stands for the key in logs."""
         return key_hash(self.deployment_key)
 

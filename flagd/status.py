@@ -7,13 +7,12 @@ daemon and under another user (a member of the segments' group).
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
-import psutil
-
 from amplitude_experiment.snapshot.health import read_health
 from amplitude_experiment.snapshot.segment import (
     IndexState,
     SnapshotReader,
     list_published,
+    publisher_alive,
     remove_by_key_hash,
 )
 
@@ -60,37 +59,32 @@ class StatusReport(_StatusBase, total=False):
 MIN_MAX_AGE_MS = 10000
 
 
-def publisher_alive(pid: int, start_ns: int) -> bool:
-    """Whether the process that published is still running (and is not a later process reusing its pid).
+def _owner(owner: Optional[str]) -> Any:
+    return int(owner) if owner and owner.isdigit() else owner
 
-    The publisher was created before it recorded ``start_ns``; a process with that pid created later is
-    someone else.
-    """
-    if pid <= 0:
-        return False
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True  # exists, but we may not inspect it
-    return not start_ns or created <= start_ns / 1e9 + 1.0
+
+def _reader(config: Config) -> SnapshotReader:
+    """A reader with a worker's trust rule: this uid, root, or flagd's user (``--flagd-owner``)."""
+    return SnapshotReader(config.shm_prefix, config.deployment_key, owner=_owner(config.flagd_owner))
 
 
 def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
-           alive: Callable[[int, int], bool] = publisher_alive) -> Tuple[ExitCode, StatusReport]:
+           alive: Callable[[IndexState], Optional[bool]] = publisher_alive) -> Tuple[ExitCode, StatusReport]:
     """The health of this key's snapshot: OK, DEGRADED (flagd's last poll failed), STALE (no fresh
     fetch, or publisher gone) or ABSENT."""
-    return status_by_key_hash(config.shm_prefix, config.key_fingerprint, config.max_age_ms, wall_clock_ns, alive)
+    return status_by_key_hash(config.shm_prefix, config.key_hash, config.max_age_ms, wall_clock_ns, alive,
+                              owner=config.flagd_owner)
 
 
 def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = None,
                        wall_clock_ns: Callable[[], int] = time.time_ns,
-                       alive: Callable[[int, int], bool] = publisher_alive) -> Tuple[ExitCode, StatusReport]:
-    """:func:`status` for the key whose hash is ``hashed`` (``status --key-hash``: the secret is not needed)."""
+                       alive: Callable[[IndexState], Optional[bool]] = publisher_alive,
+                       owner: Optional[str] = None) -> Tuple[ExitCode, StatusReport]:
+    """:func:`status` for the key whose hash is ``hashed`` (``status --key-hash``: the secret is not
+    needed), with a worker's trust rule for the segments' owner (``--flagd-owner``)."""
     report: Any = {"key_hash": hashed, "shm_prefix": prefix}
     try:
-        reader = SnapshotReader(prefix, "", hashed_key=hashed)
+        reader = SnapshotReader(prefix, "", owner=_owner(owner), hashed_key=hashed)
         state = reader.state()
         snapshot = reader.load() if state.version else None
     except Exception as error:  # no index, unreadable segment: nothing a worker could serve
@@ -104,7 +98,7 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
     poll_interval_ms = int(document.get("poll_interval_ms") or 30000)
     max_age_ms = max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
-    is_alive = alive(state.publisher_pid, state.publisher_start_ns)
+    is_alive = bool(alive(state))
     health = read_health(reader.words)
     problems: List[str] = []
     last_error = ("%s at %s: %s" % (health.last_error_kind, _iso(health.last_error_at_ns), health.last_error)
@@ -153,10 +147,12 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
     return (ExitCode.STALE if stale else ExitCode.DEGRADED if degraded else ExitCode.OK), report
 
 
-def host_status(prefix: Optional[str] = None, max_age_ms: Optional[int] = None) -> List[StatusReport]:
-    """One report per key published on this host (of ``prefix`` only, when given), worst first is
-    not implied: sorted by prefix and key hash. Needs no deployment key."""
-    return [status_by_key_hash(name_prefix, hashed, max_age_ms)[1] for name_prefix, hashed in list_published(prefix)]
+def host_status(prefix: Optional[str] = None, max_age_ms: Optional[int] = None,
+                owner: Optional[str] = None) -> List[StatusReport]:
+    """One report per key published on this host (of ``prefix`` only, when given), sorted by prefix
+    and key hash. Needs no deployment key."""
+    return [status_by_key_hash(name_prefix, hashed, max_age_ms, owner=owner)[1]
+            for name_prefix, hashed in list_published(prefix)]
 
 
 def clean(prefix: str, hashed: str) -> Tuple[ExitCode, List[str], str]:
@@ -173,7 +169,7 @@ def clean(prefix: str, hashed: str) -> Tuple[ExitCode, List[str], str]:
         reason = str(error)
     else:
         reason = ""
-    if state.publisher_pid and publisher_alive(state.publisher_pid, state.publisher_start_ns):
+    if state.publisher_pid and publisher_alive(state):
         return ExitCode.ALREADY_RUNNING, [], "flagd pid %d still publishes key hash %s under prefix %s: stop it first" % (
             state.publisher_pid, hashed, prefix)
     removed = remove_by_key_hash(prefix, hashed)
@@ -185,7 +181,7 @@ def clean(prefix: str, hashed: str) -> Tuple[ExitCode, List[str], str]:
 def dump(config: Config) -> Tuple[ExitCode, Optional[Dict[str, Any]]]:
     """The current snapshot: its version, when it was made, and the published document."""
     try:
-        snapshot = SnapshotReader(config.shm_prefix, config.deployment_key).load()
+        snapshot = _reader(config).load()
     except Exception:
         snapshot = None
     if snapshot is None:
