@@ -6,8 +6,11 @@ Speed is not asserted here: the tests check which engine answers; benchmarks/ben
 measures the time.
 """
 
+import os
 import random
 import re
+import threading
+import time
 
 import pytest
 
@@ -157,3 +160,68 @@ def test_regex_conditions_still_negate_per_element():
     for value, expected in ((["a", "c"], "on"), (["a", "b"], "off"), ("cat", "on"), ("bat", "off")):
         results, _ = evaluate(flags, {"user": {"user_properties": {"p": value}}})
         assert results["F"]["key"] == expected, value
+
+
+class _Generation:
+    generation = 0
+
+
+def test_a_fork_child_compiles_its_own_re2_programs(monkeypatch):
+    """RE2 matches without the GIL behind mutexes: a child must not use a program its parent's
+    threads may have been inside at the fork. A new fork generation recompiles on first use."""
+    forks = _Generation()
+    monkeypatch.setattr(regex_module, "FORKS", forks)
+    compiled = []
+    real_compile = regex_module.re2.compile
+    monkeypatch.setattr(regex_module.re2, "compile", lambda *args: compiled.append(args[0]) or real_compile(*args))
+    program = regex_module._ProcessLocalRE2("\\x{61}+@")
+    assert len(compiled) == 1
+    parent_program = program.compiled
+    assert program.matches(b"aa@") and not program.matches(b"aa")
+    assert len(compiled) == 1
+    forks.generation += 1  # what _fork.notice_fork does in a child
+    assert program.matches(b"aa@") and not program.matches(b"bb")
+    assert len(compiled) == 2 and program.compiled is not parent_program
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_while_another_thread_matches():
+    """Children forked while a thread runs long RE2 matches search with programs of their own."""
+    search = compile_search("\\w+@\\w+x")
+    assert search.engine == "re2"
+    long_text = "a" * 2_000_000
+    stop = threading.Event()
+
+    def hammer():
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and time.monotonic() < deadline:
+            search.search(long_text)
+
+    worker = threading.Thread(target=hammer, daemon=True)
+    worker.start()
+    try:
+        children = []
+        for _ in range(20):
+            parent_program = search.program.compiled
+            pid = os.fork()
+            if pid == 0:  # the child: no pytest, no threads; exit code says what it saw
+                ok = search.search("a@bx") and not search.search("a@b") and search.program.compiled is not parent_program
+                os._exit(0 if ok else 1)
+            children.append(pid)
+        deadline = time.monotonic() + 30
+        statuses = {}
+        while len(statuses) < len(children) and time.monotonic() < deadline:
+            for pid in children:
+                if pid not in statuses:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        statuses[pid] = os.waitstatus_to_exitcode(status)
+            time.sleep(0.01)
+        hung = [pid for pid in children if pid not in statuses]
+        for pid in hung:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert hung == [] and set(statuses.values()) == {0}
+    finally:
+        stop.set()
+        worker.join(timeout=30)

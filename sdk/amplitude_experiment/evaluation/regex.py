@@ -26,7 +26,9 @@ reference's results and speed. ``re`` also decides what is a valid pattern.
 import array
 import functools
 import re
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
+
+from .._fork import FORKS
 
 try:  # Python 3.11+; the same parser was public before
     from re import _constants as _sre
@@ -57,19 +59,21 @@ class RegexSearch:
     module docstring) or ``"re"`` when the pattern stays on Python's engine; ``reason`` says why.
     """
 
-    __slots__ = ("pattern", "engine", "reason", "search")
+    __slots__ = ("pattern", "engine", "reason", "search", "program")
 
-    def __init__(self, pattern: str, engine: str, reason: str, search: Callable[[str], bool]):
+    def __init__(self, pattern: str, engine: str, reason: str, search: Callable[[str], bool],
+                 program: "Optional[_ProcessLocalRE2]" = None):
         self.pattern = pattern
         self.engine = engine
         self.reason = reason
         self.search = search
+        self.program = program
 
     def __repr__(self) -> str:
         return "RegexSearch(%r, engine=%r, reason=%r)" % (self.pattern, self.engine, self.reason)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def compile_search(pattern: str) -> RegexSearch:
     """Compile a regex filter value as the reference would use it.
 
@@ -87,11 +91,49 @@ def compile_search(pattern: str) -> RegexSearch:
         return _on_python(pattern, python_search, "google-re2 is not installed")
     re2_pattern, needs_ascii, needs_no_final_newline, needs_nonempty = translated
     try:
-        compiled = re2.compile(re2_pattern, _re2_options())
+        compiled = _ProcessLocalRE2(re2_pattern)
     except re2.error as error:
         return _on_python(pattern, python_search, "RE2 rejects it: %s" % error)
     search = _re2_search(compiled, python_search, needs_ascii, needs_no_final_newline, needs_nonempty)
-    return RegexSearch(pattern, RE2, "", search)
+    return RegexSearch(pattern, RE2, "", search, compiled)
+
+
+class _ProcessLocalRE2:
+    """An RE2 program this process compiled itself; ``matches(data)`` on UTF-8 bytes.
+
+    RE2 matches without the GIL and guards its lazily built automata with mutexes. A fork while
+    another thread is inside a match copies a held mutex into the child, where nobody will ever
+    release it: the child's first match on that program would hang. So a fork child (as
+    ``_fork.FORKS`` counts them) never touches its parent's programs; it compiles its own on
+    first use.
+    """
+
+    __slots__ = ("pattern", "generation", "compiled", "raw_match")
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+        self.compile()
+
+    def compile(self) -> None:
+        global _purged_generation
+        generation = FORKS.generation
+        if _purged_generation != generation:
+            re2.purge()  # the binding's cache of compiled programs holds the parent's
+            _purged_generation = generation
+        self.compiled = re2.compile(self.pattern, _re2_options())
+        # The binding's Match(anchor, bytes, start, end) answers without building a match object
+        # or mapping byte offsets back to characters: a fifth of the cost of the public search()
+        # on short text. A binding without it gets the public API.
+        self.raw_match = getattr(getattr(self.compiled, "_regexp", None), "Match", None) if _UNANCHORED else None
+        self.generation = generation
+
+    def matches(self, data: bytes) -> bool:
+        if self.generation != FORKS.generation:
+            self.compile()
+        raw_match = self.raw_match
+        if raw_match is None:
+            return self.compiled.search(data) is not None
+        return raw_match(_UNANCHORED, data, 0, len(data))[0][0] != -1
 
 
 def _on_python(pattern: str, python_search: Callable, reason: str) -> RegexSearch:
@@ -106,44 +148,33 @@ def _re2_options() -> "re2.Options":
     return options
 
 
-def _re2_search(compiled, python_search: Callable, needs_ascii: bool, needs_no_final_newline: bool,
-                needs_nonempty: bool) -> Callable[[str], bool]:
-    # The binding's Match(anchor, bytes, start, end) answers without building a match object or
-    # mapping byte offsets back to characters: a fifth of the cost of the public search() on short
-    # text. Older or newer bindings without it get the public API.
-    raw_match = getattr(getattr(compiled, "_regexp", None), "Match", None)
-    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
-    if raw_match is None or anchor is None:
+_purged_generation = 0
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 
-        def matches(data: bytes) -> bool:
-            return compiled.search(data) is not None
-    else:
 
-        def matches(data: bytes) -> bool:
-            return raw_match(anchor, data, 0, len(data))[0][0] != -1
+def _re2_search(program: _ProcessLocalRE2, python_search: Callable, needs_ascii: bool,
+                needs_no_final_newline: bool, needs_nonempty: bool) -> Callable[[str], bool]:
+    # The hot path of every regex condition: the matching step is inlined, not a method call.
+    guarded = needs_ascii or needs_no_final_newline or needs_nonempty
+    forks = FORKS
+    unanchored = _UNANCHORED
 
-    if not (needs_ascii or needs_no_final_newline or needs_nonempty):
-
-        def search(text: str) -> bool:
-            try:
-                data = text.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate: only re can read it
-                return python_search(text) is not None
-            return matches(data)
-
-        return search
-
-    def guarded_search(text: str) -> bool:
-        if ((needs_ascii and not text.isascii()) or (needs_no_final_newline and text.endswith("\n"))
-                or (needs_nonempty and not text)):
+    def search(text: str) -> bool:
+        if guarded and ((needs_ascii and not text.isascii()) or (needs_no_final_newline and text.endswith("\n"))
+                        or (needs_nonempty and not text)):
             return python_search(text) is not None
         try:
             data = text.encode("utf-8")
-        except UnicodeEncodeError:
+        except UnicodeEncodeError:  # a lone surrogate: only re can read it
             return python_search(text) is not None
-        return matches(data)
+        if program.generation != forks.generation:
+            program.compile()
+        raw_match = program.raw_match
+        if raw_match is None:
+            return program.compiled.search(data) is not None
+        return raw_match(unanchored, data, 0, len(data))[0][0] != -1
 
-    return guarded_search
+    return search
 
 
 # --- translation ------------------------------------------------------------------------------
