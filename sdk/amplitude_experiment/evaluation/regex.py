@@ -85,14 +85,14 @@ def compile_search(pattern: str) -> RegexSearch:
         translated = _translate(pattern)
     except _Untranslatable as why:
         return _on_python(pattern, python_search, str(why))
-    except (RecursionError, ValueError, TypeError, OverflowError) as error:  # a parse tree we cannot walk
-        return _on_python(pattern, python_search, "not translated: %s" % error)
+    except Exception as error:  # a parse tree this code cannot walk: never worse than re itself
+        return _on_python(pattern, python_search, "not translated: %r" % error)
     if re2 is None:
         return _on_python(pattern, python_search, "google-re2 is not installed")
     re2_pattern, needs_ascii, needs_no_final_newline, needs_nonempty = translated
     try:
         compiled = _ProcessLocalRE2(re2_pattern)
-    except re2.error as error:
+    except Exception as error:  # re2.error: too large, or a construct RE2 refuses
         return _on_python(pattern, python_search, "RE2 rejects it: %s" % error)
     search = _re2_search(compiled, python_search, needs_ascii, needs_no_final_newline, needs_nonempty)
     return RegexSearch(pattern, RE2, "", search, compiled)
