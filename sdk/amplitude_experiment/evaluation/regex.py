@@ -18,9 +18,13 @@ pattern is written from the parse tree, construct by construct, only where the m
   searched with ``re`` (``\\b`` under ``(?a)`` needs no such care);
 * a text RE2 cannot take (a lone surrogate is not UTF-8) is searched with ``re``.
 
-Anything else (case-insensitive matching, lookarounds, backreferences, conditionals, atomic groups
-and possessive repeats, repeat counts over 1000, a pattern RE2 rejects) stays on ``re``, with the
-reference's results and speed. ``re`` also decides what is a valid pattern.
+* under ``(?i)``, a letter becomes the class of exactly the characters Python's compiler lets it
+  match (its table of lowercase mappings and extra cases, computed once per process).
+
+Anything else (``(?i)`` character sets that hold letters, lookarounds, backreferences,
+conditionals, atomic groups and possessive repeats, repeat counts over 1000, a pattern RE2
+rejects) stays on ``re``, with the reference's results and speed. ``re`` also decides what is a
+valid pattern.
 """
 
 import array
@@ -30,12 +34,20 @@ from typing import Callable, List, Optional, Tuple
 
 from .._fork import FORKS
 
-try:  # Python 3.11+; the same parser was public before
+import _sre as _sre_engine
+
+try:  # Python 3.11+; the same parser and compiler were public before
+    from re import _compiler as _sre_compile
     from re import _constants as _sre
     from re import _parser as _sre_parse
 except ImportError:  # pragma: no cover - Python 3.9 and 3.10
+    import sre_compile as _sre_compile  # type: ignore[no-redef]
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+# Characters that match each other under (?i) beyond their simple lowercase (i and dotless i...):
+# the table Python's own compiler uses, wherever this Python keeps it.
+_CASE_FIXES = getattr(_sre_compile, "_EXTRA_CASES", None) or getattr(_sre_compile, "_ignorecase_fixes", None)
 
 try:
     import re2
@@ -208,8 +220,8 @@ def _translate(pattern: str) -> Tuple[str, bool, bool, bool]:
 
 
 def _check_flags(flags: int) -> None:
-    if flags & _sre.SRE_FLAG_IGNORECASE:
-        raise _Untranslatable("case-insensitive matching ((?i)): Unicode case folding differs")
+    if flags & _sre.SRE_FLAG_IGNORECASE and (_CASE_FIXES is None or not hasattr(_sre_compile, "_optimize_charset")):
+        raise _Untranslatable("case-insensitive matching ((?i)) on a Python whose compiler this code does not know")
     if flags & (_sre.SRE_FLAG_LOCALE | getattr(_sre, "SRE_FLAG_DEBUG", 0) | getattr(_sre, "SRE_FLAG_TEMPLATE", 0)):
         raise _Untranslatable("flags other than (?a), (?m), (?s), (?u), (?x)")
 
@@ -225,15 +237,18 @@ def _sequence(items, flags: int, at_tail: bool, translation: _Translation) -> st
 
 
 def _item(op, argument, flags: int, at_tail: bool, translation: _Translation) -> str:
-    if op is _sre.LITERAL:
-        if _SURROGATES[0] <= argument <= _SURROGATES[1]:
-            return _char_class([(argument, argument)], negate=False)  # matches nothing RE2 sees
+    if op is _sre.LITERAL or op is _sre.NOT_LITERAL:
+        negate = op is _sre.NOT_LITERAL
+        if flags & _sre.SRE_FLAG_IGNORECASE:
+            return _char_class(_case_insensitive_literal(argument, flags), negate)
+        if negate or _SURROGATES[0] <= argument <= _SURROGATES[1]:
+            return _char_class([(argument, argument)], negate)  # a surrogate: matches nothing RE2 sees
         return "\\x{%x}" % argument
-    if op is _sre.NOT_LITERAL:
-        return _char_class([(argument, argument)], negate=True)
     if op is _sre.ANY:
         return "(?s:.)" if flags & _sre.SRE_FLAG_DOTALL else "[^\\n]"
     if op is _sre.IN:
+        if flags & _sre.SRE_FLAG_IGNORECASE and _set_has_cased_members(argument, flags):
+            raise _Untranslatable("a character set with cased letters under (?i)")
         return _set(argument, flags)
     if op is _sre.BRANCH:
         _, branches = argument
@@ -285,6 +300,52 @@ def _anchor(where, flags: int, at_tail: bool, translation: _Translation) -> str:
             translation.needs_ascii = True  # RE2's word characters are ASCII; they agree on ASCII text
         return "\\b"
     raise _Untranslatable("the anchor %s" % _name(where))
+
+
+# --- (?i): exactly what Python's compiler does, for literals and for sets it leaves case-blind ---
+# A cased literal c under (?i) matches every x whose lowercase (Python's simple mapping, or ASCII's
+# under (?a)) is c's lowercase or, under Unicode, one of that lowercase's extra cases. A set
+# matches case-blind when Python's own charset optimiser finds no cased member in it; sets with
+# cased members (whose ranges Python tests by lower and upper case) stay on re.
+
+
+def _ignorecase_functions(flags: int):
+    if flags & _sre.SRE_FLAG_ASCII:
+        return _sre_engine.ascii_iscased, _sre_engine.ascii_tolower, None
+    return _sre_engine.unicode_iscased, _sre_engine.unicode_tolower, _CASE_FIXES
+
+
+def _case_insensitive_literal(code: int, flags: int) -> List[Tuple[int, int]]:
+    iscased, tolower, fixes = _ignorecase_functions(flags)
+    if not iscased(code):
+        return [(code, code)]
+    lowered = tolower(code)
+    keys = (lowered,) + tuple((fixes or {}).get(lowered, ()))
+    preimages = _lowercase_preimages(bool(flags & _sre.SRE_FLAG_ASCII))
+    members = set()
+    for key in keys:
+        if tolower(key) == key:
+            members.add(key)
+        members.update(preimages.get(key, ()))
+    return [(member, member) for member in members]
+
+
+@functools.lru_cache(maxsize=None)
+def _lowercase_preimages(ascii_only: bool) -> dict:
+    """{lowercase: [every other code point whose lowercase it is]}: one pass, about 0.15 s per process."""
+    tolower = _sre_engine.ascii_tolower if ascii_only else _sre_engine.unicode_tolower
+    preimages: dict = {}
+    code_points = range(_LAST_CODE_POINT + 1)
+    for code, lowered in zip(code_points, map(tolower, code_points)):
+        if lowered != code:
+            preimages.setdefault(lowered, []).append(code)
+    return preimages
+
+
+def _set_has_cased_members(items, flags: int) -> bool:
+    iscased, tolower, fixes = _ignorecase_functions(flags)
+    _, has_cased = _sre_compile._optimize_charset(list(items), iscased, tolower, fixes)
+    return bool(has_cased)
 
 
 def _set(items, flags: int) -> str:
