@@ -38,7 +38,7 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
         report.update(state="absent", problems=["nothing published for this deployment key"])
         return ExitCode.ABSENT, report
     now = wall_clock_ns()
-    document = snapshot.document
+    document = snapshot.meta  # the flags themselves are not decoded for a status
     poll_interval_ms = int(document.get("poll_interval_ms") or 30000)
     max_age_ms = config.max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
@@ -54,7 +54,7 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
     report.update(
         state="stale" if problems else "ok",
         version=snapshot.version,
-        flag_count=int(document.get("flag_count", len(document.get("flags") or []))),
+        flag_count=len(snapshot),
         source=document.get("source"),
         published_at=_iso(state.published_at_ns or snapshot.created_ns),
         age_s=_age_s(now, state.published_at_ns or snapshot.created_ns),

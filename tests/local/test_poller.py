@@ -235,3 +235,18 @@ def test_unknown_fields_in_a_config_are_ignored(stand_in):
     with client_for(stand_in) as client:
         client.start()
         assert keys_and_values(client.evaluate_v2(User())) == {"a": "on"}
+
+
+def test_a_poll_that_changes_one_flag_compiles_one_flag(stand_in):
+    first = [flag("f%d" % n) for n in range(30)]
+    second = list(first)
+    second[4] = flag("f4", "v2")
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, first), Answer(200, second))
+    with client_for(stand_in, interval_ms=50) as client:
+        client.start()
+        assert client.flag_source_status["flags_compiled"] == 30  # validating is compiling, once
+        assert len(client.evaluate_v2(User())) == 30
+        stand_in.wait_for(3, FLAGS_PATH)
+        assert client.evaluate_v2(User(), ["f4"])["f4"].value == "v2"
+        assert len(client.evaluate_v2(User())) == 30
+        assert client.flag_source_status["flags_compiled"] == 31

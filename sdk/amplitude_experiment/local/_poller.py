@@ -17,7 +17,7 @@ import requests
 
 from .._fork import FORKS
 from .._http import base_url, excerpt
-from ..evaluation import FlagConfigError, FlagSet, compile_flags
+from ..evaluation import CompiledFlagCache, FlagConfigError, FlagSet, decode_config, plan_flags
 from ..version import LIBRARY
 from ._sources import report_problems
 from .config import LocalEvaluationConfig
@@ -58,6 +58,8 @@ class PollingFlagSource:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._flags: Optional[FlagSet] = None
+        #: Compiled flags by content digest, across polls: a poll that changed one flag compiles one.
+        self._compiled = CompiledFlagCache()
         self._body_digest: Optional[bytes] = None
         self._last_success: Optional[float] = None
         self._last_error: Optional[str] = None
@@ -113,6 +115,7 @@ class PollingFlagSource:
             "last_error": self._last_error,
             "consecutive_failures": self._failures,
             "polls": self._polls,
+            "flags_compiled": self._compiled.compiles,
         }
 
     # --- polling ------------------------------------------------------------------------------
@@ -180,14 +183,18 @@ class PollingFlagSource:
         if digest == self._body_digest:
             return
         try:
-            raw = response.json()
-        except ValueError:
+            raw = decode_config(body)
+        except FlagConfigError:
             raise FlagFetchError("GET %s answered 200 with a body that is not JSON: %s" % (self._url, excerpt(response))) from None
         previous = self._flags
         try:
-            flags = compile_flags(raw, previous.flags if previous is not None else ())
+            # Every flag is compiled here and stays in the cache while it is current: no record is kept.
+            catalog = plan_flags(raw, previous.catalog.keys() if previous is not None else (), self._compiled,
+                                 keep_records=False)
         except FlagConfigError as error:
             raise FlagFetchError("flag config rejected as a whole: %s" % error) from None
+        self._compiled.retain(catalog)
+        flags = FlagSet(catalog, self._compiled)
         report_problems(self._logger, flags, "flag config from " + self._url)
         self._flags = flags
         self._body_digest = digest
