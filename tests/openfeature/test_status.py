@@ -338,11 +338,6 @@ def test_flagd_mode_without_a_snapshot_is_an_error_until_one_is_published(shm_pr
         assert events.kinds() == [ERROR, READY]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "SharedSnapshotSource._refresh race, outside the provider: two threads that see a new version "
-    "at once can leave the source acknowledging it while serving the previous version's flags "
-    "(the second thread writes back the flags it read before the first installed the new ones); "
-    "then no resolution sees the version until the next publish"))
 def test_threads_resolving_during_new_versions_see_one_event_per_version(shm_prefix, events):
     with SnapshotWriter(shm_prefix, KEY, poll_interval_ms=1000) as writer:
         writer.publish(document(marker("v0")))

@@ -188,9 +188,7 @@ class PollingFlagSource:
             raise FlagFetchError("GET %s answered 200 with a body that is not JSON: %s" % (self._url, excerpt(response))) from None
         previous = self._flags
         try:
-            # Every flag is compiled here and stays in the cache while it is current: no record is kept.
-            catalog = plan_flags(raw, previous.catalog.keys() if previous is not None else (), self._compiled,
-                                 keep_records=False)
+            catalog = plan_flags(raw, previous.catalog.keys() if previous is not None else (), self._compiled)
         except FlagConfigError as error:
             raise FlagFetchError("flag config rejected as a whole: %s" % error) from None
         self._compiled.retain(catalog)

@@ -5,8 +5,8 @@ deployed (``deployed``) and which segment matched (``segmentName``). Whether tha
 variant came from bucketing is in the segment's config, not in the result: a segment whose
 ``bucket`` can give different users different outcomes (several variants, or less than 100 % of
 users allocated) is a SPLIT; a segment that gives every user it matches the same variant is a
-TARGETING_MATCH. The configs come from the client's compiled flag set (its ``raw`` flags), indexed
-once per flag-set version.
+TARGETING_MATCH. A flag's config comes from the client's flag set (its catalog), decoded the first
+time a resolution of that flag needs it in a version.
 """
 
 from types import MappingProxyType
@@ -23,22 +23,41 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 class FlagIndex:
-    """The raw configs of one flag-set version by key, and the reasons worked out from them so far.
+    """One flag-set version's reasons, worked out per flag when a resolution first needs them.
 
-    Not locked: two threads that work out the same entry store equal values.
+    A flag's config is decoded from the version's catalog only then (in shared mode, straight
+    from the mapped snapshot), so a version costs the provider nothing for flags it never
+    resolves. Not locked: two threads that work out the same entry store equal values.
     """
 
     def __init__(self, flag_set: Any):
-        raw = getattr(flag_set, "raw", None) if flag_set is not None else None
-        self.configs: Dict[str, Mapping[str, Any]] = {}
-        for config in raw or ():
-            if isinstance(config, Mapping) and isinstance(config.get("key"), str):
-                self.configs[config["key"]] = config
+        self.catalog = getattr(flag_set, "catalog", None) if flag_set is not None else None
+        self._configs: Dict[str, Optional[Mapping[str, Any]]] = {}
         #: (flag key, variant key, segment name) -> (reason, flag metadata), filled by ``outcome``.
         self.outcomes: Dict[Tuple[str, Any, Any], Tuple[str, Mapping[str, Any]]] = {}
 
     def __contains__(self, flag_key: str) -> bool:
-        return flag_key in self.configs
+        return self.catalog is not None and self.catalog.digest(flag_key) is not None
+
+    def config(self, flag_key: str) -> Optional[Mapping[str, Any]]:
+        """The flag's config, decoded once; None for a flag this version does not have."""
+        if flag_key in self._configs:
+            return self._configs[flag_key]
+        config = None
+        if flag_key in self:
+            try:
+                config = self.catalog.config(flag_key)
+            except (KeyError, ValueError):
+                config = None
+        self._configs[flag_key] = config
+        return config
+
+    def digests(self) -> Dict[str, bytes]:
+        """Every flag's content digest by key (for the keys a new version changed)."""
+        catalog = self.catalog
+        if catalog is None:
+            return {}
+        return {key: catalog.digest(key) for key in catalog.keys()}
 
     def outcome(self, flag_key: str, variant: Variant) -> Tuple[str, Mapping[str, Any]]:
         """(reason, flag metadata) for ``variant`` of ``flag_key``; the metadata keeps scalar entries only."""
@@ -47,7 +66,7 @@ class FlagIndex:
         known = self.outcomes.get(cache_key)
         if known is not None:
             return known
-        reason = reason_for(self.configs.get(flag_key), variant.key, metadata)
+        reason = reason_for(self.config(flag_key), variant.key, metadata)
         outcome = (reason, MappingProxyType({k: v for k, v in metadata.items() if isinstance(v, _SCALARS)}))
         self.outcomes[cache_key] = outcome
         return outcome

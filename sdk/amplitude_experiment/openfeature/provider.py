@@ -349,10 +349,10 @@ def _absent_value(variant: Variant, reason: str, default_value: Any) -> Any:
 
 
 def _changed_keys(old: FlagIndex, new: FlagIndex) -> List[str]:
-    """Keys of flags added, removed or changed between two flag-set versions."""
-    old_configs, new_configs = old.configs, new.configs
-    changed = [key for key, config in new_configs.items() if old_configs.get(key) != config]
-    changed.extend(key for key in old_configs if key not in new_configs)
+    """Keys of flags added, removed or changed between two flag-set versions (by content digest)."""
+    old_digests, new_digests = old.digests(), new.digests()
+    changed = [key for key, digest in new_digests.items() if old_digests.get(key) != digest]
+    changed.extend(key for key in old_digests if key not in new_digests)
     return sorted(changed)
 
 
