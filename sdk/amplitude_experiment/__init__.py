@@ -14,6 +14,7 @@ from .cookie import AmplitudeCookie
 from .factory import Experiment
 from .local.client import LocalEvaluationClient
 from .local.config import LocalEvaluationConfig
+from .local._shared_source import FlagdUnavailableError
 from .remote.client import RemoteEvaluationClient
 from .remote.config import RemoteEvaluationConfig
 from .server_zone import ServerZone

@@ -34,7 +34,12 @@ def build_flag_source(api_key: str, config: LocalEvaluationConfig, logger: loggi
         from ._poller import PollingFlagSource
 
         return PollingFlagSource(api_key, config, logger)
+    from .._coexist import conflict_message
     from ._shared_source import AutoFlagSource, SharedSnapshotSource
+
+    conflict = conflict_message()
+    if conflict:
+        logger.warning("[Experiment] %s", conflict.split(": ", 1)[1])
 
     if config.flag_source == "flagd":
         return SharedSnapshotSource(api_key, config, logger)
