@@ -163,6 +163,49 @@ def test_case_insensitive_letters_match_what_python_matches(flags):
     assert wrong == []
 
 
+_ASCII_TEXT = [c for c in _TEXT if c.isascii()] + list("AZaz09_!~\x7f\x00\x1f")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4, 5])
+def test_the_ascii_text_translation_answers_as_re_on_ascii_text(seed):
+    """What deferred_search uses until a non-ASCII text arrives: exact on ASCII text, built without
+    the Unicode tables (and so without scanning every code point)."""
+    rng = random.Random(seed)
+    wrong = []
+    for _ in range(700):
+        pattern = rng.choice(_FLAGS) + "".join(_random_piece(rng, 0) for _ in range(rng.randint(1, 4)))
+        try:
+            reference = re.compile(pattern)
+        except re.error:
+            continue
+        search = compile_search(pattern, ascii_text=True)
+        for _ in range(20):
+            text = "".join(rng.choice(_ASCII_TEXT) for _ in range(rng.randint(0, 8)))
+            if search.search(text) is not (reference.search(text) is not None):
+                wrong.append((pattern, text))
+    for letter in _CASE_SAMPLE:  # non-ASCII pattern letters that match ASCII text under (?i): K, ſ
+        for flags in ("(?i)", "(?ai)"):
+            pattern = flags + re.escape(letter)
+            search = compile_search(pattern, ascii_text=True)
+            for code in range(128):
+                if search.search(chr(code)) is not (re.search(pattern, chr(code)) is not None):
+                    wrong.append((pattern, chr(code)))
+    assert wrong == []
+
+
+def test_a_deferred_search_needs_no_unicode_table_until_non_ascii_text_arrives(monkeypatch):
+    compile_search.cache_clear()
+    regex_module._class_ranges.cache_clear()
+    regex_module._every_code_point.cache_clear()
+    regex_module._lowercase_preimages.cache_clear()
+    search = regex_module.deferred_search("(?i)\\w+@k\\d")
+    assert search("Bob@K7") and not search("bob@")
+    assert regex_module._every_code_point.cache_info().currsize == 0
+    assert regex_module._lowercase_preimages.cache_info().currsize == 0
+    assert search("bøb@\u212a٣")  # Kelvin sign and an Arabic-Indic digit: the full tables now
+    assert regex_module._every_code_point.cache_info().currsize == 1
+
+
 @pytest.mark.parametrize("seed", [1, 2, 4])
 def test_random_patterns_answer_as_re(seed):
     """Random patterns from the constructs RE2 takes, on random short texts (bounded: 700 x 20)."""

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
-from .regex import compile_search
+from .regex import deferred_search
 from .semantic_version import parse_version
 
 Target = dict
@@ -259,7 +259,7 @@ def _regex_matcher(values: Sequence[str], negate: bool) -> Tuple[StringMatcher, 
     invalid = []
     for value in values:
         try:
-            patterns.append(compile_search(value).search)
+            patterns.append(deferred_search(value))
         except (re.error, TypeError, OverflowError, RecursionError):
             invalid.append(value)
     found = not negate

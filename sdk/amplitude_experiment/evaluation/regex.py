@@ -86,15 +86,18 @@ class RegexSearch:
 
 
 @functools.lru_cache(maxsize=1024)
-def compile_search(pattern: str) -> RegexSearch:
+def compile_search(pattern: str, ascii_text: bool = False) -> RegexSearch:
     """Compile a regex filter value as the reference would use it.
+
+    :param ascii_text: the search will only ever be given ASCII text, so the RE2 pattern needs to
+        be exact on ASCII characters only (classes and case-folded letters are written for them).
 
     :raises re.error, TypeError, OverflowError, RecursionError: when Python's ``re`` cannot compile
         it (the reference raises the same when the condition is reached).
     """
     python_search = re.compile(pattern).search
     try:
-        translated = _translate(pattern)
+        translated = _translate(pattern, ascii_text)
     except _Untranslatable as why:
         return _on_python(pattern, python_search, str(why))
     except Exception as error:  # a parse tree this code cannot walk: never worse than re itself
@@ -108,6 +111,30 @@ def compile_search(pattern: str) -> RegexSearch:
         return _on_python(pattern, python_search, "RE2 rejects it: %s" % error)
     search = _re2_search(compiled, python_search, needs_ascii, needs_no_final_newline, needs_nonempty)
     return RegexSearch(pattern, RE2, "", search, compiled)
+
+
+def deferred_search(pattern: str) -> Callable[[str], bool]:
+    """``compile_search(pattern).search``, translated and compiled for RE2 at its first search.
+
+    A flag is compiled to be validated (flagd, every poll) far more often than its regexes are
+    searched. And most texts are ASCII: for them a translation that is exact on ASCII text
+    (``compile_search(pattern, ascii_text=True)``) needs none of this Python's Unicode class
+    tables, whose scan of every code point (0.1 to 0.3 s, once per process) is paid only when a
+    non-ASCII text first meets a pattern that needs them.
+
+    :raises re.error, TypeError, OverflowError, RecursionError: now, when ``re`` cannot compile it.
+    """
+    re.compile(pattern)
+    resolved: List[Optional[Callable[[str], bool]]] = [None, None]  # [for ASCII text, for any text]
+
+    def search(text: str) -> bool:
+        variant = 0 if text.isascii() else 1
+        found = resolved[variant]
+        if found is None:
+            found = resolved[variant] = compile_search(pattern, ascii_text=variant == 0).search
+        return found(text)
+
+    return search
 
 
 class _ProcessLocalRE2:
@@ -197,15 +224,16 @@ class _Untranslatable(Exception):
 
 
 class _Translation:
-    __slots__ = ("needs_ascii", "needs_no_final_newline", "needs_nonempty")
+    __slots__ = ("ascii_text", "needs_ascii", "needs_no_final_newline", "needs_nonempty")
 
-    def __init__(self) -> None:
+    def __init__(self, ascii_text: bool = False) -> None:
+        self.ascii_text = ascii_text  # only ASCII text will be searched: exact on ASCII is enough
         self.needs_ascii = False
         self.needs_no_final_newline = False
         self.needs_nonempty = False
 
 
-def _translate(pattern: str) -> Tuple[str, bool, bool, bool]:
+def _translate(pattern: str, ascii_text: bool = False) -> Tuple[str, bool, bool, bool]:
     """The RE2 pattern for ``pattern`` and the texts it needs ``re`` for (see the module docstring).
 
     :raises _Untranslatable: naming the construct that stays on ``re``.
@@ -214,7 +242,7 @@ def _translate(pattern: str) -> Tuple[str, bool, bool, bool]:
     state = getattr(parsed, "state", None) or getattr(parsed, "pattern", None)  # 3.11+ / 3.9-3.10
     flags = state.flags
     _check_flags(flags)
-    translation = _Translation()
+    translation = _Translation(ascii_text)
     text = _sequence(parsed, flags, True, translation)
     return text, translation.needs_ascii, translation.needs_no_final_newline, translation.needs_nonempty
 
@@ -240,7 +268,7 @@ def _item(op, argument, flags: int, at_tail: bool, translation: _Translation) ->
     if op is _sre.LITERAL or op is _sre.NOT_LITERAL:
         negate = op is _sre.NOT_LITERAL
         if flags & _sre.SRE_FLAG_IGNORECASE:
-            return _char_class(_case_insensitive_literal(argument, flags), negate)
+            return _char_class(_case_insensitive_literal(argument, flags, translation.ascii_text), negate)
         if negate or _SURROGATES[0] <= argument <= _SURROGATES[1]:
             return _char_class([(argument, argument)], negate)  # a surrogate: matches nothing RE2 sees
         return "\\x{%x}" % argument
@@ -249,7 +277,7 @@ def _item(op, argument, flags: int, at_tail: bool, translation: _Translation) ->
     if op is _sre.IN:
         if flags & _sre.SRE_FLAG_IGNORECASE and _set_has_cased_members(argument, flags):
             raise _Untranslatable("a character set with cased letters under (?i)")
-        return _set(argument, flags)
+        return _set(argument, flags, translation.ascii_text)
     if op is _sre.BRANCH:
         _, branches = argument
         return "(?:%s)" % "|".join(_sequence(branch, flags, at_tail, translation) for branch in branches)
@@ -315,12 +343,16 @@ def _ignorecase_functions(flags: int):
     return _sre_engine.unicode_iscased, _sre_engine.unicode_tolower, _CASE_FIXES
 
 
-def _case_insensitive_literal(code: int, flags: int) -> List[Tuple[int, int]]:
+def _case_insensitive_literal(code: int, flags: int, ascii_text: bool = False) -> List[Tuple[int, int]]:
     iscased, tolower, fixes = _ignorecase_functions(flags)
     if not iscased(code):
         return [(code, code)]
     lowered = tolower(code)
     keys = (lowered,) + tuple((fixes or {}).get(lowered, ()))
+    if ascii_text:  # the same members, among the 128 characters the text can hold
+        return [(member, member) for member in range(128)
+                if (member in keys and tolower(member) == member) or (tolower(member) != member
+                                                                      and tolower(member) in keys)]
     preimages = _lowercase_preimages(bool(flags & _sre.SRE_FLAG_ASCII))
     members = set()
     for key in keys:
@@ -348,7 +380,7 @@ def _set_has_cased_members(items, flags: int) -> bool:
     return bool(has_cased)
 
 
-def _set(items, flags: int) -> str:
+def _set(items, flags: int, ascii_text: bool = False) -> str:
     negate = False
     ranges: List[Tuple[int, int]] = []
     for op, argument in items:
@@ -359,7 +391,7 @@ def _set(items, flags: int) -> str:
         elif op is _sre.RANGE:
             ranges.append(argument)
         elif op is _sre.CATEGORY:
-            ranges.extend(_category_ranges(argument, bool(flags & _sre.SRE_FLAG_ASCII)))
+            ranges.extend(_category_ranges(argument, bool(flags & _sre.SRE_FLAG_ASCII), ascii_text))
         else:
             raise _Untranslatable("%s in a character set" % _name(op))
     return _char_class(ranges, negate)
@@ -406,24 +438,30 @@ _CATEGORY_PATTERNS = {
 }
 
 
-def _category_ranges(category, ascii_only: bool) -> List[Tuple[int, int]]:
+def _category_ranges(category, ascii_only: bool, ascii_text: bool = False) -> List[Tuple[int, int]]:
     spec = _CATEGORY_PATTERNS.get(category)
     if spec is None:
         raise _Untranslatable("the class %s" % _name(category))
     escape, complement = spec
-    ranges = _class_ranges(escape, ascii_only)
+    ranges = _class_ranges(escape, ascii_only, 127 if ascii_text else _LAST_CODE_POINT)
     return _complement(ranges) if complement else list(ranges)
 
 
 @functools.lru_cache(maxsize=None)
-def _class_ranges(escape: str, ascii_only: bool) -> Tuple[Tuple[int, int], ...]:
-    """Code point ranges Python's own ``re`` matches with ``escape``: exact for this Python.
-
-    One scan over every code point (about 0.1 s, once per process and class).
+def _class_ranges(escape: str, ascii_only: bool, last: int = _LAST_CODE_POINT) -> Tuple[Tuple[int, int], ...]:
+    """Code point ranges up to ``last`` that Python's own ``re`` matches with ``escape``: exact for
+    this Python. Up to the last code point, a scan of all of them (about 0.1 s, once per process
+    and class); up to 127, nothing to speak of.
     """
-    every_code_point = array.array("I", range(_LAST_CODE_POINT + 1)).tobytes().decode("utf-32-le", "surrogatepass")
     finder = re.compile(escape + "+", re.ASCII if ascii_only else 0)
-    return tuple((match.start(), match.end() - 1) for match in finder.finditer(every_code_point))
+    text = _every_code_point() if last == _LAST_CODE_POINT else "".join(map(chr, range(last + 1)))
+    return tuple((match.start(), match.end() - 1) for match in finder.finditer(text))
+
+
+@functools.lru_cache(maxsize=1)
+def _every_code_point() -> str:
+    """Every code point in order, surrogates included: the text the class tables are read from."""
+    return array.array("I", range(_LAST_CODE_POINT + 1)).tobytes().decode("utf-32-le", "surrogatepass")
 
 
 def _complement(ranges) -> List[Tuple[int, int]]:
