@@ -15,7 +15,8 @@ What a worker pays to attach, per new version and per flag it uses (issue target
    flag), a steady call, and its USS growth.
 
 The config comes from benchmarks/flaggen.py (seed 7): about 10 MB of JSON in realistic shapes,
-plus one ``bench-marker`` flag whose variant each round changes. CLOCK_MONOTONIC is host-wide,
+mended where ``amplitude-flagd check`` refuses flaggen's deliberate corners, plus one
+``bench-marker`` flag whose variant each round changes. CLOCK_MONOTONIC is host-wide,
 so times reported by workers and by this process compare directly.
 
 Usage: python benchmarks/bench_scale.py [--flags 10000] [--workers 8] [--rounds 15]
@@ -99,6 +100,29 @@ def marker_flag(marker: str) -> Dict[str, Any]:
             "segments": [{"variant": marker}], "variants": {marker: {"key": marker, "value": marker}}}
 
 
+def for_a_flags_file(flags: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """flaggen's configs as a flags file must hold them: ``amplitude-flagd check`` refuses the
+    corners flaggen plants for the differential test (a dependency on a flag that is not in the
+    list, a variant whose key differs from its name), so those are mended and whatever the check
+    still finds is left out."""
+    from flagd.check import check_flags
+
+    for flag in flags:
+        for name, variant in (flag.get("variants") or {}).items():
+            if isinstance(variant, dict) and "key" in variant:
+                variant["key"] = name
+    for _ in range(10):  # leaving a flag out can leave another's dependency dangling: mend again
+        keys = {flag["key"] for flag in flags}
+        for flag in flags:
+            if flag.get("dependencies"):
+                flag["dependencies"] = [key for key in flag["dependencies"] if key in keys]
+        refused = {problem.flag for problem in check_flags(flags, parse=True)}
+        if not refused:
+            return flags
+        flags = [flag for flag in flags if flag["key"] not in refused]
+    raise RuntimeError("flaggen's config still has problems a flags file may not have")
+
+
 def write_config(path: str, flags: List[Dict[str, Any]], marker: str) -> int:
     body = json.dumps(flags + [marker_flag(marker)]).encode()
     with open(path + ".tmp", "wb") as handle:
@@ -130,7 +154,7 @@ def main() -> int:
 
     from amplitude_experiment.snapshot.segment import SnapshotReader, remove_all
 
-    flags = flaggen.generate_flags(7, args.flags)
+    flags = for_a_flags_file(flaggen.generate_flags(7, args.flags))
     keys = [flag["key"] for flag in flags if flag.get("dependencies")][:10]
     keys += [flag["key"] for flag in flags if not flag.get("dependencies")][:9]
     keys.append(MARKER)
