@@ -63,10 +63,13 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
     fetch_age = _age_s(now, last_fetch_ns)
     if fetch_age is None or fetch_age * 1000 > max_age_ms:
         problems.append("last successful fetch is older than %.0f s" % (max_age_ms / 1000.0))
+    flag_count = int(document.get("flag_count", len(document.get("flags") or [])))
     report.update(
         state="stale" if problems else "ok",
         version=snapshot.version,
-        flag_count=int(document.get("flag_count", len(document.get("flags") or []))),
+        flag_count=flag_count,
+        # flagd publishes an empty list after flags only when the API confirmed it (docs/flagd.md).
+        empty_config=flag_count == 0,
         source=document.get("source"),
         published_at=_iso(state.published_at_ns or snapshot.created_ns),
         age_s=_age_s(now, state.published_at_ns or snapshot.created_ns),

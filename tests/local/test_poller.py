@@ -85,7 +85,7 @@ def test_polls_at_the_interval_and_picks_up_changes(stand_in):
 @pytest.mark.parametrize(
     "bad_answer, logged",
     [
-        (Answer(500, "upstream broke"), "answered 500: upstream broke"),
+        (Answer(500, "upstream broke"), "HTTP 500: upstream broke"),
         (Answer(200, "<html>not json"), "not JSON"),
         (Answer(200, {"flags": []}), "must be a JSON array"),
         (Answer(200, [flag("good"), {"key": "broken", "variants": {}, "segments": None}]), "flag 'broken': segments"),

@@ -26,7 +26,7 @@ from ..snapshot.segment import (
     SnapshotReader,
     publisher_alive,
 )
-from ._sources import report_problems
+from .._logging import report_problems
 from .config import LocalEvaluationConfig
 
 #: Evaluations between two looks at the clock for the once-a-second checks (heartbeat, re-attach).

@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .._fork import FORKS
-from .._http import base_url
+from .._http import base_url, excerpt
 from ..exception import FetchException
 from ..user import User
 from ..variant import Variant
@@ -278,7 +278,7 @@ class RemoteEvaluationClient:
             raise ConnectionError("[Experiment] POST %s failed: %s" % (self._url, error)) from error
         finally:
             slots.release()
-        variants = _variants_from(response)
+        variants = _variants_from(response, self.api_key)
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("[Experiment] fetched %d variants in %.1f ms",
                               len(variants), (time.monotonic() - started) * 1000)
@@ -414,39 +414,34 @@ def _encode_flag_keys(flag_keys: Any) -> str:
     return base64.urlsafe_b64encode(text.encode("utf-8")).rstrip(b"=").decode("ascii")
 
 
-def _variants_from(response: requests.Response) -> Variants:
-    """Turn a response into variants, or raise a :class:`FetchException` carrying its status."""
+def _variants_from(response: requests.Response, secret: str) -> Variants:
+    """Turn a response into variants, or raise a :class:`FetchException` carrying its status.
+
+    Body excerpts in the message have ``secret`` (the deployment key) redacted: error pages echo headers.
+    """
     status = response.status_code
     if status != 200:
-        detail = ": " + _excerpt(response.content) if response.content else ""
+        detail = ": " + excerpt(response.content, secret) if response.content else ""
         raise FetchException(status, "Fetch error response: status=%d %s%s" % (status, response.reason or "", detail))
     try:
         raw = json.loads(response.content)
     except ValueError:
         raise FetchException(status, "Fetch response is not JSON: status=%d, body: %s"
-                             % (status, _excerpt(response.content))) from None
+                             % (status, excerpt(response.content, secret))) from None
     if not isinstance(raw, dict):
         raise FetchException(status, "Fetch response is not a JSON object of variants: status=%d, body: %s"
-                             % (status, _excerpt(response.content)))
+                             % (status, excerpt(response.content, secret)))
     variants: Variants = {}
     for key, fields in raw.items():
         if not isinstance(fields, dict):
             raise FetchException(status, "Fetch response has a variant that is not a JSON object (%r): status=%d, "
-                                 "body: %s" % (key, status, _excerpt(response.content)))
+                                 "body: %s" % (key, status, excerpt(response.content, secret)))
         value = fields.get("value")
         if value is not None and not isinstance(value, str):
             value = json.dumps(value, separators=(",", ":"))  # remote values are strings (§2.3)
         variants[key] = Variant(key=fields.get("key"), value=value, payload=fields.get("payload"),
                                 metadata=fields.get("metadata"))
     return variants
-
-
-def _excerpt(body: bytes, limit: int = 200) -> str:
-    """The start of a body for an error message, as UTF-8 whatever it claims to be (no guessing)."""
-    if not body:
-        return "(empty body)"
-    text = body[: limit * 4].decode("utf-8", "replace")
-    return text if len(text) <= limit and len(body) <= limit * 4 else text[:limit] + "…"
 
 
 def _without_defaults(variants: Variants) -> Variants:
