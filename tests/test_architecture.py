@@ -169,3 +169,82 @@ def test_no_prints_in_library_code():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 offenders.append("%s:%d" % (path.relative_to(SDK), node.lineno))
     assert offenders == []
+
+
+# --- one owner per idea (issue 10, item 13) ------------------------------------------------------
+
+SOURCES = sorted(SDK.rglob("*.py")) + sorted((ROOT / "flagd").rglob("*.py"))
+
+
+def _definitions(kind):
+    """``name -> [files]`` of every function (``kind=ast.FunctionDef``) or class defined in the tree."""
+    found = {}
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, kind):
+                found.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def _assigned_strings(path):
+    """String constants a file assigns to a name or uses as a dict key (docstrings and messages left out)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        values = []
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            values.append(node.value)
+        elif isinstance(node, ast.Dict):
+            values.extend(key for key in node.keys if key is not None)
+        for value in values:
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found.add(value.value)
+    return found
+
+
+@pytest.mark.parametrize("literal", [
+    "https://flag.lab.eu.amplitude.com", "/sdk/v2/flags?v=0", "amplitude-flagd", "X-Amp-Exp-Library",
+])
+def test_each_flag_api_constant_is_written_once(literal):
+    holders = [str(path.relative_to(ROOT)) for path in SOURCES if literal in _assigned_strings(path)]
+    assert holders == ["sdk/amplitude_experiment/_flag_api.py"]
+
+
+def test_one_body_excerpt_helper_and_one_backoff():
+    functions = _definitions(ast.FunctionDef)
+    excerpts = [path for name, paths in functions.items() if "excerpt" in name for path in paths]
+    assert excerpts == ["sdk/amplitude_experiment/_http.py"]
+    assert _definitions(ast.ClassDef).get("Backoff") == ["sdk/amplitude_experiment/_flag_api.py"]
+
+
+def test_dead_code_is_gone():
+    functions = _definitions(ast.FunctionDef)
+    assert "redact_key" not in functions
+    fork = (SDK / "_fork.py").read_text()
+    assert "hasattr(os, \"register_at_fork\")" not in fork
+
+
+def test_no_import_cycle_between_sdk_modules():
+    """Modules that import each other (at any depth, run-time imports included) cannot be read alone."""
+    root = ROOT / "sdk"
+    graph = {}
+    for path in sorted(SDK.rglob("*.py")):
+        module, _ = module_name(root, path)
+        targets = set()
+        for _, imported in imports_of(root, path):
+            while imported and imported not in graph and not (root / (imported.replace(".", "/") + ".py")).exists():
+                imported = imported.rpartition(".")[0]  # `from .x import Name` names a module x, not x.Name
+            if imported.startswith("amplitude_experiment.") and imported != module:
+                targets.add(imported)
+        graph[module] = targets
+    cycles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    cycles.append(" -> ".join(trail + [nxt]))
+                elif nxt not in seen and nxt in graph:
+                    seen.add(nxt)
+                    stack.append((nxt, trail + [nxt]))
+    assert cycles == []
