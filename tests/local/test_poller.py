@@ -158,7 +158,7 @@ def test_stop_ends_polling(stand_in):
 
 
 def test_storage_order_follows_the_reference(stand_in):
-    """Flags already held keep their position, new ones are appended (reference-sdk.md §2.10)."""
+    """Flags already held keep their position, new ones are appended (docs/compatibility.md, 'Storage order')."""
     first = [flag("a"), flag("b"), flag("c")]
     second = [flag("d"), flag("c"), flag("a")]
     stand_in.answer("GET", FLAGS_PATH, Answer(200, first), Answer(200, second))

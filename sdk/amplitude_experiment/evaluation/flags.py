@@ -2,7 +2,7 @@
 
 flagd (before it publishes), the SDK's poller and the shared-memory reader all call
 :func:`compile_flags`. A config with a wrong type anywhere is rejected whole, naming the flag and
-the field; unknown fields are ignored (reference-sdk.md §2.9, quirk Q13 deliberately not kept).
+the field; unknown fields are ignored (docs/compatibility.md, 'Flag-config validation', quirk Q13 deliberately not kept).
 """
 
 import contextlib
@@ -91,7 +91,7 @@ def compile_flags(raw: Any, previous_order: Iterable[str] = ()) -> FlagSet:
     """Validate a flag-config list (the JSON of ``GET /sdk/v2/flags``) and compile it.
 
     :param previous_order: keys of the flags held before this update. Flags already held keep
-        their position and new ones are appended, as in the reference's flag storage (§2.10);
+        their position and new ones are appended, as in the reference's flag storage (docs/compatibility.md, 'Storage order');
         evaluation order, and so which results a later flag can see, follows it. A key listed
         twice keeps its first position and its last config.
     :raises FlagConfigError: naming the first flag and field that is not of the expected type.
@@ -253,7 +253,7 @@ def _compile_flag(flag: Any, index: int, problems: List[str]) -> CompiledFlag:
 
 
 class _ResultCache:
-    """Builds each (segment, variant) result once, with its metadata merged (§3.11)."""
+    """Builds each (segment, variant) result once, with its metadata merged (docs/compatibility.md, 'Metadata')."""
 
     def __init__(self, variants: Mapping[str, Any], flag_metadata: Optional[Mapping[str, Any]]):
         self.variants = variants
@@ -392,7 +392,7 @@ def _tells_user_entries_apart(selector: List[str]) -> bool:
 _USER_ENTRY_LEAVES_OUT = frozenset(("groups", "group_properties", "group_cohort_ids"))
 
 
-# --- dependency order (§3.2) ------------------------------------------------------------------
+# --- dependency order (docs/compatibility.md, 'Flag order and dependencies') ----------------------
 
 
 def _flags_on_cycles(flags: Mapping[str, CompiledFlag]) -> frozenset:

@@ -1,7 +1,6 @@
 """Remote evaluation: ask Amplitude's evaluation servers for a user's variants over HTTP.
 
-The request, the results and the failure outcomes are the reference's (reference-sdk.md
-§2.2-§2.6, quirks Q2 and Q11 kept). Operational differences, all listed in docs/compatibility.md
+The request, the results and the failure outcomes are the reference's (docs/compatibility.md, 'Remote requests', 'Remote results and retries', quirks Q2 and Q11 kept). Operational differences, all listed in docs/compatibility.md
 ("Remote evaluation"): every response body is read so keep-alive connections stay usable (Q1),
 retries use ``fetch_retry_timeout_millis`` (Q3), the pool holds 10 connections by default,
 ``fetch_async_v2`` runs on a bounded executor, and bad input fails before any request is sent.
@@ -51,7 +50,7 @@ class _Rejected(Exception):
 def is_retryable(error: Exception) -> bool:
     """Whether a failed first attempt is retried: the one place that classifies fetch errors.
 
-    As in the reference (§2.4): 429, 5xx and non-4xx statuses are retried, other 4xx are not, and
+    As in the reference (docs/compatibility.md, 'Remote results and retries'): 429, 5xx and non-4xx statuses are retried, other 4xx are not, and
     every error without a status (network, timeout, a body that is not the expected JSON) is.
     """
     if isinstance(error, FetchException):
@@ -229,7 +228,7 @@ class RemoteEvaluationClient:
         return request
 
     def _fetch(self, request: requests.PreparedRequest) -> Variants:
-        """The first attempt, then the retries (§2.4); raises :class:`_Rejected` for a permanent 4xx."""
+        """The first attempt, then the retries (docs/compatibility.md, 'Remote results and retries'); raises :class:`_Rejected` for a permanent 4xx."""
         try:
             return self._attempt(request, self._timeout)
         except Exception as error:
@@ -406,7 +405,7 @@ def _seconds(millis: Any, option: str) -> float:
 
 
 def _encode_flag_keys(flag_keys: Any) -> str:
-    """The ``X-Amp-Exp-Flag-Keys`` value: compact JSON, UTF-8, URL-safe base64 without padding (§2.2)."""
+    """The ``X-Amp-Exp-Flag-Keys`` value: compact JSON, UTF-8, URL-safe base64 without padding (docs/compatibility.md, 'Remote requests')."""
     try:
         text = json.dumps(list(flag_keys), separators=(",", ":"))
     except (TypeError, ValueError) as error:
@@ -438,14 +437,14 @@ def _variants_from(response: requests.Response, secret: str) -> Variants:
                                  "body: %s" % (key, status, excerpt(response.content, secret)))
         value = fields.get("value")
         if value is not None and not isinstance(value, str):
-            value = json.dumps(value, separators=(",", ":"))  # remote values are strings (§2.3)
+            value = json.dumps(value, separators=(",", ":"))  # remote values are strings (docs/compatibility.md, 'Remote results and retries')
         variants[key] = Variant(key=fields.get("key"), value=value, payload=fields.get("payload"),
                                 metadata=fields.get("metadata"))
     return variants
 
 
 def _without_defaults(variants: Variants) -> Variants:
-    """Drop what the deprecated methods hid: variants marked default on flags not deployed (§1.13)."""
+    """Drop what the deprecated methods hid: variants marked default on flags not deployed (docs/compatibility.md, 'Deprecated filters')."""
     kept: Variants = {}
     for key, variant in variants.items():
         metadata = variant.metadata if isinstance(variant.metadata, dict) else {}
