@@ -237,7 +237,8 @@ def test_unknown_fields_in_a_config_are_ignored(stand_in):
         assert keys_and_values(client.evaluate_v2(User())) == {"a": "on"}
 
 
-def test_forks_while_polls_fail_never_leave_a_child_hanging(stand_in, tmp_path):
+@pytest.mark.parametrize("flag_source", ["poll", "auto"])
+def test_forks_while_polls_fail_never_leave_a_child_hanging(stand_in, tmp_path, shm_prefix, flag_source):
     """Issue 10, item 6: a fork landing while the poller thread logs must not copy a held stream lock."""
     import subprocess
     import sys
@@ -247,7 +248,7 @@ def test_forks_while_polls_fail_never_leave_a_child_hanging(stand_in, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(root, "sdk"), root]))
     with open(str(tmp_path / "stderr"), "wb") as stderr:
-        completed = subprocess.run([sys.executable, script, stand_in.url, "300", "5"], env=env, stdout=subprocess.PIPE,
+        completed = subprocess.run([sys.executable, script, stand_in.url, "300", "5", flag_source, shm_prefix], env=env, stdout=subprocess.PIPE,
                                    stderr=stderr, timeout=300, check=True)
     hung, polls = (int(word) for word in completed.stdout.split())
     assert polls > 100  # the poller kept failing (and logging) while the forks went on
