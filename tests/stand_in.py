@@ -27,12 +27,13 @@ class Answer:
     """One scripted response: status, body (bytes, str or JSON-able), headers and an optional delay.
 
     ``trickle`` sends the body one byte every that many seconds after the headers (a server that
-    outlives a per-read timeout); ``declare_length=False`` sends no Content-Length and closes the
+    outlives a per-read timeout), and with ``trickle_headers`` the status line and headers too;
+    ``declare_length=False`` sends no Content-Length and closes the
     connection after the body, so a client learns the size only by reading.
     """
 
     def __init__(self, status: int = 200, body: Any = b"", headers: Optional[Dict[str, str]] = None, delay: float = 0.0,
-                 trickle: float = 0.0, declare_length: bool = True):
+                 trickle: float = 0.0, declare_length: bool = True, trickle_headers: bool = False):
         self.status = status
         if isinstance(body, bytes):
             self.body = body
@@ -43,6 +44,7 @@ class Answer:
         self.headers = headers or {}
         self.delay = delay
         self.trickle = trickle
+        self.trickle_headers = trickle_headers
         self.declare_length = declare_length
 
 
@@ -142,6 +144,13 @@ class StandIn:
                 if answer.delay:
                     time.sleep(answer.delay)
                 try:
+                    if answer.trickle_headers:
+                        head = ("HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (answer.status, len(answer.body))).encode()
+                        for index in range(len(head)):  # bounded by the header's length
+                            time.sleep(answer.trickle)
+                            self.wfile.write(head[index:index + 1])
+                        self.wfile.write(answer.body)
+                        return
                     self.send_response(answer.status)
                     for name, value in answer.headers.items():
                         self.send_header(name, value)

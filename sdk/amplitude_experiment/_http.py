@@ -3,10 +3,12 @@
 import socket
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ._flag_api import MAX_FLAG_CONFIG_BYTES, flag_config_headers
 from ._logging import redact
@@ -40,43 +42,46 @@ class FlagFetchError(Exception):
     """A flag-config GET that produced no body to parse. The message never holds the deployment key."""
 
 
-class _Deadline:
-    """Cuts a request's socket when its whole-request time is up (a trickling body stops there).
+_CURRENT = threading.local()  # the deadline of the fetch running on this thread, for the pools below
 
-    A timer thread shuts the socket down, which ends a ``recv`` blocked in another thread at once;
-    ``requests`` has only per-read timeouts, which a server sending a byte a second never trips.
+
+class _Deadline:
+    """Cuts a request's socket when its whole-request time is up, headers and body alike.
+
+    ``requests`` has only per-read timeouts, which a server sending a byte at a time never trips. A
+    timer thread shuts the socket down instead, which ends a ``recv`` blocked in the fetching thread
+    at once. The pools of :class:`_DeadlineAdapter` report the connection a request checked out.
     """
 
     def __init__(self, seconds: float):
         self.expired = False
-        self._response: Optional[requests.Response] = None
+        self._connection: Any = None
         self._lock = threading.Lock()
         self._timer = threading.Timer(max(seconds, 0.0), self._expire)
         self._timer.daemon = True
+        _CURRENT.deadline = self
         self._timer.start()
 
-    def watch(self, response: requests.Response) -> None:
+    def watch(self, connection: Any) -> None:
         with self._lock:
-            self._response = response
+            self._connection = connection
             if self.expired:
-                _shut(response)
+                _shut(connection)
 
     def cancel(self) -> None:
         self._timer.cancel()
+        if getattr(_CURRENT, "deadline", None) is self:
+            _CURRENT.deadline = None
 
     def _expire(self) -> None:
         with self._lock:
             self.expired = True
-            if self._response is not None:
-                _shut(self._response)
+            if self._connection is not None:
+                _shut(self._connection)
 
 
-def _shut(response: requests.Response) -> None:
-    raw = response.raw
-    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+def _shut(connection: Any) -> None:
     sock = getattr(connection, "sock", None)
-    if sock is None:  # where urllib3 keeps it elsewhere: the socket under http.client's reader
-        sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
     if sock is not None:
         try:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's, also under TLS
@@ -84,11 +89,35 @@ def _shut(response: requests.Response) -> None:
             pass
 
 
+def _watched(pool_class: type) -> type:
+    """``pool_class`` telling the running fetch's deadline which connection it checked out."""
+
+    class WatchedPool(pool_class):  # type: ignore[misc, valid-type]
+        def _get_conn(self, timeout: Optional[float] = None) -> Any:
+            connection = super()._get_conn(timeout)
+            deadline = getattr(_CURRENT, "deadline", None)
+            if deadline is not None:
+                deadline.watch(connection)
+            return connection
+
+    WatchedPool.__name__ = "Watched" + pool_class.__name__
+    return WatchedPool
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """An adapter whose connection pools report each checked-out connection to the fetch's deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _watched(HTTPConnectionPool), "https": _watched(HTTPSConnectionPool)}
+
+
 class FlagConfigFetcher:
     """``GET <url>`` of Amplitude's flag-config API with the SDK's headers, within limits.
 
-    The whole request, body included, ends within ``timeout_s`` (connect and each read are bounded
-    by it too); a body larger than ``max_bytes`` (after decompression) is a failed fetch, read no
+    The whole request, headers and body, ends within ``timeout_s`` (connect and each read are
+    bounded by it too); a body larger than ``max_bytes`` (after decompression) is a failed fetch, read no
     further. One keep-alive session, reused across fetches and dropped after a failure. Not thread
     safe: each poller owns one.
     """
@@ -110,7 +139,10 @@ class FlagConfigFetcher:
         """The body of a 200 answer. :raises FlagFetchError: for anything else, saying what happened."""
         started = self._monotonic()
         if self._session is None:
-            self._session = self._session_factory()
+            self._session = session = self._session_factory()
+            adapter = _DeadlineAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
         deadline = _Deadline(self._timeout)
         try:
             return self._get(self._session, deadline)
@@ -130,7 +162,6 @@ class FlagConfigFetcher:
         started = self._monotonic()
         response = session.get(self.url, headers=self._headers, timeout=self._timeout, stream=True)
         try:
-            deadline.watch(response)
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self._max_bytes:
                 raise FlagFetchError("answer of %s bytes is larger than the %d bytes allowed" % (declared, self._max_bytes))

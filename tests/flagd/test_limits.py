@@ -36,6 +36,17 @@ def test_a_trickling_body_fails_at_the_whole_request_timeout(stand_in):
         source.close()
 
 
+def test_trickling_headers_fail_at_the_whole_request_timeout(stand_in):
+    # About 40 header bytes at one per 50 ms: 2 s for headers alone, each read well within 0.5 s.
+    stand_in.answer("GET", FLAGS, Answer(200, b"[]", trickle=0.05, trickle_headers=True))
+    source = source_for(stand_in, timeout_s=0.5)
+    try:
+        with pytest.raises(SourceError, match="timed out"):
+            source.fetch()
+    finally:
+        source.close()
+
+
 def test_the_next_fetch_after_a_timeout_uses_a_fresh_connection(stand_in):
     stand_in.answer("GET", FLAGS, Answer(200, b"[" + b" " * 200 + b"]", trickle=0.02), Answer(200, marker_flags("a")))
     source = source_for(stand_in, timeout_s=0.5)
