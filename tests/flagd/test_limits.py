@@ -24,21 +24,14 @@ def source_for(stand_in, timeout_s=2.0, **extra):
     return ApiSource(stand_in.url + "/sdk/v2/flags?v=0", KEY, timeout_s, stand_in.url, **extra)
 
 
-def test_a_trickling_body_fails_at_the_whole_request_timeout(stand_in):
-    # 400 bytes at one per 20 ms: each read arrives well within the timeout, the whole takes 8 s.
-    body = json.dumps(marker_flags("a")).encode()[:10] + b" " * 390
-    stand_in.answer("GET", FLAGS, Answer(200, body, trickle=0.02))
-    source = source_for(stand_in, timeout_s=0.5)
-    try:
-        with pytest.raises(SourceError, match="timed out"):
-            source.fetch()
-    finally:
-        source.close()
-
-
-def test_trickling_headers_fail_at_the_whole_request_timeout(stand_in):
-    # About 40 header bytes at one per 50 ms: 2 s for headers alone, each read well within 0.5 s.
-    stand_in.answer("GET", FLAGS, Answer(200, b"[]", trickle=0.05, trickle_headers=True))
+@pytest.mark.parametrize("answer", [
+    # 400 body bytes at one per 20 ms: each read arrives well within the timeout, the whole takes 8 s.
+    Answer(200, b"[" + b" " * 398 + b"]", trickle=0.02),
+    # About 40 header bytes at one per 50 ms: 2 s for the headers alone.
+    Answer(200, b"[]", trickle=0.05, trickle_headers=True),
+], ids=["body", "headers"])
+def test_a_trickling_answer_fails_at_the_whole_request_timeout(stand_in, answer):
+    stand_in.answer("GET", FLAGS, answer)
     source = source_for(stand_in, timeout_s=0.5)
     try:
         with pytest.raises(SourceError, match="timed out"):
