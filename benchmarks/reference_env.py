@@ -57,7 +57,9 @@ def run_reference(script: str, stdin: bytes = b"", timeout: float = 600, args: t
     python = reference_python()
     if python is None:
         raise RuntimeError(reference_unavailable_reason())
-    completed = subprocess.run([python, script, *args], input=stdin, capture_output=True, timeout=timeout)
+    # Our PYTHONPATH (a worktree's sdk/) would make the reference's interpreter import our package.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    completed = subprocess.run([python, script, *args], input=stdin, capture_output=True, timeout=timeout, env=env)
     if completed.returncode != 0:
         raise RuntimeError("reference script %s failed: %s" % (script, completed.stderr.decode(errors="replace")[-2000:]))
     return completed.stdout
