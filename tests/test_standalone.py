@@ -1,5 +1,5 @@
 """The repository stands alone (issue 10, item 14): no tracked file points outside it, and every
-"docs/compatibility.md, '<section>'" citation names a section that exists."""
+citation of a docs/compatibility.md section names one that exists."""
 
 import pathlib
 import re
