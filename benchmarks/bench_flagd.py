@@ -156,7 +156,7 @@ def run_ours(server: StandIn, script: str, count: int, interval_ms: int, window_
         remove_all(prefix, KEY)
         from flagd.config import Config
 
-        lock = "/dev/shm/%s.%s.lock" % (prefix, Config(deployment_key=KEY).key_fingerprint)
+        lock = "/dev/shm/%s.%s.lock" % (prefix, Config(deployment_key=KEY).key_hash)
         if os.path.exists(lock):
             os.unlink(lock)
 

@@ -129,7 +129,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     if args.command == "run":
         from .daemon import Daemon
 
-        logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_fingerprint)
+        logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_hash)
         return Daemon(config).run()
     if args.command == "status":
         return _status(config, args.json)
@@ -170,7 +170,7 @@ def _dump(config: Config, flags_only: bool) -> int:
     code, snapshot = dump(config)
     if snapshot is None:
         print("amplitude-flagd dump: nothing published for this deployment key (key hash %s, prefix %s)"
-              % (config.key_fingerprint, config.shm_prefix), file=sys.stderr)
+              % (config.key_hash, config.shm_prefix), file=sys.stderr)
         return code
     print(json.dumps(snapshot["flags"] if flags_only else snapshot, indent=2))
     return code

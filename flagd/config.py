@@ -71,6 +71,10 @@ class Config:
     shm_prefix: str = _option(DEFAULT_SHM_PREFIX, "shared-memory namespace; workers use the same value", ALL)
     group: Optional[str] = _option(None, "group (name or gid) given to new segments so workers can read them")
     log_level: str = _option("info", "logging level", ALL, choices=("debug", "info", "warning", "error"))
+    flagd_owner: Optional[str] = _option(
+        None, "status, dump: the user (name or uid) flagd runs as; a segment is trusted only when the caller's uid, "
+        "root or this user owns it (default: amplitude-flagd, when that user exists)", ("status", "dump"),
+        metavar="USER")
     max_age_ms: Optional[int] = _option(
         None, "status: report stale when the last successful fetch is older than this "
         "(default: 3 poll intervals, at least 10 s)", ("status",))
@@ -109,7 +113,7 @@ class Config:
         return self.flags_url.split("/sdk/", 1)[0]
 
     @property
-    def key_fingerprint(self) -> str:
+    def key_hash(self) -> str:
         """The hash that names this key's segments and files, and stands for the key in logs."""
         return key_hash(self.deployment_key)
 

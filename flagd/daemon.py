@@ -18,13 +18,13 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from amplitude_experiment.evaluation import FlagConfigError, FlagSet, compile_flags
-from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, WriterConflictError
+from amplitude_experiment.snapshot.segment import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
 
 from .config import Config, ExitCode
 from .log import Quoted
 from .sd_notify import Notifier
 from .sources import ApiSource, Backoff, FileSource, FlagSource, SourceError
-from .state import AlreadyRunning, InstanceLock, LastGood, lock_directory
+from .state import AlreadyRunning, InstanceLock, LastGood, lock_paths
 
 __all__ = ["Daemon"]
 
@@ -76,7 +76,7 @@ class Daemon:
         self._backoff = Backoff(config.backoff_min_ms / 1000.0,
                                 max(config.backoff_max_ms, config.poll_interval_ms) / 1000.0)
         self._interval = config.poll_interval_ms / 1000.0
-        self._key_hash = config.key_fingerprint
+        self._key_hash = config.key_hash
         self._last_good = LastGood(config.state_dir, self._key_hash) if config.state_dir else None
         self._writer: Any = None
         # What is published: version 0 means nothing yet.
@@ -103,9 +103,8 @@ class Daemon:
 
     def run(self) -> ExitCode:
         """Run until SIGTERM/SIGINT; returns the exit code for the CLI."""
-        lock_path = os.path.join(lock_directory(self._config.state_dir),
-                                 "%s.%s.lock" % (self._config.shm_prefix, self._key_hash))
-        lock = InstanceLock(lock_path)
+        paths = lock_paths("%s.%s.lock" % (self._config.shm_prefix, self._key_hash), self._config.state_dir)
+        lock = InstanceLock(paths)
         try:
             lock.acquire()
         except AlreadyRunning as running:
@@ -114,8 +113,14 @@ class Daemon:
                          Quoted("another flagd already publishes this deployment key on this host"))
             return ExitCode.ALREADY_RUNNING
         except OSError as error:
-            logger.error("event=startup_failed lock=%s error=%s", lock_path, Quoted(error))
+            logger.error("event=startup_failed lock=%s error=%s", paths[0] if paths else "", Quoted(error))
             return ExitCode.STARTUP_FAILURE
+        for path, uid in lock.skipped:
+            logger.warning("event=lock_not_ours lock=%s owner_uid=%d msg=%s", path, uid, Quoted(
+                "a lock file this uid did not create (another local user may have planted it): ignored"))
+        if lock.path is None:
+            logger.warning("event=no_lock_file msg=%s", Quoted(
+                "no place for a lock file of our own; the index's live-pid check alone keeps a second flagd out"))
         try:
             with self._capture_signals():
                 try:
@@ -145,7 +150,8 @@ class Daemon:
             self._writer = self._writer_factory(config.shm_prefix, config.deployment_key, group,
                                                 poll_interval_ms=config.poll_interval_ms)
         except WriterConflictError as error:
-            logger.error("event=already_running key_hash=%s error=%s", self._key_hash, Quoted(error))
+            event = "foreign_index" if isinstance(error, ForeignIndexError) else "already_running"
+            logger.error("event=%s key_hash=%s error=%s", event, self._key_hash, Quoted(error))
             return ExitCode.ALREADY_RUNNING
         except Exception as error:
             logger.error("event=startup_failed step=segments error=%s", Quoted(error))

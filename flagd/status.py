@@ -7,9 +7,7 @@ daemon and under another user (a member of the segments' group).
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import psutil
-
-from amplitude_experiment.snapshot.segment import SnapshotReader
+from amplitude_experiment.snapshot.segment import IndexState, SnapshotReader, publisher_alive
 
 from .config import Config, ExitCode
 
@@ -18,29 +16,19 @@ __all__ = ["dump", "publisher_alive", "status"]
 MIN_MAX_AGE_MS = 10000
 
 
-def publisher_alive(pid: int, start_ns: int) -> bool:
-    """Whether the process that published is still running (and is not a later process reusing its pid).
-
-    The publisher was created before it recorded ``start_ns``; a process with that pid created later is
-    someone else.
-    """
-    if pid <= 0:
-        return False
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True  # exists, but we may not inspect it
-    return not start_ns or created <= start_ns / 1e9 + 1.0
+def _reader(config: Config) -> SnapshotReader:
+    """A reader with a worker's trust rule: this uid, root, or flagd's user (``--flagd-owner``)."""
+    owner = config.flagd_owner
+    return SnapshotReader(config.shm_prefix, config.deployment_key,
+                          owner=int(owner) if owner and owner.isdigit() else owner)
 
 
 def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
-           alive: Callable[[int, int], bool] = publisher_alive) -> Tuple[ExitCode, Dict[str, Any]]:
+           alive: Callable[[IndexState], Optional[bool]] = publisher_alive) -> Tuple[ExitCode, Dict[str, Any]]:
     """The health of this key's snapshot: OK, STALE (old heartbeat or publisher gone) or ABSENT."""
-    report: Dict[str, Any] = {"key_hash": config.key_fingerprint, "shm_prefix": config.shm_prefix}
+    report: Dict[str, Any] = {"key_hash": config.key_hash, "shm_prefix": config.shm_prefix}
     try:
-        reader = SnapshotReader(config.shm_prefix, config.deployment_key)
+        reader = _reader(config)
         state = reader.state()
         snapshot = reader.load() if state.version else None
     except Exception as error:  # no index, unreadable segment: nothing a worker could serve
@@ -54,7 +42,7 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
     poll_interval_ms = int(document.get("poll_interval_ms") or 30000)
     max_age_ms = config.max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
-    is_alive = alive(state.publisher_pid, state.publisher_start_ns)
+    is_alive = bool(alive(state))
     problems: List[str] = []
     if not state.publisher_pid:
         problems.append("no publisher: flagd stopped (workers still serve this snapshot)")
@@ -87,7 +75,7 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
 def dump(config: Config) -> Tuple[ExitCode, Optional[Dict[str, Any]]]:
     """The current snapshot: its version, when it was made, and the published document."""
     try:
-        snapshot = SnapshotReader(config.shm_prefix, config.deployment_key).load()
+        snapshot = _reader(config).load()
     except Exception:
         snapshot = None
     if snapshot is None:

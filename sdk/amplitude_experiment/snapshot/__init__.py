@@ -4,6 +4,7 @@ flagd writes with :class:`SnapshotWriter`; the SDK's shared mode reads with :cla
 """
 
 from .segment import (
+    ForeignIndexError,
     IndexState,
     SegmentCorruptError,
     SegmentPermissionError,
@@ -19,6 +20,7 @@ from .segment import (
 )
 
 __all__ = [
+    "ForeignIndexError",
     "IndexState",
     "SegmentCorruptError",
     "SegmentPermissionError",

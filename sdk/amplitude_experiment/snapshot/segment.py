@@ -35,37 +35,53 @@ Data segment ``v<N>``, 64-byte header then the msgpack payload, sized exactly::
 The payload is one msgpack map: ``{"flags": [flag configs in storage order], "source": str,
 "fetched_at_ns": int, "flag_count": int, ...}``.
 
-Writer: shm_open(O_CREAT|O_EXCL) a new ``v<N>`` sized to fit, fchmod 0640 (+ fchown to a group),
-write header and payload, munmap, then store N into index word 2. It never reuses a version number
-(it continues from the index and from any leftover ``v*`` at start), unlinks versions older than
-N-2 after each publish, and at start unlinks every ``v*`` of its key other than the current one
-and the two before it (orphans of a crashed writer, including a half-written newest one).
+Writer: shm_open(O_CREAT|O_EXCL) a new empty ``v<N>``, fchmod 0640 (+ fchown to a group),
+posix_fallocate it to size (allocate first: every shared-memory page it writes, the index's
+included, is reserved before it is touched, so a full /dev/shm is an error, never a SIGBUS; on
+ENOSPC the retained older versions are dropped and the allocation tried once more), write header
+and payload, munmap, then store N into index word 2; nothing after that store raises. It never
+reuses a version number (it continues from the index and from the leftover ``v*`` names its own
+uid owns), skips every name someone else took in one step, unlinks versions older than N-2 after
+each publish, and at start unlinks its own ``v*`` other than the current one and the two before
+it (orphans of a crashed writer, including a half-written newest one). Names it does not own, and
+names that are no canonical number in 1..MAX_VERSION, are neither counted nor unlinked.
 
-Reader: opens read-only and lazily; refuses a segment that group or others can write, whose owner
-differs from the configured one, or (for data) whose owner differs from the index's; maps
-ACCESS_READ and closes the fd at once; validates magic, format, version, length and crc32 once
-per version; decodes; unmaps. A name that vanished between the index read and the open (the
-writer unlinked it) is retried a bounded number of times, after which the previous snapshot stays.
+Reader: opens read-only and lazily; refuses a segment that group or others can write, that no
+trusted user owns (its own uid, root, flagd's user: :func:`trusted_owners`), or (for data) whose
+owner differs from the index's; touches no page it has not seen backed (st_blocks: an index that
+is not reads as "nothing published"); maps ACCESS_READ and closes its fd at once; validates magic,
+format, version, length and crc32 once per version; decodes; unmaps. A name that vanished between
+the index read and the open (the writer unlinked it) is retried a bounded number of times, after
+which the previous snapshot stays.
 
 Not thread safe per object for writers; a reader may be shared by threads (state is swapped as
-one reference). Fork-safe: mappings are MAP_SHARED and no fd is kept open.
+one reference). Fork-safe: mappings are MAP_SHARED. On Python < 3.13 CPython's mmap keeps a
+duplicate of the index fd (read-only, close-on-exec) as long as the index is mapped; 3.13+ maps
+with ``trackfd=False`` and keeps none. Data segments keep no fd once decoded.
 """
 
+import errno
+import logging
 import mmap
 import os
+import re
 import struct
+import sys
 import time
 import zlib
 from hashlib import blake2b
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 import msgpack
 import posix_ipc
 
 __all__ = [
+    "DEFAULT_FLAGD_USER",
     "INDEX_SIZE",
     "HEADER",
     "IndexState",
+    "MAX_VERSION",
+    "SHM_DIR",
     "SegmentCorruptError",
     "SegmentPermissionError",
     "Snapshot",
@@ -75,11 +91,16 @@ __all__ = [
     "WriterConflictError",
     "data_name",
     "index_name",
+    "ForeignIndexError",
     "key_hash",
     "list_versions",
+    "parse_version",
     "publisher_alive",
     "remove_all",
+    "trusted_owners",
 ]
+
+logger = logging.getLogger(__name__)
 
 # --- layout constants ---------------------------------------------------------------------------
 
@@ -91,6 +112,10 @@ INDEX_WORDS = INDEX_SIZE // 8
 W_MAGIC, W_LAYOUT, W_VERSION, W_PID, W_START, W_PUBLISHED, W_FETCH, W_HEARTBEAT, W_POLL = range(9)
 #: Stored in the version word by :func:`remove_all` before unlinking, so mapped readers re-open.
 RETIRED = 2 ** 64 - 1
+#: The highest version number a writer uses, or accepts from a ``v<N>`` name; far below RETIRED.
+MAX_VERSION = 2 ** 63 - 1
+#: A version in a name: decimal, no sign, no leading zero, at most 19 digits (MAX_VERSION has 19).
+_VERSION_TEXT = re.compile(r"[1-9][0-9]{0,18}\Z")
 
 DATA_MAGIC = b"AMPFSNP1"
 DATA_FORMAT = 1
@@ -103,8 +128,13 @@ assert HEADER.size == 64
 KEEP_PREVIOUS = 2
 #: Attempts of a reader to open the version the index names before it keeps its previous snapshot.
 OPEN_ATTEMPTS = 3
+#: Where Linux shows POSIX shared memory as files (the one definition; flagd's lock lives here too).
 SHM_DIR = "/dev/shm"
 SEGMENT_MODE = 0o640
+#: The system user flagd runs as under systemd (systemd/sysusers.d): readers trust it when it exists.
+DEFAULT_FLAGD_USER = "amplitude-flagd"
+#: Whether st_blocks tells backed pages (tmpfs does); elsewhere the check is skipped.
+_CHECK_BACKED = sys.platform.startswith("linux")
 
 OwnerSpec = Optional[Union[int, str]]
 
@@ -128,6 +158,10 @@ class WriterConflictError(SnapshotError):
     """Another live process publishes for this key, or the index belongs to another user."""
 
 
+class ForeignIndexError(WriterConflictError):
+    """The index exists and belongs to another user: squatted, or another user's flagd."""
+
+
 # --- names --------------------------------------------------------------------------------------
 
 
@@ -146,8 +180,18 @@ def data_name(prefix: str, deployment_key: str, version: int) -> str:
     return "/%s.%s.v%d" % (prefix, key_hash(deployment_key), version)
 
 
-def list_versions(prefix: str, deployment_key: str) -> List[int]:
-    """Versions whose data segments exist for this key (needs /dev/shm; empty where there is none)."""
+def parse_version(text: str) -> Optional[int]:
+    """The version a ``v<N>`` name holds, or None when it is not one a writer could have made
+    (not canonical decimal, 0, or above :data:`MAX_VERSION`)."""
+    if not _VERSION_TEXT.match(text):
+        return None
+    version = int(text)
+    return version if version <= MAX_VERSION else None
+
+
+def list_versions(prefix: str, deployment_key: str, owner_uid: Optional[int] = None) -> List[int]:
+    """Versions whose data segments exist for this key, optionally only those ``owner_uid`` owns
+    (needs /dev/shm; empty where there is none). Names that are no valid version are left out."""
     stem = "%s.%s.v" % (prefix, key_hash(deployment_key))
     try:
         names = os.listdir(SHM_DIR)
@@ -155,42 +199,80 @@ def list_versions(prefix: str, deployment_key: str) -> List[int]:
         return []
     versions = []
     for name in names:
-        if name.startswith(stem) and name[len(stem):].isdigit():
-            versions.append(int(name[len(stem):]))
+        if not name.startswith(stem):
+            continue
+        version = parse_version(name[len(stem):])
+        if version is None:
+            continue
+        if owner_uid is not None:
+            try:
+                if os.lstat(os.path.join(SHM_DIR, name)).st_uid != owner_uid:
+                    continue  # planted by another user: neither counted nor unlinked
+            except OSError:
+                continue
+        versions.append(version)
     return sorted(versions)
 
 
 def remove_all(prefix: str, deployment_key: str) -> None:
     """Unlink this key's index and every data segment (``flagd`` cleanup, tests).
 
-    Mapped readers are told first (version word set to RETIRED) so they re-open by name.
+    Mapped readers are told first (version word set to RETIRED) so they re-open by name. Only
+    segments this process's uid owns are touched: names other users planted stay.
     """
     name = index_name(prefix, deployment_key)
+    uid = os.geteuid()
     try:
         shm = posix_ipc.SharedMemory(name, flags=0)
     except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
         shm = None
     if shm is not None:
+        stat = None
         try:
-            with mmap.mmap(shm.fd, INDEX_SIZE) as mm:
-                words = memoryview(mm).cast("Q")
-                words[W_VERSION] = RETIRED  # aligned 8-byte store; readers see it on their next check
-                words.release()
+            stat = os.fstat(shm.fd)
+            # A reader never maps an index that is not backed, so only a backed one needs RETIRED
+            # (and storing into a page that is not there would be a SIGBUS on a full /dev/shm).
+            if stat.st_uid == uid and stat.st_size == INDEX_SIZE and _backed(stat):
+                with mmap.mmap(shm.fd, INDEX_SIZE) as mm:
+                    words = memoryview(mm).cast("Q")
+                    words[W_VERSION] = RETIRED  # aligned 8-byte store; readers see it on their next check
+                    words.release()
         except (OSError, ValueError):
             pass
         finally:
             shm.close_fd()
-        _unlink(name)
-    for version in list_versions(prefix, deployment_key):
+        if stat is not None and stat.st_uid == uid:
+            _unlink(name)
+    for version in list_versions(prefix, deployment_key, owner_uid=uid):
         _unlink(data_name(prefix, deployment_key, version))
 
 
 def _unlink(name: str) -> bool:
+    """Unlink ``name``; False (and a log line when it was not a race) if it could not be."""
     try:
         posix_ipc.unlink_shared_memory(name)
         return True
     except posix_ipc.ExistentialError:
         return False
+    except (posix_ipc.Error, OSError) as error:
+        logger.warning("could not unlink %s: %s", name, error)
+        return False
+
+
+def _backed(stat: os.stat_result) -> bool:
+    """Whether every page of the segment is allocated: touching a page that is not (a hole) makes
+    tmpfs allocate it, and a full /dev/shm answers that with SIGBUS. Pages are whole, so with any
+    hole st_blocks * 512 falls below st_size."""
+    return not _CHECK_BACKED or stat.st_blocks * 512 >= stat.st_size
+
+
+def _owner_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return "uid %d" % uid
 
 
 # --- values -------------------------------------------------------------------------------------
@@ -236,60 +318,38 @@ class IndexState:
 
 
 def _process_start_ns(pid: int) -> int:
-    """Start time of ``pid`` on the wall clock from /proc (0 where there is none), like psutil's create_time."""
+    """When ``pid`` started, on the wall clock in ns, as psutil tells it (0 where it cannot)."""
+    import psutil  # only flagd's start and status reports get here, never a worker's hot path
+
     try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            stat = handle.read()
-        # The command name may contain spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rindex(b")") + 2:].split()
-        ticks = int(fields[19])  # field 22 of proc(5), starttime in clock ticks since boot
-        with open("/proc/stat", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"btime "):
-                    boot = int(line.split()[1])
-                    break
-            else:
-                return 0
-        return boot * 1_000_000_000 + ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+        return int(psutil.Process(pid).create_time() * 1e9)
+    except psutil.Error:
         return 0
-
-
-def _process_state(pid: int) -> str:
-    """The one-letter state of ``pid`` from /proc ("" where there is none)."""
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            stat = handle.read()
-        return stat[stat.rindex(b")") + 2:].split()[0].decode()
-    except (OSError, ValueError, IndexError):
-        return ""
 
 
 def publisher_alive(state: IndexState) -> Optional[bool]:
     """Whether the process that published ``state`` still runs (None: nothing published).
 
-    Costs a syscall and a /proc read; for status reports, never for the hot path. The start time
-    tells a reused pid apart; across pid namespaces the answer is a best guess.
+    By psutil: a zombie (killed, not yet reaped) is dead, and a process whose start time differs
+    from the recorded one by more than 2 s is a later process reusing the pid. A process this user
+    may not inspect counts as alive. Costs a few syscalls: for status reports and writer start-up,
+    never for the hot path; across pid namespaces the answer is a best guess.
     """
     pid = state.publisher_pid
     if not pid:
         return None
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    except OSError:
-        return False
-    if _process_state(pid) in ("Z", "X"):
-        return False  # killed, not yet reaped by its parent
-    if state.publisher_start_ns:
-        started = _process_start_ns(pid)
-        # btime in /proc/stat can drift by a second between reads; a reused pid differs by far more.
-        if started and abs(started - state.publisher_start_ns) > 2_000_000_000:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
             return False
-    return True
+        created = process.create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True  # exists, but we may not inspect it
+    return not state.publisher_start_ns or abs(created - state.publisher_start_ns / 1e9) <= 2.0
 
 
 def _resolve_uid(owner: OwnerSpec) -> Optional[int]:
@@ -314,13 +374,42 @@ def _resolve_gid(group: OwnerSpec) -> Optional[int]:
         raise SnapshotError("group %r does not exist" % group) from None
 
 
-def _check_owner(name: str, stat: os.stat_result, uid: Optional[int]) -> None:
-    """Refuse a segment others could have written, or that the expected user does not own."""
+def trusted_owners(owner: OwnerSpec = None) -> FrozenSet[int]:
+    """The uids a reader accepts as a segment's owner: its own, root's, and flagd's.
+
+    flagd's user is ``owner`` when given (uid or name), else :data:`DEFAULT_FLAGD_USER` when that
+    user exists on this host. Anyone else may have planted the segment (/dev/shm is writable by
+    every local user), so it is refused.
+
+    :raises SegmentPermissionError: ``owner`` names a user this host does not know.
+    """
+    uids = {os.geteuid(), 0}
+    if owner is None:
+        import pwd
+
+        try:
+            uids.add(pwd.getpwnam(DEFAULT_FLAGD_USER).pw_uid)
+        except KeyError:
+            pass
+    else:
+        uids.add(_resolve_uid(owner))
+    return frozenset(uids)
+
+
+def _check_owner(name: str, stat: os.stat_result, trusted: FrozenSet[int]) -> None:
+    """Refuse a segment others could have written, or that no trusted user owns."""
     if stat.st_mode & 0o022:
         raise SegmentPermissionError(
             "%s has mode %o: group or others can write it, refusing to read it" % (name, stat.st_mode & 0o777))
-    if uid is not None and stat.st_uid != uid:
-        raise SegmentPermissionError("%s is owned by uid %d, expected uid %d" % (name, stat.st_uid, uid))
+    if stat.st_uid not in trusted:
+        raise SegmentPermissionError(
+            "%s is owned by %s, which this process does not trust: a flagd segment must belong to this "
+            "process's uid, root or the flagd user (%s). If flagd runs as that user, say so: "
+            "LocalEvaluationConfig(flagd_owner=...) in the SDK, --flagd-owner (FLAGD_FLAGD_OWNER) for "
+            "`amplitude-flagd status` and `dump`. Otherwise another local user created it: remove it "
+            "(as root: rm %s%s.*) and restart flagd."
+            % (name, _owner_name(stat.st_uid), ", ".join(_owner_name(uid) for uid in sorted(trusted)),
+               SHM_DIR, name.rsplit(".", 1)[0]))
 
 
 # --- writer -------------------------------------------------------------------------------------
@@ -334,8 +423,9 @@ class SnapshotWriter:
     :param group: gid or group name given to every segment (readers are its members).
     :param poll_interval_ms: flagd's upstream poll interval, stored in the index so readers know
         when a heartbeat is overdue (they warn at three intervals).
-    :raises WriterConflictError: another live process publishes for this key, or the index
-        exists and belongs to another user.
+    :raises WriterConflictError: another live process publishes for this key;
+        :class:`ForeignIndexError` when the index exists and belongs to another user.
+    :raises SnapshotError: no room in shared memory for the index.
     """
 
     def __init__(self, prefix: str, deployment_key: str, group: OwnerSpec = None, *,
@@ -345,6 +435,7 @@ class SnapshotWriter:
         self._gid = _resolve_gid(group)
         self._clock_ns = clock_ns
         self._pid = os.getpid()
+        self._uid = os.geteuid()
         self.index_name = index_name(prefix, deployment_key)
         self._mm, created = self._open_index()
         self._words = memoryview(self._mm).cast("Q")
@@ -356,10 +447,13 @@ class SnapshotWriter:
                 self.close()
                 raise WriterConflictError("process %d already publishes to %s" % (owner_pid, self.index_name))
         current = words[W_VERSION]
-        if current == RETIRED:  # remove_all() was interrupted before unlinking this index: start over
+        if current > MAX_VERSION:
+            # RETIRED: remove_all() was interrupted before unlinking this index. Anything else that
+            # high came from a planted name an older flagd trusted. Either way: start over.
             current = 0
             words[W_VERSION] = 0
-        leftovers = list_versions(prefix, deployment_key)
+        # Only names this uid owns: another user's names are neither counted nor unlinked.
+        leftovers = list_versions(prefix, deployment_key, owner_uid=self._uid)
         # Never reuse a number: a reader may still hold an old mapping under it (or an orphan has it).
         self._last = max([current] + leftovers)
         self._kept: Set[int] = set()
@@ -382,27 +476,40 @@ class SnapshotWriter:
     def _open_index(self) -> Tuple[mmap.mmap, bool]:
         created = True
         try:
-            shm = posix_ipc.SharedMemory(self.index_name, posix_ipc.O_CREX, mode=SEGMENT_MODE, size=INDEX_SIZE)
+            # No size here: the pages are allocated first (below), then the size follows from that.
+            shm = posix_ipc.SharedMemory(self.index_name, posix_ipc.O_CREX, mode=SEGMENT_MODE)
         except posix_ipc.ExistentialError:
             created = False
             try:
                 shm = posix_ipc.SharedMemory(self.index_name, flags=0)
             except posix_ipc.PermissionsError:
-                raise WriterConflictError("%s exists and this process (uid %d) may not write it"
-                                          % (self.index_name, os.geteuid())) from None
+                try:
+                    owner = os.stat(SHM_DIR + self.index_name).st_uid
+                except OSError:
+                    raise WriterConflictError("%s exists and this process (uid %d) may not write it"
+                                              % (self.index_name, self._uid)) from None
+                raise self._foreign(owner) from None
         try:
             if created:
                 self._restrict(shm.fd)
             else:
                 stat = os.fstat(shm.fd)
-                if stat.st_uid != os.geteuid():
-                    raise WriterConflictError("%s belongs to uid %d, not to this process's uid %d"
-                                              % (self.index_name, stat.st_uid, os.geteuid()))
-                if stat.st_size == 0:  # its creator died between shm_open and ftruncate: finish the job
-                    os.ftruncate(shm.fd, INDEX_SIZE)
-                elif stat.st_size != INDEX_SIZE:
+                if stat.st_uid != self._uid:
+                    raise self._foreign(stat.st_uid)
+                if stat.st_size not in (0, INDEX_SIZE):
                     raise SegmentCorruptError("%s is %d bytes, expected %d" % (self.index_name, stat.st_size, INDEX_SIZE))
                 self._restrict(shm.fd)  # a restart may bring a new --group
+            try:
+                # Allocate first: tmpfs allocates on first touch, and a store into a page a full
+                # /dev/shm cannot give is a SIGBUS. A creator that died between shm_open and here
+                # left size 0 (or, before this rule, an unbacked page): this finishes its job.
+                os.posix_fallocate(shm.fd, 0, INDEX_SIZE)
+            except OSError as error:
+                if created:
+                    _unlink(self.index_name)
+                raise SnapshotError("no room for the %d-byte index %s in shared memory (%s): free some of %s"
+                                    % (INDEX_SIZE, self.index_name, os.strerror(error.errno or errno.ENOSPC),
+                                       SHM_DIR)) from None
             mm = mmap.mmap(shm.fd, INDEX_SIZE)
         finally:
             shm.close_fd()
@@ -419,6 +526,14 @@ class SnapshotWriter:
                     words[W_MAGIC] = INDEX_MAGIC
         return mm, created
 
+    def _foreign(self, uid: int) -> "ForeignIndexError":
+        return ForeignIndexError(
+            "%s belongs to %s, not to this process's uid %d. Either that user's flagd publishes this key "
+            "(run flagd as that user, or stop it), or another local user created the name to feed workers "
+            "forged flags: workers refuse it either way. Remove it and any segments beside it as root "
+            "(rm %s%s.*), then start flagd again."
+            % (self.index_name, _owner_name(uid), self._uid, SHM_DIR, self.index_name.rsplit(".", 1)[0]))
+
     def _restrict(self, fd: int) -> None:
         os.fchmod(fd, SEGMENT_MODE)  # posix_ipc's mode is filtered by the umask; set it exactly
         if self._gid is not None:
@@ -431,35 +546,25 @@ class SnapshotWriter:
         return 0 if version == RETIRED else version
 
     def publish(self, document: Dict[str, Any]) -> int:
-        """Write ``document`` as a new version (msgpack) and make it current; returns the version."""
+        """Write ``document`` as a new version (msgpack) and make it current; returns the version.
+
+        Nothing raises once the version is stored: cleanup failures are logged.
+
+        :raises SnapshotError: no room in shared memory even after dropping the retained older
+            versions (the current one stays), or the writer is closed.
+        :raises WriterConflictError: every free version name was squatted while we looked.
+        """
         if self._words is None:
             raise SnapshotError("publish() on a closed SnapshotWriter")
         payload = msgpack.packb(document, use_bin_type=True)
+        size = HEADER.size + len(payload)
         now = self._clock_ns()
-        for _ in range(OPEN_ATTEMPTS):
-            version = self._last + 1
-            self._last = version
-            try:
-                shm = posix_ipc.SharedMemory(data_name(self._prefix, self._key, version), posix_ipc.O_CREX,
-                                             mode=SEGMENT_MODE, size=HEADER.size + len(payload))
-                break
-            except posix_ipc.ExistentialError:
-                continue  # a name squatted or left by someone else: skip the number, never overwrite
-        else:
-            raise WriterConflictError("could not create a data segment after %d attempts (up to v%d)"
-                                      % (OPEN_ATTEMPTS, self._last))
+        shm, version = self._create_data()
         name = shm.name
         try:
             self._restrict(shm.fd)
-            try:
-                # Reserve the pages now: tmpfs allocates on first touch, and a full /dev/shm would
-                # otherwise kill this process with SIGBUS in the middle of the copy below.
-                os.posix_fallocate(shm.fd, 0, HEADER.size + len(payload))
-            except OSError as error:
-                _unlink(name)
-                raise SnapshotError("no room for a %d-byte snapshot in shared memory (%s); %s stays current"
-                                    % (HEADER.size + len(payload), error, "v%d" % self.version)) from None
-            with mmap.mmap(shm.fd, HEADER.size + len(payload)) as mm:
+            self._allocate(shm.fd, name, size)
+            with mmap.mmap(shm.fd, size) as mm:
                 mm[HEADER.size:] = payload
                 HEADER.pack_into(mm, 0, DATA_MAGIC, DATA_FORMAT, ENCODING_MSGPACK, version, len(payload),
                                  now, zlib.crc32(payload))
@@ -469,10 +574,10 @@ class SnapshotWriter:
             shm.close_fd()
         words = self._words
         fetched = document.get("fetched_at_ns")
-        if isinstance(fetched, int) and fetched > 0:
+        if isinstance(fetched, int) and 0 < fetched < 2 ** 64:
             words[W_FETCH] = fetched
         interval = document.get("poll_interval_ms")
-        if isinstance(interval, int) and interval > 0:
+        if isinstance(interval, int) and 0 < interval < 2 ** 64:
             words[W_POLL] = interval
         words[W_PUBLISHED] = now  # before the version: a reader may pair the new time with the old version, never worse
         words[W_HEARTBEAT] = now
@@ -480,8 +585,70 @@ class SnapshotWriter:
         # 8-byte memcpy, a plain mov on x86-64), so a reader sees the old or the new version, whole.
         words[W_VERSION] = version
         self._kept.add(version)
-        self._drop_old(version)
+        try:
+            self._drop_old(version)
+        except Exception:  # published is published: a failed cleanup must not read as a failed publish
+            logger.warning("could not drop versions older than v%d", version - KEEP_PREVIOUS, exc_info=True)
         return version
+
+    def _create_data(self) -> Tuple[posix_ipc.SharedMemory, int]:
+        """shm_open(O_CREAT|O_EXCL) the next free version name, empty (sized by :meth:`_allocate`).
+
+        A name that exists already (squatted, or left by someone else) is never overwritten; the
+        next try skips every taken name at once, so planted future names cost one directory listing.
+        """
+        version = self._last + 1
+        for _ in range(OPEN_ATTEMPTS):
+            if version > MAX_VERSION:
+                raise SnapshotError("version numbers are exhausted for %s" % self.index_name)
+            try:
+                shm = posix_ipc.SharedMemory(data_name(self._prefix, self._key, version), posix_ipc.O_CREX,
+                                             mode=SEGMENT_MODE)
+            except posix_ipc.ExistentialError:
+                taken = set(list_versions(self._prefix, self._key))  # whoever owns them
+                version += 1
+                while version in taken:
+                    version += 1
+                continue
+            self._last = version  # never reused, even if this publish fails below
+            return shm, version
+        self._last = version - 1
+        raise WriterConflictError("could not create a data segment after %d attempts (up to v%d): someone keeps "
+                                  "creating the next version names" % (OPEN_ATTEMPTS, self._last))
+
+    def _allocate(self, fd: int, name: str, size: int) -> None:
+        """Reserve every page of a new segment before it is touched (tmpfs allocates on first touch;
+        a full /dev/shm would otherwise kill this process with SIGBUS in the middle of the copy).
+
+        On ENOSPC the retained older versions are dropped and the allocation tried once more: the
+        peak is the current version, the two retained ones and the new one, four copies.
+        """
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as error:
+            failure = error
+        if failure.errno == errno.ENOSPC and self._drop_retained():
+            try:
+                os.posix_fallocate(fd, 0, size)
+                return
+            except OSError as error:
+                failure = error
+        _unlink(name)
+        raise SnapshotError("no room for a %d-byte snapshot in shared memory (%s); %s stays current"
+                            % (size, os.strerror(failure.errno or errno.ENOSPC), "v%d" % self.version))
+
+    def _drop_retained(self) -> bool:
+        """Unlink every kept version but the current one, to make room; True if any was dropped."""
+        current = self.version
+        dropped = False
+        for version in sorted(v for v in self._kept if v != current):
+            self._kept.discard(version)
+            dropped = _unlink(data_name(self._prefix, self._key, version)) or dropped
+        if dropped:
+            logger.warning("shared memory is full: dropped the versions retained before v%d to publish the next",
+                           current)
+        return dropped
 
     def _drop_old(self, current: int) -> None:
         for version in [v for v in self._kept if v < current - KEEP_PREVIOUS]:
@@ -520,6 +687,9 @@ class SnapshotWriter:
 
 #: Stand-in for the index words before the index is mapped: every word reads 0 ("nothing yet").
 _NOT_MAPPED: Tuple[int, ...] = (0,) * INDEX_WORDS
+#: Python 3.13+ can map without keeping a duplicate of the fd; before that CPython's mmap keeps one
+#: (close-on-exec, read-only) for as long as the mapping lives: one per process for the index.
+_NO_FD_KEPT: Dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
 class SnapshotReader:
@@ -529,8 +699,10 @@ class SnapshotReader:
     memoryview, which callers may also hold themselves as :attr:`words`). ``load()`` validates and
     decodes the current version, once per version. Opens lazily, in the process that first asks.
 
-    :param owner: uid or user name that must own the segments. Whoever owns them, a segment that
-        group or others can write is refused, and data segments must have the index's owner.
+    :param owner: uid or user name flagd runs as. Segments are trusted only when this process's
+        uid, root or that user owns them (by default :data:`DEFAULT_FLAGD_USER`, when it exists).
+        Whoever owns them, a segment that group or others can write is refused, and data segments
+        must have the index's owner.
     """
 
     def __init__(self, prefix: str, deployment_key: str, owner: OwnerSpec = None, *,
@@ -539,7 +711,7 @@ class SnapshotReader:
         self._stem = "/%s.%s.v" % (prefix, key_hash(deployment_key))
         self.index_name = index_name(prefix, deployment_key)
         self._owner = owner
-        self._uid: Optional[int] = None
+        self._trusted: Optional[FrozenSet[int]] = None
         self._index_uid: Optional[int] = None
         self._clock_ns = clock_ns
         #: The index as u64 words; a tuple of zeros until the index is mapped.
@@ -556,23 +728,22 @@ class SnapshotReader:
         return self.words is not _NOT_MAPPED
 
     def attach(self) -> bool:
-        """Map the index if it exists now; False if it does not (flagd never ran for this key).
+        """Map the index if it exists now; False if it does not (flagd never ran for this key) or is
+        not fully there yet (being created, or not backed by memory: nothing is published then).
 
-        :raises SegmentPermissionError: the index is writable by others or has the wrong owner.
+        :raises SegmentPermissionError: the index is writable by others or no trusted user owns it.
         :raises SegmentCorruptError: the segment is not a flagd index.
         """
         if self.words is not _NOT_MAPPED and self.words[W_VERSION] != RETIRED:
             return True
         self.words = _NOT_MAPPED
         self._last = None
-        if self._uid is None:
-            self._uid = _resolve_uid(self._owner)
         try:
-            mm, stat = self._map(self.index_name, self._uid)
+            mm, stat = self._map(self.index_name)
         except posix_ipc.ExistentialError:
             return False
         if mm is None:
-            return False  # created but not sized yet (shm_open and ftruncate are two steps)
+            return False  # created but not allocated yet, or not backed: not published
         if stat.st_size != INDEX_SIZE:
             raise SegmentCorruptError("%s is %d bytes, expected %d" % (self.index_name, stat.st_size, INDEX_SIZE))
         words = memoryview(mm).cast("Q")
@@ -585,11 +756,15 @@ class SnapshotReader:
         self.words = words
         return True
 
-    def _map(self, name: str, uid: Optional[int]) -> Tuple[Optional[mmap.mmap], os.stat_result]:
-        """Open ``name`` read-only, check who may have written it, map it ACCESS_READ, close the fd.
+    def _map(self, name: str) -> Tuple[Optional[mmap.mmap], os.stat_result]:
+        """Open ``name`` read-only, check who may have written it and that every page is backed,
+        map it ACCESS_READ, close the fd.
 
-        The mapping is None for an empty segment (mmap cannot map 0 bytes).
+        The mapping is None for an empty segment (mmap cannot map 0 bytes) and for one whose pages
+        are not all allocated (reading a hole on a full /dev/shm is a SIGBUS).
         """
+        if self._trusted is None:
+            self._trusted = trusted_owners(self._owner)
         try:
             shm = posix_ipc.SharedMemory(name, flags=0, read_only=True)
         except posix_ipc.PermissionsError:
@@ -598,13 +773,13 @@ class SnapshotReader:
                 "(flagd --group)" % (name, os.geteuid())) from None
         try:
             stat = os.fstat(shm.fd)
-            _check_owner(name, stat, uid)
-            if stat.st_size == 0:
+            _check_owner(name, stat, self._trusted)
+            if stat.st_size == 0 or not _backed(stat):
                 return None, stat
             # PROT_READ + O_RDONLY fd: this process cannot write the segment at the API or MMU level.
-            mm = mmap.mmap(shm.fd, stat.st_size, access=mmap.ACCESS_READ)
+            mm = mmap.mmap(shm.fd, stat.st_size, access=mmap.ACCESS_READ, **_NO_FD_KEPT)
         finally:
-            shm.close_fd()  # the mapping survives; no fd is left to leak across fork/exec
+            shm.close_fd()  # the mapping survives (CPython < 3.13's mmap keeps its own duplicate fd)
         return mm, stat
 
     def current_version(self) -> int:
@@ -662,11 +837,11 @@ class SnapshotReader:
         :raises SegmentCorruptError: it fails validation.
         :raises SegmentPermissionError: it has an unsafe mode or the wrong owner.
         """
-        if self._uid is None:
-            self._uid = _resolve_uid(self._owner)
         name = self._stem + str(version)
-        mm, stat = self._map(name, self._uid)
+        mm, stat = self._map(name)
         if mm is None:
+            if stat.st_size:
+                raise SegmentCorruptError("%s is not backed by memory (is %s full?)" % (name, SHM_DIR))
             raise SegmentCorruptError("%s is empty" % name)
         if self._index_uid is not None and stat.st_uid != self._index_uid:
             raise SegmentPermissionError("%s is owned by uid %d, the index by uid %d"
