@@ -3,7 +3,7 @@
 import socket
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -145,7 +145,7 @@ class FlagConfigFetcher:
             session.mount("https://", adapter)
         deadline = _Deadline(self._timeout)
         try:
-            return self._get(self._session, deadline)
+            status, body = self._get(self._session, deadline, started)
         except FlagFetchError:
             self.close()  # a connection left mid-body must not be reused
             raise
@@ -157,9 +157,12 @@ class FlagConfigFetcher:
                 from None
         finally:
             deadline.cancel()
+        if status != 200:  # the body was read whole: the connection stays usable
+            raise FlagFetchError("HTTP %d: %s" % (status, excerpt(body, self._secret)))
+        return body
 
-    def _get(self, session: requests.Session, deadline: _Deadline) -> bytes:
-        started = self._monotonic()
+    def _get(self, session: requests.Session, deadline: _Deadline, started: float) -> Tuple[int, bytes]:
+        """``(status, body)`` of one GET read to its end, within the deadline and the size cap."""
         response = session.get(self.url, headers=self._headers, timeout=self._timeout, stream=True)
         try:
             declared = response.headers.get("Content-Length", "")
@@ -174,9 +177,7 @@ class FlagConfigFetcher:
                 raise self._timed_out(started)
         finally:
             response.close()
-        if response.status_code != 200:
-            raise FlagFetchError("HTTP %d: %s" % (response.status_code, excerpt(bytes(body), self._secret)))
-        return bytes(body)
+        return response.status_code, bytes(body)
 
     def _timed_out(self, started: float) -> FlagFetchError:
         return FlagFetchError("timed out: the request took longer than %d ms (after %.0f ms)"
