@@ -1,6 +1,7 @@
 """Reference side of bench_local.py: runs under the reference SDK's interpreter (.refvenv).
 
-stdin: ``{"sets": {"10": flags, "100": flags, "1000": flags}, "users": [flaggen user specs], "one_key": key}``.
+stdin: ``{"sets": {"10": flags, "100": flags, "1000": flags}, "users": [flaggen user specs], "one_key": key,
+"simple": flaggen.generate_simple_flags(1000)}``.
 stdout: ``{case: microseconds per call}`` for the reference's evaluate_v2, its bare engine (its
 topological_sort plus EvaluationEngine.evaluate on a prepared context, as evaluate_v2 does each
 call) and its parsing of a 1000-flag config (``EvaluationFlag.schema().load(list, many=True)``, what
@@ -52,6 +53,12 @@ def main():
             out["engine/one-of-1000"] = measure(lambda i: engine.evaluate(contexts[i % count], topological_sort(stored, one)))
             out["parse/1000"] = measure(lambda i: EvaluationFlag.schema().load(flags, many=True), repeats=3)
             out["parse-from-dict/1000"] = measure(lambda i: [EvaluationFlag.from_dict(f) for f in flags], repeats=3)
+    simple = request["simple"]
+    simple_client = client_with(simple)
+    one_each = [{flag["key"]} for flag in simple]
+    keys_count = len(one_each)
+    out["simple/one-of-1000-cycling"] = measure(
+        lambda i: simple_client.evaluate_v2(users[i % count], one_each[(i * 7919) % keys_count]))
     sys.stdout.write(json.dumps(out))
 
 

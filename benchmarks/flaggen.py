@@ -474,6 +474,33 @@ def generate_flags(seed: int, count: int, prefix: str = "") -> List[Dict[str, An
     return [flags[i] for i in order]
 
 
+def generate_simple_flags(count: int, prefix: str = "simple-") -> List[Dict[str, Any]]:
+    """``count`` flags of the shape SDK comparisons use: one rule of two conditions (a country and
+    a plan) leading to a 50/50 rollout on the user id, everyone else off."""
+    flags = []
+    for n in range(count):
+        key = "%s%d" % (prefix, n)
+        flags.append({
+            "key": key,
+            "metadata": {"deployed": True, "evaluationMode": "local", "flagType": "experiment", "flagVersion": 1},
+            "variants": {"off": {"key": "off", "metadata": {"default": True}},
+                         "control": {"key": "control", "value": "control"},
+                         "treatment": {"key": "treatment", "value": "treatment"}},
+            "segments": [
+                {"conditions": [[
+                    {"selector": ["context", "user", "country"], "op": "is", "values": ["US", "DE", "FR"]},
+                    {"selector": ["context", "user", "user_properties", "plan"], "op": "is not", "values": ["free"]},
+                ]],
+                 "bucket": {"selector": ["context", "user", "user_id"], "salt": "salt-%d" % n, "allocations": [
+                     {"range": [0, 100], "distributions": [{"variant": "control", "range": [0, 21474837]},
+                                                           {"variant": "treatment", "range": [21474837, 42949673]}]}]},
+                 "metadata": {"segmentName": "rollout"}},
+                {"variant": "off", "metadata": {"segmentName": "All Other Users"}},
+            ],
+        })
+    return flags
+
+
 # --- users -------------------------------------------------------------------------------------
 
 def generate_users(seed: int, count: int) -> List[Dict[str, Any]]:

@@ -38,7 +38,8 @@ def reference_python() -> Optional[str]:
                 [python, "-m", "pip", "install", "--quiet", REFERENCE_REQUIREMENT],
                 check=True, capture_output=True, timeout=600,
             )
-            subprocess.run([python, "-c", "import amplitude_experiment"], check=True, capture_output=True, timeout=60)
+            subprocess.run([python, "-c", "import amplitude_experiment"], check=True, capture_output=True, timeout=60,
+                           env=environment())
         except (subprocess.SubprocessError, OSError) as error:
             detail = getattr(error, "stderr", b"") or b""
             _failure = "%s could not be installed: %s %s" % (
@@ -46,6 +47,11 @@ def reference_python() -> Optional[str]:
             return None
         open(marker, "w").close()
         return python
+
+
+def environment() -> dict:
+    """This process's environment without PYTHONPATH, which could put our package ahead of the reference's."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 
 def reference_unavailable_reason() -> str:
@@ -57,9 +63,8 @@ def run_reference(script: str, stdin: bytes = b"", timeout: float = 600, args: t
     python = reference_python()
     if python is None:
         raise RuntimeError(reference_unavailable_reason())
-    # Our PYTHONPATH (a worktree's sdk/) would make the reference's interpreter import our package.
-    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-    completed = subprocess.run([python, script, *args], input=stdin, capture_output=True, timeout=timeout, env=env)
+    completed = subprocess.run([python, script, *args], input=stdin, capture_output=True, timeout=timeout,
+                               env=environment())
     if completed.returncode != 0:
         raise RuntimeError("reference script %s failed: %s" % (script, completed.stderr.decode(errors="replace")[-2000:]))
     return completed.stdout

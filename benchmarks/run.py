@@ -2,6 +2,7 @@
 
 Each benchmark compares ours with the reference SDK in the same run and prints ratios; the
 machines are shared and noisy, so ratios are what to read, not absolute times.
+bench_openfeature.py needs the ``openfeature`` extra (the test extra has it) and skips without it.
 """
 
 import glob

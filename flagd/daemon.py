@@ -7,17 +7,15 @@ here and nowhere else: SIGTERM/SIGINT stop, SIGHUP re-reads the source at once.
 """
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import select
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from amplitude_experiment.evaluation import FlagConfigError, FlagSet, compile_flags
+from amplitude_experiment.evaluation import PlannedCatalog, ValidatedFlags, content_digest, decode_config, plan_flags
 from amplitude_experiment.snapshot.segment import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
 
 from .config import Config, ExitCode
@@ -40,12 +38,6 @@ def build_source(config: Config) -> FlagSource:
     if config.flags_file:
         return FileSource(config.flags_file)
     return ApiSource(config.flags_url, config.deployment_key, config.request_timeout_ms / 1000.0, config.source_name)
-
-
-def content_digest(flags: List[Any]) -> bytes:
-    """Identity of a validated flag list: same flags in the same storage order, same digest."""
-    canonical = json.dumps(flags, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).digest()
 
 
 class Daemon:
@@ -83,6 +75,8 @@ class Daemon:
         self._version = 0
         self._flag_count = 0
         self._order: List[str] = []
+        #: What passed the parser, by flag content: a config where one flag changed validates one flag.
+        self._validated = ValidatedFlags()
         self._published_content: Optional[bytes] = None
         self._saved_content: Optional[bytes] = None
         self._last_fetch_ns = 0
@@ -222,28 +216,30 @@ class Daemon:
             logger.debug("event=config_still_rejected source=%s", Quoted(self._source.name))
             return False
         try:
-            flag_set = self._parse(body)
+            raw, catalog = self._parse(body)
         except Exception as error:  # whatever is wrong with the input, the last good version stays
             self._rejected_body = body
             return self._failed("config_rejected", error, flag=getattr(error, "flag_key", None))
-        digest = content_digest(flag_set.raw)
+        digest = content_digest(catalog)
         if digest != self._published_content:
             try:
-                self._publish(flag_set, self._source.name, fetched_at, digest)
+                self._publish(catalog, self._source.name, fetched_at, digest)
             except Exception as error:
                 return self._failed("publish_failed", error)
         self._accepted_body = body
         self._rejected_body = None
         if digest != self._saved_content:
-            self._save(flag_set.raw, self._source.name, fetched_at, digest)
+            self._save(raw, self._source.name, fetched_at, digest)
         return self._succeeded(fetched_at)
 
-    def _parse(self, body: bytes) -> FlagSet:
-        try:
-            raw = json.loads(body)
-        except ValueError as error:
-            raise FlagConfigError("not JSON: %s" % error) from None
-        return compile_flags(raw, self._order)
+    def _parse(self, body: bytes) -> Tuple[List[Any], PlannedCatalog]:
+        """The config as JSON and planned: validated by the SDK's parser, with storage order,
+        dependencies, cycles and digests worked out once for every worker. Flags whose content
+        passed before are not validated again."""
+        raw = decode_config(body)
+        catalog = plan_flags(raw, self._order, self._validated)
+        self._validated.retain(catalog)
+        return raw, catalog
 
     def _succeeded(self, fetched_at_ns: int) -> bool:
         self._retry_in = self._interval
@@ -272,22 +268,22 @@ class Daemon:
 
     # --- publishing ---------------------------------------------------------------------------
 
-    def _publish(self, flag_set: FlagSet, source: str, fetched_at_ns: int, digest: bytes) -> int:
-        document: Dict[str, Any] = {
-            "flags": flag_set.raw,
+    def _publish(self, catalog: PlannedCatalog, source: str, fetched_at_ns: int, digest: bytes) -> int:
+        meta: Dict[str, Any] = {
             "source": source,
             "fetched_at_ns": fetched_at_ns,
-            "flag_count": len(flag_set.raw),
+            "flag_count": len(catalog),
             "poll_interval_ms": self._config.poll_interval_ms,
         }
-        version = self._writer.publish(document)
+        started = time.monotonic()
+        version = self._writer.publish(meta, catalog=catalog)
         previous, self._version = self._version, version
-        self._flag_count = len(flag_set.raw)
-        self._order = list(flag_set.flags)
+        self._flag_count = len(catalog)
+        self._order = list(catalog.keys())
         self._published_content = digest
-        logger.info("event=published version=%d previous=%d flags=%d source=%s",
-                    version, previous, self._flag_count, Quoted(source))
-        for problem in flag_set.problems:
+        logger.info("event=published version=%d previous=%d flags=%d source=%s write_ms=%.1f",
+                    version, previous, self._flag_count, Quoted(source), (time.monotonic() - started) * 1000)
+        for problem in catalog.problems:
             logger.warning("event=config_problem version=%d problem=%s", version, Quoted(problem))
         return version
 
@@ -311,28 +307,22 @@ class Daemon:
             return
         if snapshot is None:
             return
-        document = snapshot.document
-        flags = document.get("flags") if isinstance(document, dict) else None
-        try:
-            flag_set = compile_flags(flags)
-        except Exception as error:
-            logger.warning("event=current_snapshot_invalid version=%d error=%s", snapshot.version, Quoted(error))
-            return
+        meta = snapshot.meta
         self._version = snapshot.version
-        self._flag_count = len(flag_set.raw)
-        self._order = list(flag_set.flags)
-        self._published_content = content_digest(flag_set.raw)
-        self._last_fetch_ns = int(document.get("fetched_at_ns") or 0)
+        self._flag_count = len(snapshot)
+        self._order = snapshot.keys()
+        self._published_content = content_digest(snapshot)
+        self._last_fetch_ns = int(meta.get("fetched_at_ns") or 0)
         logger.info("event=adopted version=%d flags=%d source=%s", snapshot.version, self._flag_count,
-                    Quoted(document.get("source", "")))
+                    Quoted(meta.get("source", "")))
 
     def _restore(self, stored: Dict[str, Any]) -> None:
         """Publish the last good snapshot from disk: the upstream is down and shared memory is empty."""
         source = str(stored.get("source") or "")
         fetched_at = int(stored.get("fetched_at_ns") or 0)
         try:
-            flag_set = compile_flags(stored.get("flags"))
-            self._publish(flag_set, source, fetched_at, content_digest(flag_set.raw))
+            catalog = plan_flags(stored.get("flags"), (), self._validated)
+            self._publish(catalog, source, fetched_at, content_digest(catalog))
         except Exception as error:
             logger.error("event=restore_failed path=%s error=%s", self._last_good.path if self._last_good else "",
                          Quoted(error))
@@ -343,7 +333,7 @@ class Daemon:
 
     def _validated_digest(self, flags: Any) -> Optional[bytes]:
         try:
-            return content_digest(compile_flags(flags).raw)
+            return content_digest(plan_flags(flags, (), self._validated))
         except Exception:
             return None
 

@@ -38,7 +38,7 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
         report.update(state="absent", problems=["nothing published for this deployment key"])
         return ExitCode.ABSENT, report
     now = wall_clock_ns()
-    document = snapshot.document
+    document = snapshot.meta  # the flags themselves are not decoded for a status
     poll_interval_ms = int(document.get("poll_interval_ms") or 30000)
     max_age_ms = config.max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
@@ -51,7 +51,7 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
     fetch_age = _age_s(now, last_fetch_ns)
     if fetch_age is None or fetch_age * 1000 > max_age_ms:
         problems.append("last successful fetch is older than %.0f s" % (max_age_ms / 1000.0))
-    flag_count = int(document.get("flag_count", len(document.get("flags") or [])))
+    flag_count = len(snapshot)
     report.update(
         state="stale" if problems else "ok",
         version=snapshot.version,

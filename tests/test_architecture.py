@@ -62,11 +62,25 @@ def resolve(module: str, is_package: bool, level: int, name: str) -> str:
     return ".".join(base + ([name] if name else []))
 
 
-def imports_of(root: pathlib.Path, path: pathlib.Path) -> Iterator[Tuple[int, str]]:
-    """``(line, absolute module)`` for every import anywhere in the file, functions included."""
+def _type_checking_only(tree: ast.AST) -> set:
+    """The nodes under ``if TYPE_CHECKING:``: imports for type checkers, never run."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            for statement in node.body:
+                skipped.update(ast.walk(statement))
+    return skipped
+
+
+def imports_of(root: pathlib.Path, path: pathlib.Path, runtime_only: bool = False) -> Iterator[Tuple[int, str]]:
+    """``(line, absolute module)`` for every import anywhere in the file, functions included
+    (``runtime_only``: without those under ``if TYPE_CHECKING:``)."""
     module, is_package = module_name(root, path)
     tree = ast.parse(path.read_text(), str(path))
+    skipped = _type_checking_only(tree) if runtime_only else set()
     for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -238,7 +252,7 @@ def test_no_import_cycle_between_sdk_modules():
     for path in sorted(SDK.rglob("*.py")):
         module, _ = module_name(root, path)
         targets = set()
-        for _, imported in imports_of(root, path):
+        for _, imported in imports_of(root, path, runtime_only=True):
             while imported and imported not in graph and not (root / (imported.replace(".", "/") + ".py")).exists():
                 imported = imported.rpartition(".")[0]  # `from .x import Name` names a module x, not x.Name
             if imported.startswith("amplitude_experiment.") and imported != module:

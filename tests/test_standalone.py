@@ -31,8 +31,9 @@ def test_compatibility_citations_name_existing_sections():
     headings = set(re.findall(r"^#+ (.+?)\s*$", (ROOT / "docs" / "compatibility.md").read_text(), re.M))
     missing = []
     for path, text in tracked_texts():
-        for cited in re.findall(r"docs/compatibility\.md, ((?:'[^']+'(?:, )?)+)", text):
-            for name in re.findall(r"'([^']+)'", cited):
+        for cited in re.findall(r"docs/compatibility\.md, ((?:'[^'\n]+'|\"[^\"\n]+\")(?:, (?:'[^'\n]+'|\"[^\"\n]+\"))*)", text):
+            for name in re.findall(r"'([^']+)'|\"([^\"]+)\"", cited):
+                name = name[0] or name[1]
                 if name not in headings:
                     missing.append("%s cites %r" % (path.relative_to(ROOT), name))
     assert missing == []

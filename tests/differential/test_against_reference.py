@@ -22,6 +22,8 @@ import reference_env
 from stand_in import Answer
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
+from amplitude_experiment.evaluation import plan_flags
+from amplitude_experiment.snapshot.segment import SnapshotWriter
 
 pytestmark = pytest.mark.differential
 
@@ -79,30 +81,59 @@ def _normalise(variants):
     return json.loads(json.dumps(rows))  # the reference's side went through JSON too
 
 
-def _ours(stand_in, case):
+def _polling_client(stand_in, case, shm_prefix):
+    """Ours in poll mode: the flags (and the update) from the stand-in, through our poller."""
     update = case.get("update")
     stand_in.answer("GET", "/sdk/v2/flags", Answer(200, case["flags"]), *([Answer(200, update)] if update else []))
     config = LocalEvaluationConfig(server_url=stand_in.url, flag_source="poll",
                                    flag_config_polling_interval_millis=200 if update else 3_600_000)
     client = LocalEvaluationClient("server-key", config)
     client.start()
+    if update:  # wait (bounded) for the second poll to be installed
+        deadline = time.monotonic() + 20
+        while client.flag_source_status["flags"] != len(update):
+            assert time.monotonic() < deadline, "our client never installed the update"
+            time.sleep(0.02)
+    return client, None
+
+
+def _shared_client(stand_in, case, shm_prefix):
+    """Ours in shared mode: versions published as flagd publishes them, read from shared memory.
+
+    With an update, the client evaluates every flag of the first version (compiling them) before
+    the second is published, so compiled flags carried across versions are part of what is checked.
+    """
+    writer = SnapshotWriter(shm_prefix, "server-key")
+    first = plan_flags(case["flags"])
+    writer.publish({"poll_interval_ms": 30000}, catalog=first)
+    client = LocalEvaluationClient("server-key", LocalEvaluationConfig(flag_source="flagd", shm_prefix=shm_prefix))
+    client.start()
+    update = case.get("update")
+    if update:
+        client.evaluate_v2(flaggen.build_user(case["users"][0], User))
+        writer.publish({"poll_interval_ms": 30000}, catalog=plan_flags(update, first.keys()))
+    return client, writer
+
+
+def _ours(stand_in, case, mode, shm_prefix):
+    client, writer = (_polling_client if mode == "poll" else _shared_client)(stand_in, case, shm_prefix)
     try:
-        if update:  # wait (bounded) for the second poll to be installed
-            deadline = time.monotonic() + 20
-            while client.flag_source_status["flags"] != len(update):
-                assert time.monotonic() < deadline, "our client never installed the update"
-                time.sleep(0.02)
         out = []
         for spec in case["users"]:
             calls = [_normalise(client.evaluate_v2(flaggen.build_user(spec, User)))]
             for keys in case["subsets"]:
                 calls.append(_normalise(client.evaluate_v2(flaggen.build_user(spec, User), list(keys))))
+                if len(keys) == 1:  # one key in a set takes the same fast path as one in a list
+                    as_set = _normalise(client.evaluate_v2(flaggen.build_user(spec, User), set(keys)))
+                    assert as_set == calls[-1], (keys, as_set, calls[-1])
             with warnings.catch_warnings(record=True):  # the SDK forces its DeprecationWarning through
                 calls.append(_normalise(client.evaluate(flaggen.build_user(spec, User))))
             out.append(calls)
         return out
     finally:
         client.stop()
+        if writer is not None:
+            writer.close()
 
 
 def _describe(case, user_index, call_index, ours, theirs):
@@ -124,13 +155,14 @@ def _describe(case, user_index, call_index, ours, theirs):
     return "\n".join(lines)
 
 
-def test_reference_and_ours_agree_exactly(corpus, stand_in):
+@pytest.mark.parametrize("mode", ["poll", "shared"])
+def test_reference_and_ours_agree_exactly(corpus, stand_in, shm_prefix, mode):
     cases, reference = corpus
     compared = calls = 0
     differences = []
     outcomes = Counter()
     for case, theirs_case in zip(cases, reference):
-        ours_case = _ours(stand_in, case)
+        ours_case = _ours(stand_in, case, mode, shm_prefix)
         assert len(ours_case) == len(theirs_case)
         for user_index, (ours_calls, theirs_calls) in enumerate(zip(ours_case, theirs_case)):
             for call_index, (ours, theirs) in enumerate(zip(ours_calls, theirs_calls)):
@@ -140,8 +172,8 @@ def test_reference_and_ours_agree_exactly(corpus, stand_in):
                     differences.append(_describe(case, user_index, call_index, ours, theirs))
                 for row in ours:
                     outcomes["default" if (row[4] or {}).get("default") else "assigned"] += 1
-    print("differential: %d (flag, user) results in %d calls compared, %d calls differ"
-          % (compared, calls, len(differences)))
+    print("differential (%s mode): %d (flag, user) results in %d calls compared, %d calls differ"
+          % (mode, compared, calls, len(differences)))
     assert not differences, "%d of the calls differ; first ones:\n\n%s" % (
         len(differences), "\n\n".join(differences[:5]))
     # The corpus must exercise both outcomes, or agreeing would prove little.

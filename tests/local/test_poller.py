@@ -248,8 +248,8 @@ def test_forks_while_polls_fail_never_leave_a_child_hanging(stand_in, tmp_path, 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(root, "sdk"), root]))
     with open(str(tmp_path / "stderr"), "wb") as stderr:
-        completed = subprocess.run([sys.executable, script, stand_in.url, "300", "5", flag_source, shm_prefix], env=env, stdout=subprocess.PIPE,
-                                   stderr=stderr, timeout=300, check=True)
+        completed = subprocess.run([sys.executable, script, stand_in.url, "300", "5", flag_source, shm_prefix],
+                                   env=env, stdout=subprocess.PIPE, stderr=stderr, timeout=300, check=True)
     hung, polls = (int(word) for word in completed.stdout.split())
     assert polls > 100  # the poller kept failing (and logging) while the forks went on
     assert hung == 0
@@ -274,3 +274,18 @@ def test_an_error_page_echoing_the_key_is_redacted_in_the_poll_error(stand_in, c
             client.start()
     assert not any(key[i:i + 8] in caplog.text for i in range(len(key) - 7)), caplog.text
     assert "HTTP 502" in caplog.text
+
+
+def test_a_poll_that_changes_one_flag_compiles_one_flag(stand_in):
+    first = [flag("f%d" % n) for n in range(30)]
+    second = list(first)
+    second[4] = flag("f4", "v2")
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, first), Answer(200, second))
+    with client_for(stand_in, interval_ms=50) as client:
+        client.start()
+        assert client.flag_source_status["flags_compiled"] == 30  # validating is compiling, once
+        assert len(client.evaluate_v2(User())) == 30
+        stand_in.wait_for(3, FLAGS_PATH)
+        assert client.evaluate_v2(User(), ["f4"])["f4"].value == "v2"
+        assert len(client.evaluate_v2(User())) == 30
+        assert client.flag_source_status["flags_compiled"] == 31

@@ -83,7 +83,7 @@ def test_build_flag_source_follows_the_config(shm_prefix):
 def test_nothing_is_opened_before_use(shm_prefix, writer):
     writer.publish(document("on"))
     client = LocalEvaluationClient(KEY, config(shm_prefix, "flagd"))
-    assert not client._source._reader.attached
+    assert not client._source._follower.reader.attached
 
 
 # --- flagd mode -------------------------------------------------------------------------------
@@ -133,34 +133,70 @@ def test_flagd_mode_start_waits_for_a_late_daemon(shm_prefix):
             w.close()
 
 
-def test_decodes_and_compiles_once_per_version(shm_prefix, writer, monkeypatch):
-    compiled = []
-    real = _shared_source.compile_flags
-    monkeypatch.setattr(_shared_source, "compile_flags", lambda raw, order=(): compiled.append(1) or real(raw, order))
+def compiles(client: LocalEvaluationClient) -> int:
+    return client.flag_source_status["flags_compiled"]
+
+
+def test_a_flag_is_compiled_once_until_its_content_changes(shm_prefix, writer):
     writer.publish(document("on"))
     client = LocalEvaluationClient(KEY, config(shm_prefix, "flagd"))
     client.start()
+    assert compiles(client) == 0  # mapping a version compiles nothing
     first = client._source.current()
     for _ in range(200):
         assert client._source.current() is first
         client.evaluate_v2(USER)
-    assert len(compiled) == 1
+    assert compiles(client) == 1
+    writer.publish(document("on", source="file:/elsewhere"))  # a new version, the same flag content
+    assert value(client) == "on" and client._source.current() is not first
+    assert compiles(client) == 1
     writer.publish(document("b"))
     for _ in range(200):
         client.evaluate_v2(USER)
-    assert len(compiled) == 2
+    assert compiles(client) == 2
 
 
-def test_bad_version_keeps_the_previous_flags_and_logs_once(shm_prefix, writer, caplog):
-    writer.publish(document("on"))
+def test_a_worker_compiles_only_the_flags_it_evaluates(shm_prefix, writer):
+    flags = [flag("f%d" % n, "on") for n in range(50)]
+    writer.publish({"flags": flags, "poll_interval_ms": 1000})
     client = LocalEvaluationClient(KEY, config(shm_prefix, "flagd"))
     client.start()
-    writer.publish(document("on", flags="not a list"))
+    for _ in range(20):
+        assert client.evaluate_v2(USER, ["f7"])["f7"].value == "on"
+        assert client.evaluate_v2(USER, {"f9"})["f9"].value == "on"
+    assert compiles(client) == 2
+    flags[7] = flag("f7", "b")  # one flag changes, 49 do not
+    writer.publish({"flags": flags, "poll_interval_ms": 1000})
+    assert client.evaluate_v2(USER, ("f7",))["f7"].value == "b"
+    assert client.evaluate_v2(USER, frozenset(["f9"]))["f9"].value == "on"
+    assert compiles(client) == 3
+    assert len(client.evaluate_v2(USER)) == 50  # all flags: the 48 never used are compiled now
+    assert compiles(client) == 51
+
+
+def publish_unvalidated(writer: SnapshotWriter, flags: List[Any]) -> int:
+    """What a foreign or buggy writer could publish: flags this SDK's parser was never asked about."""
+    from amplitude_experiment.evaluation.catalog import PlannedCatalog, encode_flag, flag_digest
+
+    records = {f["key"]: encode_flag(f) for f in flags}
+    catalog = PlannedCatalog(list(records), records, {k: flag_digest(r) for k, r in records.items()},
+                             {k: () for k in records}, [], False)
+    return writer.publish({"poll_interval_ms": 1000}, catalog=catalog)
+
+
+def test_a_flag_this_sdk_cannot_compile_is_left_out_and_logged_once(shm_prefix, writer, caplog):
+    writer.publish({"flags": [flag("f1", "on"), flag("f2", "on")], "poll_interval_ms": 1000})
+    client = LocalEvaluationClient(KEY, config(shm_prefix, "flagd"))
+    client.start()
+    assert value(client) == "on"
+    publish_unvalidated(writer, [dict(flag("f1", "on"), variants=[]), flag("f2", "b")])
     with caplog.at_level(logging.ERROR, logger="test.shared_mode"):
         for _ in range(100):
-            assert value(client) == "on"
-    errors = [r for r in caplog.records if "rejected" in r.getMessage()]
-    assert len(errors) == 1 and "v2" in errors[0].getMessage()
+            variants = client.evaluate_v2(USER)
+            assert "f1" not in variants and variants["f2"].value == "b"
+    errors = [r.getMessage() for r in caplog.records if "cannot be compiled" in r.getMessage()]
+    assert len(errors) == 1 and "'f1'" in errors[0] and "variants must be an object" in errors[0]
+    assert "f1" in client.flag_source_status["last_error"]
     writer.publish(document("b"))
     assert value(client) == "b"
 
@@ -409,3 +445,29 @@ def test_auto_client_polling_before_fork_switches_in_the_child(shm_prefix, stand
         assert recv.recv() == ("switched", "b", "flagd")
         assert reap(pid) == 0
     client.stop()
+
+
+def mapped_versions(shm_prefix: str) -> int:
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if shm_prefix in line and ".v" in line)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps to count mappings")
+def test_memory_stays_bounded_across_2000_versions(shm_prefix, writer):
+    flags = [flag("f%d" % n, "on") for n in range(20)]
+    writer.publish({"flags": flags, "poll_interval_ms": 1000})
+    client = LocalEvaluationClient(KEY, config(shm_prefix, "flagd"))
+    client.start()
+    cache = client._source._compiled
+    for version in range(2, 2002):
+        changed = version % 20
+        flags[changed] = flag("f%d" % changed, "on" if version % 2 else "b")
+        flags[changed]["metadata"]["flagVersion"] = version  # new content every version
+        writer.publish({"flags": flags, "poll_interval_ms": 1000})
+        variants = client.evaluate_v2(USER)
+        assert variants["f%d" % changed].metadata["flagVersion"] == version
+        assert len(cache) <= 20  # only what the current version references
+    assert client.flag_source_status["version"] == 2001
+    # v1 is never evaluated; v2 compiles its 20 flags, each later version only its changed one.
+    assert client.flag_source_status["flags_compiled"] == 20 + 1999
+    assert mapped_versions(shm_prefix) <= 2  # old versions are unmapped once nothing uses them

@@ -113,7 +113,7 @@ def base_env(shm_prefix: str, **extra: str) -> Dict[str, str]:
         AMPLITUDE_DEPLOYMENT_KEY=DEPLOYMENT_KEY,
         AMPLITUDE_SHM_PREFIX=shm_prefix,
         PATH="%s:%s" % (VENV_BIN, env.get("PATH", "")),
-        PYTHONPATH=os.pathsep.join([str(ROOT / "sdk"), str(ROOT)]),  # this tree's SDK, not an installed one
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

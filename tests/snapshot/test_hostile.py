@@ -11,7 +11,7 @@ import sys
 import posix_ipc
 import pytest
 
-from amplitude_experiment.snapshot import segment
+from amplitude_experiment.snapshot import host, segment
 from amplitude_experiment.snapshot.segment import (
     RETIRED,
     W_VERSION,
@@ -27,11 +27,11 @@ from amplitude_experiment.snapshot.segment import (
 from other_user import FLAGD_UID, NOBODY, as_user, require_root
 
 KEY = "server-hostile-key-0123456789abcdef"
-FORGED = {"flags": [{"key": "forged"}], "source": "attacker", "fetched_at_ns": 1, "flag_count": 1}
+FORGED = {"flags": [{"key": "forged", "variants": {}, "segments": []}], "source": "attacker", "fetched_at_ns": 1, "flag_count": 1}
 
 
 def document(n: int) -> dict:
-    return {"flags": [{"key": "f%d" % n}], "source": "test", "fetched_at_ns": 1000 + n, "flag_count": 1}
+    return {"flags": [{"key": "f%d" % n, "variants": {}, "segments": []}], "source": "test", "fetched_at_ns": 1000 + n, "flag_count": 1}
 
 
 def squat_with_a_forged_snapshot(prefix: str) -> int:
@@ -72,9 +72,9 @@ def test_a_reader_trusts_the_flagd_user_it_was_told_about(shm_prefix):
 
 def test_the_default_flagd_user_is_trusted_when_it_exists(shm_prefix, monkeypatch):
     as_user(NOBODY, squat_with_a_forged_snapshot, shm_prefix)
-    monkeypatch.setattr(segment, "DEFAULT_FLAGD_USER", "nobody")  # as if sysusers.d had made it
+    monkeypatch.setattr(host, "DEFAULT_FLAGD_USER", "nobody")  # as if sysusers.d had made it
     assert SnapshotReader(shm_prefix, KEY).load().version == 1
-    monkeypatch.setattr(segment, "DEFAULT_FLAGD_USER", "no-such-flagd-user")  # absent: not an error
+    monkeypatch.setattr(host, "DEFAULT_FLAGD_USER", "no-such-flagd-user")  # absent: not an error
     with pytest.raises(SegmentPermissionError, match="flagd_owner"):
         SnapshotReader(shm_prefix, KEY).load()
 
@@ -183,7 +183,7 @@ def test_publish_never_raises_after_the_version_is_stored(shm_prefix, monkeypatc
         def refuse(name):
             raise posix_ipc.PermissionsError("Permission denied")
 
-        monkeypatch.setattr(segment.posix_ipc, "unlink_shared_memory", refuse)
+        monkeypatch.setattr(posix_ipc, "unlink_shared_memory", refuse)
         with caplog.at_level(logging.WARNING):
             assert writer.publish(document(4)) == 4  # dropping v1 fails: logged, not raised
         assert SnapshotReader(shm_prefix, KEY).load().version == 4
@@ -222,15 +222,17 @@ def test_a_reader_keeps_only_what_the_docs_say(shm_prefix):
     assert reader.load().version == 1
     held = index_fds(shm_prefix)
     # docs/shared-mode.md: no fd on Python 3.13+ (mmap's trackfd=False); before that CPython's mmap
-    # keeps one duplicate of the index fd, read-only and close-on-exec; data segments keep none.
+    # keeps one duplicate fd per mapping, read-only and close-on-exec: the index's and the mapped
+    # version's (its flags are decoded from the mapping when first needed).
     if sys.version_info >= (3, 13):
         assert held == []
     else:
-        assert len(held) == 1
-        with open("/proc/self/fdinfo/%d" % held[0]) as info:
-            flags = int([line for line in info if line.startswith("flags:")][0].split()[1], 8)
-        assert flags & os.O_ACCMODE == os.O_RDONLY and flags & 0o2000000  # O_CLOEXEC
-        assert os.readlink("/proc/self/fd/%d" % held[0]) == "/dev/shm" + index_name(shm_prefix, KEY)
+        names = sorted(os.readlink("/proc/self/fd/%d" % fd) for fd in held)
+        assert names == sorted(["/dev/shm" + index_name(shm_prefix, KEY), "/dev/shm" + data_name(shm_prefix, KEY, 1)])
+        for fd in held:
+            with open("/proc/self/fdinfo/%d" % fd) as info:
+                flags = int([line for line in info if line.startswith("flags:")][0].split()[1], 8)
+            assert flags & os.O_ACCMODE == os.O_RDONLY and flags & 0o2000000  # O_CLOEXEC
 
 
 def test_one_publisher_alive_by_psutil(shm_prefix):

@@ -10,9 +10,10 @@ import posix_ipc
 import psutil
 import pytest
 
+from amplitude_experiment.evaluation import plan_flags
 from amplitude_experiment.snapshot import segment
+from amplitude_experiment.snapshot.layout import HEADER, encode_version
 from amplitude_experiment.snapshot.segment import (
-    HEADER,
     INDEX_SIZE,
     RETIRED,
     W_VERSION,
@@ -31,7 +32,7 @@ KEY = "server-abcdefghijklmnopqrstuvwxyz012345"
 
 
 def document(n: int = 0, size: int = 16) -> dict:
-    return {"flags": [{"key": "f%d" % n}], "source": "file:/tmp/flags.json", "fetched_at_ns": 1000 + n,
+    return {"flags": [{"key": "f%d" % n, "variants": {}, "segments": []}], "source": "file:/tmp/flags.json", "fetched_at_ns": 1000 + n,
             "flag_count": 1, "blob": bytes([n % 256]) * size}
 
 
@@ -204,16 +205,24 @@ def test_reader_refuses_data_owned_by_someone_else_than_the_index(shm_prefix, wr
         SnapshotReader(shm_prefix, KEY, owner=65534).load()  # a trusted owner, but not the index's
 
 
-def forge(shm_prefix: str, version: int, payload: bytes, **overrides) -> None:
-    """Write a data segment by hand (as a buggy or hostile writer would) and point the index at it."""
-    fields = dict(magic=segment.DATA_MAGIC, fmt=1, enc=1, stored_version=version, length=len(payload), created=1,
-                  crc=zlib.crc32(payload))
+def forge(shm_prefix: str, version: int, n: int = 2, tamper=None, **overrides) -> None:
+    """Write a data segment by hand (as a buggy or hostile writer would) and point the index at it.
+
+    ``overrides`` replace header fields; ``tamper(bytearray)`` changes the bytes after the header.
+    """
+    image = encode_version(plan_flags(document(n)["flags"]), {"source": "forged"})
+    fields = dict(zip(("magic", "fmt", "flag_count", "stored_version", "length", "created", "directory_length",
+                       "directory_crc", "meta_length", "order_count", "sequence_total", "reserved"),
+                      HEADER.unpack(image.header(version, 1))))
     fields.update(overrides)
+    body = bytearray(image.body)
+    if tamper is not None:
+        tamper(body)
     shm = posix_ipc.SharedMemory(data_name(shm_prefix, KEY, version), posix_ipc.O_CREX, mode=0o640,
-                                 size=HEADER.size + len(payload))
+                                 size=HEADER.size + len(body))
     os.fchmod(shm.fd, 0o640)
-    with mmap.mmap(shm.fd, HEADER.size + len(payload)) as mm:
-        mm[HEADER.size:] = payload
+    with mmap.mmap(shm.fd, HEADER.size + len(body)) as mm:
+        mm[HEADER.size:] = bytes(body)
         HEADER.pack_into(mm, 0, *fields.values())
     shm.close_fd()
     index = posix_ipc.SharedMemory(index_name(shm_prefix, KEY), flags=0)
@@ -226,29 +235,55 @@ def forge(shm_prefix: str, version: int, payload: bytes, **overrides) -> None:
 
 @pytest.mark.parametrize("override, message", [
     ({"magic": b"XXXXXXXX"}, "magic"),
-    ({"fmt": 9}, "format"),
+    ({"magic": b"AMPFSNP1"}, "format-1 version file; this SDK reads format 2"),
+    ({"fmt": 9}, "format 9"),
     ({"stored_version": 3}, "says version 3"),
-    ({"length": 5}, "payload in a"),
-    ({"crc": 1}, "checksum"),
+    ({"length": 5}, "says it is 5 bytes"),
+    ({"directory_crc": 1}, "checksum"),
+    ({"directory_length": 1 << 30}, "does not fit"),
 ])
 def test_reader_rejects_a_bad_segment_and_keeps_nothing_half_read(shm_prefix, writer, override, message):
     writer.publish(document(1))
     reader = SnapshotReader(shm_prefix, KEY)
     assert reader.load().version == 1
-    import msgpack
-
-    forge(shm_prefix, 2, msgpack.packb(document(2)), **override)
+    forge(shm_prefix, 2, **override)
     with pytest.raises(SegmentCorruptError, match=message):
         reader.load()
 
 
-def test_payload_that_is_not_a_map_is_rejected(shm_prefix, writer):
+def test_meta_that_is_not_a_map_is_rejected(shm_prefix, writer):
     import msgpack
 
     writer.publish(document(1))
-    forge(shm_prefix, 2, msgpack.packb([1, 2]))
+    meta = msgpack.packb([1, 2])
+
+    def tamper(body):
+        body[0:len(meta)] = meta
+
+    forge(shm_prefix, 2, tamper=tamper, meta_length=len(meta),
+          directory_crc=zlib.crc32(_tampered_directory(tamper)))
     with pytest.raises(SegmentCorruptError, match="expected a map"):
         SnapshotReader(shm_prefix, KEY).load()
+
+
+def _tampered_directory(tamper) -> bytes:
+    image = encode_version(plan_flags(document(2)["flags"]), {"source": "forged"})
+    body = bytearray(image.body)
+    tamper(body)
+    return bytes(body[:image.directory_length])
+
+
+def test_a_record_that_fails_its_digest_is_refused_when_decoded(shm_prefix, writer):
+    writer.publish(document(1))
+
+    def tamper(body):
+        body[-2] ^= 0xFF  # inside the last (only) record, outside the checksummed directory
+
+    forge(shm_prefix, 2, tamper=tamper)
+    table = SnapshotReader(shm_prefix, KEY).load()
+    assert table.version == 2 and table.keys() == ["f2"]  # the directory is intact
+    with pytest.raises(ValueError, match="fails its digest"):
+        table.config("f2")
 
 
 def test_vanished_version_keeps_the_previous_snapshot(shm_prefix, writer):
@@ -293,7 +328,7 @@ def test_full_shared_memory_fails_the_publish_not_the_process(shm_prefix, writer
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(segment.os, "posix_fallocate", no_space)
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
     with pytest.raises(segment.SnapshotError, match="no room"):
         writer.publish(document(2))
     assert list_versions(shm_prefix, KEY) == [1]

@@ -1,8 +1,9 @@
-"""Evaluate a compiled flag set for one context: pure, no I/O, no logging (docs/compatibility.md, 'Flag order and dependencies', 'Evaluating a flag')."""
+"""Evaluate a flag set for one context: pure, no I/O, no logging (docs/compatibility.md, "Flag order and dependencies", "Evaluating a flag")."""
 
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .flags import EvaluatedVariant, FlagSet
+from .flags import EvaluatedVariant
+from .flagset import FlagSet
 
 #: (flag key, exception) for each flag whose evaluation failed on this input; the flag is left out.
 Failures = List[Tuple[str, BaseException]]
@@ -15,13 +16,29 @@ def evaluate(
 
     Flags run parents first; each sees the results of every flag evaluated before it in this call.
     A flag that raises on odd input is left out and reported in the failures, never raised.
+    Flags are compiled the first time a request needs them (``flagset.py``).
     """
     if flag_keys is None:
-        order = flag_set.order
-    elif flag_keys.__class__ is list and len(flag_keys) == 1 and flag_keys[0].__class__ is str:
-        order = flag_set.sequences.get(flag_keys[0], ())  # the common one-flag request, inline
+        order = flag_set.all
+        if order is None:
+            order = flag_set.all_flags()
     else:
-        order = _order_for(flag_set, flag_keys)
+        # One key in any common collection is the request that matters most: answered inline.
+        key = None
+        kind = flag_keys.__class__
+        if kind is list or kind is tuple:
+            if len(flag_keys) == 1:  # type: ignore[arg-type]
+                key = flag_keys[0]  # type: ignore[index]
+        elif kind is set or kind is frozenset or kind is _DICT_KEYS or kind is dict:
+            if len(flag_keys) == 1:  # type: ignore[arg-type]
+                for key in flag_keys:
+                    break
+        if key.__class__ is str:
+            order = flag_set.sequences.get(key)  # type: ignore[arg-type]
+            if order is None:
+                order = flag_set.sequence_of(key)  # type: ignore[arg-type]
+        else:
+            order = _order_for(flag_set, flag_keys)
     results: Dict[str, EvaluatedVariant] = {}
     failures: Failures = []
     target = {"context": context, "result": results}
@@ -62,8 +79,14 @@ def _order_for(flag_set: FlagSet, flag_keys: Iterable[str]) -> Tuple[Any, ...]:
     for key in keys:
         if not isinstance(key, str):
             continue
-        for flag in sequences.get(key, ()):
+        sequence = sequences.get(key)
+        if sequence is None:
+            sequence = flag_set.sequence_of(key)
+        for flag in sequence:
             if flag.key not in seen:
                 seen.add(flag.key)
                 order.append(flag)
-    return order
+    return tuple(order)
+
+
+_DICT_KEYS = type({}.keys())

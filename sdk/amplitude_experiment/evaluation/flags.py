@@ -1,19 +1,21 @@
-"""The one flag-config parser: validate Amplitude's flag JSON and compile it into an evaluation plan.
+"""The one flag-config parser: validate one flag of Amplitude's flag JSON and compile it.
 
-flagd (before it publishes), the SDK's poller and the shared-memory reader all call
-:func:`compile_flags`. A config with a wrong type anywhere is rejected whole, naming the flag and
-the field; unknown fields are ignored (docs/compatibility.md, 'Flag-config validation', quirk Q13 deliberately not kept).
+flagd (before it publishes), the SDK's poller and the shared-memory reader all compile through
+:func:`compile_flag`; whole-config work (storage order, dependencies, cycles, digests) lives in
+``catalog.py``. A flag with a wrong type anywhere is rejected, naming the flag and the field;
+unknown fields are ignored (docs/compatibility.md, "Flag-config validation").
 """
 
 import contextlib
+import functools
 import gc
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import mmh3
 
 from .conditions import Predicate, Target, coerce_string, compile_condition, compile_selector
 
-__all__ = ["EvaluatedVariant", "FlagConfigError", "FlagSet", "compile_flags"]
+__all__ = ["CompiledFlag", "EvaluatedVariant", "FlagConfigError", "collector_paused", "compile_flag"]
 
 
 class FlagConfigError(ValueError):
@@ -42,14 +44,21 @@ class CompiledFlag:
     stay as ``groups``). It then yields ``bucket(target)`` when it has a bucket, else ``variant``;
     ``None`` means "try the next segment". The engine runs these loops inline, which is most of
     what makes evaluation fast.
+
+    ``problems`` lists what the caller should log about this flag (a regex that does not
+    compile); ``needs_exact_user_entry`` says whether one of its selectors could tell the
+    context's user entry from the user's own attribute dict (see ``_context.py``).
     """
 
-    __slots__ = ("key", "dependencies", "segments")
+    __slots__ = ("key", "dependencies", "segments", "problems", "needs_exact_user_entry")
 
-    def __init__(self, key: str, dependencies: Tuple[str, ...], segments: Tuple["Segment", ...]):
+    def __init__(self, key: str, dependencies: Tuple[str, ...], segments: Tuple["Segment", ...],
+                 problems: Tuple[str, ...] = (), needs_exact_user_entry: bool = False):
         self.key = key
         self.dependencies = dependencies
         self.segments = segments
+        self.problems = problems
+        self.needs_exact_user_entry = needs_exact_user_entry
 
 
 Segment = Tuple[
@@ -57,68 +66,27 @@ Segment = Tuple[
 ]
 
 
-class FlagSet:
-    """A compiled config: flags in storage order and, per flag, the order its dependencies run in.
+def compile_flag(flag: Any, index: int = 0) -> CompiledFlag:
+    """Validate and compile one flag config (one element of ``GET /sdk/v2/flags``).
 
-    ``problems`` lists what the caller should log once for this version (a dependency cycle, a
-    regex that does not compile); evaluation itself never raises for them.
-    ``needs_exact_user_entry`` says whether some rule could tell the context's user entry from the
-    user's own attribute dict: it selects the entry as a whole (``["context"]``,
-    ``["context", "user"]``) or one of the group fields the entry leaves out.
+    :param index: the flag's position in its config, for error messages only.
+    :raises FlagConfigError: naming the flag and the first field that is not of the expected type.
     """
-
-    __slots__ = ("flags", "order", "sequences", "cycle_keys", "problems", "raw", "needs_exact_user_entry")
-
-    def __init__(self, flags: Dict[str, CompiledFlag], raw: List[Mapping[str, Any]], problems: List[str]):
-        self.flags = flags
-        self.raw = raw
-        self.problems = problems
-        self.cycle_keys = _flags_on_cycles(flags)
-        if self.cycle_keys:
-            problems.append(
-                "dependency cycle between flags %s: they are left out of every evaluation"
-                % sorted(self.cycle_keys)
-            )
-        self.sequences = _dependency_sequences(flags, self.cycle_keys)
-        self.order = _merge_sequences(self.sequences, flags)
-        self.needs_exact_user_entry = _needs_exact_user_entry(raw)
-
-    def __len__(self) -> int:
-        return len(self.flags)
-
-
-def compile_flags(raw: Any, previous_order: Iterable[str] = ()) -> FlagSet:
-    """Validate a flag-config list (the JSON of ``GET /sdk/v2/flags``) and compile it.
-
-    :param previous_order: keys of the flags held before this update. Flags already held keep
-        their position and new ones are appended, as in the reference's flag storage (docs/compatibility.md, 'Storage order');
-        evaluation order, and so which results a later flag can see, follows it. A key listed
-        twice keeps its first position and its last config.
-    :raises FlagConfigError: naming the first flag and field that is not of the expected type.
-    """
-    if not isinstance(raw, list):
-        raise FlagConfigError("flag configs must be a JSON array of flags, got %s" % _type_name(raw))
-    problems: List[str] = []
-    compiled: Dict[str, Tuple[CompiledFlag, Mapping[str, Any]]] = {}
-    with _collector_paused():
-        for index, flag in enumerate(raw):
-            flag_plan = _compile_flag(flag, index, problems)
-            compiled[flag_plan.key] = (flag_plan, flag)
-    ordered_keys = [key for key in previous_order if key in compiled]
-    held = set(ordered_keys)
-    ordered_keys.extend(key for key in compiled if key not in held)
-    flags = {key: compiled[key][0] for key in ordered_keys}
-    return FlagSet(flags, [compiled[key][1] for key in ordered_keys], problems)
+    with collector_paused():
+        return _compile_flag(flag, index)
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector off while a config compiles.
+def collector_paused() -> Iterator[None]:
+    """Keep the cyclic garbage collector out of a compile.
 
-    Compiling creates tens of thousands of objects that all stay alive, so every collection it
-    triggers finds nothing to free, yet the older ones walk the whole heap; in a worker forked from
-    a preloaded master that walk also copies every page it touches. A 1000-flag config compiles
-    in about three quarters of the time without them. Another thread's collections wait as long.
+    Compiling creates tens of thousands of objects that all stay alive. Left to the collector,
+    each collection a compile triggers finds nothing to free, and the young objects are then
+    walked again and again as they age through the generations (about 40% of a 1000-flag compile,
+    measured). With the collector off during the compile and the new objects moved straight into
+    the oldest generation afterwards (``gc.freeze()`` then ``gc.unfreeze()``: two list splices),
+    they are walked only by the rare full collections, as any long-lived object is; nothing is
+    kept out of the collector for good. Nested uses pause once.
     """
     if not gc.isenabled():
         yield
@@ -127,6 +95,8 @@ def _collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        gc.freeze()
+        gc.unfreeze()
         gc.enable()
 
 
@@ -134,12 +104,21 @@ def _collector_paused() -> Iterator[None]:
 
 
 class _Where:
-    """Builds error messages that name the flag and the path to the bad field."""
+    """One flag's compile: builds error messages that name the flag and the path to the bad
+    field, and collects what the compiled flag reports (problems, exact user entry)."""
 
-    __slots__ = ("flag_key",)
+    __slots__ = ("flag_key", "problems", "exact_user_entry")
 
     def __init__(self, flag_key: Optional[str]):
         self.flag_key = flag_key
+        self.problems: List[str] = []
+        self.exact_user_entry = False
+
+    def selector(self, path: "Path", value: Any) -> Tuple[str, ...]:
+        selector = _strings(self, path, value)
+        if not self.exact_user_entry and _tells_user_entries_apart(selector):
+            self.exact_user_entry = True
+        return selector
 
     def fail(self, path: "Path", expected: str, got: Any) -> FlagConfigError:
         subject = "flag %r" % self.flag_key if self.flag_key is not None else "flag"
@@ -227,7 +206,7 @@ def _integer(where: _Where, path: Path, bound: Any) -> int:
         raise where.fail(path, "an integer", bound) from None
 
 
-def _compile_flag(flag: Any, index: int, problems: List[str]) -> CompiledFlag:
+def _compile_flag(flag: Any, index: int) -> CompiledFlag:
     if not isinstance(flag, dict):
         raise FlagConfigError("flag #%d must be an object, got %s" % (index, _type_name(flag)))
     key = flag.get("key")
@@ -246,14 +225,14 @@ def _compile_flag(flag: Any, index: int, problems: List[str]) -> CompiledFlag:
 
     results = _ResultCache(variants, flag_metadata)
     compiled_segments = tuple(
-        _compile_segment(where, ("segments", position), segment, results, problems)
+        _compile_segment(where, ("segments", position), segment, results)
         for position, segment in enumerate(segments)
     )
-    return CompiledFlag(key, dependencies, compiled_segments)
+    return CompiledFlag(key, dependencies, compiled_segments, tuple(where.problems), where.exact_user_entry)
 
 
 class _ResultCache:
-    """Builds each (segment, variant) result once, with its metadata merged (docs/compatibility.md, 'Metadata')."""
+    """Builds each (segment, variant) result once, with its metadata merged (docs/compatibility.md, "Metadata")."""
 
     def __init__(self, variants: Mapping[str, Any], flag_metadata: Optional[Mapping[str, Any]]):
         self.variants = variants
@@ -266,18 +245,30 @@ class _ResultCache:
         if variant is None:
             return None
         metadata = {**self.flag_metadata, **(segment_metadata or {}), **(variant.get("metadata") or {})}
-        return {"key": variant.get("key"), "value": variant.get("value"), "payload": variant.get("payload"),
-                "metadata": metadata}
+        key, value, payload = variant.get("key"), variant.get("value"), variant.get("payload")
+        result = {"key": key, "value": value, "payload": payload, "metadata": metadata}
+        # Results are never changed once built (callers get copies of the metadata; a payload is
+        # handed out as it is, as before): flags whose results are the same share one, as most
+        # default variants and rollouts do. The repr tells 1, 1.0 and True apart, and 0.0 from
+        # -0.0, where == would not. Bounded: emptied when full.
+        exact = repr(result)
+        shared = _SHARED_RESULTS.get(exact)
+        if shared is not None:
+            return shared
+        if len(_SHARED_RESULTS) >= _SHARED_RESULTS_MAX:
+            _SHARED_RESULTS.clear()
+        _SHARED_RESULTS[exact] = result
+        return result
 
 
 def _compile_segment(
-    where: _Where, path: Path, segment: Any, results: _ResultCache, problems: List[str]
+    where: _Where, path: Path, segment: Any, results: _ResultCache
 ) -> Segment:
     _mapping(where, path, segment, optional=False)
     metadata = _mapping(where, path + ("metadata",), segment.get("metadata"))
     segment_variant = results.result(_string(where, path + ("variant",), segment.get("variant"), optional=True), metadata)
     conditions = _list(where, path + ("conditions",), segment.get("conditions"), optional=True)
-    groups = _compile_conditions(where, path + ("conditions",), conditions, problems) if conditions else ()
+    groups = _compile_conditions(where, path + ("conditions",), conditions) if conditions else ()
     # No group, or an empty one (which is true), matches always; one group is a plain AND.
     if len(groups) <= 1 or not all(groups):
         predicates, groups = (groups[0] if len(groups) == 1 else ()), None
@@ -290,7 +281,7 @@ def _compile_segment(
 
 
 def _compile_conditions(
-    where: _Where, path: Path, conditions: list, problems: List[str]
+    where: _Where, path: Path, conditions: list
 ) -> Tuple[Tuple[Predicate, ...], ...]:
     """One tuple of predicates per condition group: the segment matches when any group all holds."""
     groups = []
@@ -300,12 +291,12 @@ def _compile_conditions(
         for position, condition in enumerate(_list(where, group_path, group, optional=False)):
             condition_path = group_path + (position,)
             _mapping(where, condition_path, condition, optional=False)
-            selector = _strings(where, condition_path + ("selector",), condition.get("selector"))
+            selector = where.selector(condition_path + ("selector",), condition.get("selector"))
             op = _string(where, condition_path + ("op",), condition.get("op"), optional=False)
             values = _strings(where, condition_path + ("values",), condition.get("values"))
-            predicate, invalid_patterns = compile_condition(selector, op, values)
+            predicate, invalid_patterns = _shared_condition(selector, op, values)
             for pattern in invalid_patterns:
-                problems.append(
+                where.problems.append(
                     "flag %r: %s has a regex that does not compile, %r: it never matches"
                     % (where.flag_key, format_path(condition_path), pattern)
                 )
@@ -323,7 +314,7 @@ def _compile_bucket(
     segment_metadata: Optional[Mapping[str, Any]],
     segment_variant: Optional[EvaluatedVariant],
 ) -> Picker:
-    select = compile_selector(_strings(where, path + ("selector",), bucket.get("selector")))
+    select = _shared_selector(where.selector(path + ("selector",), bucket.get("selector")))
     salt = _string(where, path + ("salt",), bucket.get("salt"), optional=False)
     allocations = []
     for position, allocation in enumerate(_list(where, path + ("allocations",), bucket.get("allocations"), optional=False)):
@@ -369,128 +360,30 @@ def _compile_bucket(
     return pick
 
 
-def _needs_exact_user_entry(raw: List[Mapping[str, Any]]) -> bool:
-    """Whether any selector of a (validated) config can tell the exact user entry from the attribute dict."""
-    for flag in raw:
-        for segment in flag["segments"]:
-            bucket = segment.get("bucket")
-            if bucket and _tells_user_entries_apart(bucket["selector"]):
-                return True
-            for group in segment.get("conditions") or ():
-                for condition in group:
-                    if _tells_user_entries_apart(condition["selector"]):
-                        return True
-    return False
+# Conditions and selectors are pure functions of their text: flags that test the same property
+# against the same values (a country list, a plan) share one compiled predicate, in this version
+# and the next. Bounded, so conditions of versions long gone are dropped in time.
 
 
-def _tells_user_entries_apart(selector: List[str]) -> bool:
-    if selector == ["context"]:
+@functools.lru_cache(maxsize=16384)
+def _shared_condition(selector: Tuple[str, ...], op: str, values: Tuple[str, ...]) -> Tuple[Predicate, Tuple[str, ...]]:
+    predicate, invalid_patterns = compile_condition(selector, op, values)
+    return predicate, tuple(invalid_patterns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_selector(selector: Tuple[str, ...]) -> Callable[[Target], Any]:
+    return compile_selector(selector)
+
+
+_SHARED_RESULTS: Dict[str, EvaluatedVariant] = {}
+_SHARED_RESULTS_MAX = 16384
+
+
+def _tells_user_entries_apart(selector: Tuple[str, ...]) -> bool:
+    if selector == ("context",):
         return True
-    return selector[:2] == ["context", "user"] and (len(selector) == 2 or selector[2] in _USER_ENTRY_LEAVES_OUT)
+    return selector[:2] == ("context", "user") and (len(selector) == 2 or selector[2] in _USER_ENTRY_LEAVES_OUT)
 
 
 _USER_ENTRY_LEAVES_OUT = frozenset(("groups", "group_properties", "group_cohort_ids"))
-
-
-# --- dependency order (docs/compatibility.md, 'Flag order and dependencies') ----------------------
-
-
-def _flags_on_cycles(flags: Mapping[str, CompiledFlag]) -> frozenset:
-    """Keys of flags that sit on a dependency cycle (strongly connected, or depending on themselves)."""
-    index_of: Dict[str, int] = {}
-    lowlink: Dict[str, int] = {}
-    on_stack = set()
-    stack: List[str] = []
-    on_cycle = set()
-    counter = 0
-    for root in flags:
-        if root in index_of:
-            continue
-        # Iterative Tarjan: each frame is (key, iterator over its stored dependencies).
-        index_of[root] = lowlink[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        frames = [(root, iter(flags[root].dependencies))]
-        while frames:
-            key, dependencies = frames[-1]
-            advanced = False
-            for dependency in dependencies:
-                if dependency not in flags:
-                    continue
-                if dependency == key:
-                    on_cycle.add(key)
-                if dependency not in index_of:
-                    index_of[dependency] = lowlink[dependency] = counter
-                    counter += 1
-                    stack.append(dependency)
-                    on_stack.add(dependency)
-                    frames.append((dependency, iter(flags[dependency].dependencies)))
-                    advanced = True
-                    break
-                if dependency in on_stack:
-                    lowlink[key] = min(lowlink[key], index_of[dependency])
-            if advanced:
-                continue
-            frames.pop()
-            if frames:
-                parent = frames[-1][0]
-                lowlink[parent] = min(lowlink[parent], lowlink[key])
-            if lowlink[key] == index_of[key]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == key:
-                        break
-                if len(component) > 1:
-                    on_cycle.update(component)
-    return frozenset(on_cycle)
-
-
-def _dependency_sequences(flags: Mapping[str, CompiledFlag], excluded: frozenset) -> Dict[str, Tuple[CompiledFlag, ...]]:
-    """For each flag, the flags a depth-first walk from it evaluates, parents first.
-
-    With no cycles, walking several start keys with a shared "already evaluated" set is the same as
-    concatenating these sequences and dropping repeats, which is what makes a one-flag evaluation
-    cost nothing per flag loaded.
-    """
-    sequences: Dict[str, Tuple[CompiledFlag, ...]] = {}
-    for root in flags:
-        if root in excluded or root in sequences:
-            continue
-        frames = [(root, iter(flags[root].dependencies))]
-        while frames:
-            key, dependencies = frames[-1]
-            pending = None
-            for dependency in dependencies:
-                if dependency in flags and dependency not in excluded and dependency not in sequences:
-                    pending = dependency
-                    break
-            if pending is not None:
-                frames.append((pending, iter(flags[pending].dependencies)))
-                continue
-            frames.pop()
-            seen = set()
-            sequence: List[CompiledFlag] = []
-            for dependency in flags[key].dependencies:
-                for flag in sequences.get(dependency, ()):
-                    if flag.key not in seen:
-                        seen.add(flag.key)
-                        sequence.append(flag)
-            if key not in seen:
-                sequence.append(flags[key])
-            sequences[key] = tuple(sequence)
-    return sequences
-
-
-def _merge_sequences(sequences: Mapping[str, Sequence[CompiledFlag]], start_keys: Iterable[str]) -> Tuple[CompiledFlag, ...]:
-    seen = set()
-    order = []
-    for start in start_keys:
-        for flag in sequences.get(start, ()):
-            if flag.key not in seen:
-                seen.add(flag.key)
-                order.append(flag)
-    return tuple(order)

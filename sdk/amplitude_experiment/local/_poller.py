@@ -7,7 +7,6 @@ the server sends, and the poller restarts by itself in a child process after ``f
 """
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -20,7 +19,7 @@ from .._flag_api import FLAGS_PATH, MAX_FLAG_CONFIG_BYTES, Backoff
 from .._fork import FORKS
 from .._http import FlagConfigFetcher, FlagFetchError, base_url, excerpt
 from .._logging import report_problems
-from ..evaluation import FlagConfigError, FlagSet, compile_flags
+from ..evaluation import CompiledFlagCache, FlagConfigError, FlagSet, decode_config, plan_flags
 from .config import LocalEvaluationConfig
 
 MIN_RETRY_SECONDS = 0.5
@@ -76,6 +75,8 @@ class PollingFlagSource:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._flags: Optional[FlagSet] = None
+        #: Compiled flags by content digest, across polls: a poll that changed one flag compiles one.
+        self._compiled = CompiledFlagCache()
         self._body_digest: Optional[bytes] = None
         self._last_success: Optional[float] = None
         self._last_error: Optional[str] = None
@@ -130,6 +131,7 @@ class PollingFlagSource:
             "last_error": self._last_error,
             "consecutive_failures": self._failures,
             "polls": self._polls,
+            "flags_compiled": self._compiled.compiles,
         }
 
     # --- polling ------------------------------------------------------------------------------
@@ -192,14 +194,16 @@ class PollingFlagSource:
         if digest == self._body_digest:
             return
         try:
-            raw = json.loads(body)
-        except ValueError:
+            raw = decode_config(body)
+        except FlagConfigError:
             raise FlagFetchError("answered 200 with a body that is not JSON: %s" % excerpt(body, self._secret)) from None
         previous = self._flags
         try:
-            flags = compile_flags(raw, previous.flags if previous is not None else ())
+            catalog = plan_flags(raw, previous.catalog.keys() if previous is not None else (), self._compiled)
         except FlagConfigError as error:
             raise FlagFetchError("flag config rejected as a whole: %s" % error) from None
+        self._compiled.retain(catalog)
+        flags = FlagSet(catalog, self._compiled)
         report_problems(self._logger, flags, "flag config from " + self._url)
         self._flags = flags
         self._body_digest = digest

@@ -4,39 +4,30 @@
 :class:`AutoFlagSource` (``"auto"``) uses the snapshot when flagd publishes one for this key and
 polls Amplitude like the reference otherwise, switching to the snapshot once one appears.
 
-The hot path, ``current()``, is one 8-byte load from the mapped index and an int compare; the
-snapshot is decoded and compiled only when the version changes. No thread is started, nothing is
+The hot path, ``current()``, is one 8-byte load from the mapped index and an int compare. A new
+version costs a worker the mapping and a check of its flag directory; a flag is compiled when a
+request first needs it, and only if its content changed since this process last compiled it
+(compiled flags are kept by content digest across versions). No thread is started, nothing is
 kept per process but the read-only mappings, which stay valid across ``fork()``.
 """
 
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
-from ..evaluation import FlagConfigError, FlagSet, compile_flags
-from ..snapshot.segment import (
-    RETIRED,
-    W_HEARTBEAT,
-    W_POLL,
-    W_VERSION,
-    IndexState,
-    Snapshot,
-    SnapshotError,
-    SnapshotReader,
-    publisher_alive,
-)
+from ..evaluation import CompiledFlagCache, FlagSet
+from ..snapshot import FlagTable, IndexState, SnapshotError, SnapshotFollower, SnapshotReader, publisher_alive
+from ..snapshot.reader import CHECK_EVERY, STALE_INTERVALS
 from .._logging import report_problems
 from .config import LocalEvaluationConfig
 
-#: Evaluations between two looks at the clock for the once-a-second checks (heartbeat, re-attach).
-CHECK_EVERY = 64
-#: Seconds between two of those checks, and between two probes for flagd while polling.
+#: Seconds between two probes for flagd while polling ("auto").
 CHECK_SECONDS = 1.0
-#: A heartbeat older than this many poll intervals is logged, once.
-STALE_INTERVALS = 3
 #: How often ``start()`` looks for the snapshot while it waits, in flagd-only mode.
 START_POLL_SECONDS = 0.05
+
+__all__ = ["CHECK_EVERY", "STALE_INTERVALS", "AutoFlagSource", "FlagdUnavailableError", "SharedSnapshotSource"]
 
 
 class FlagdUnavailableError(RuntimeError):
@@ -46,10 +37,12 @@ class FlagdUnavailableError(RuntimeError):
 class SharedSnapshotSource:
     """Flags from flagd's snapshot for this deployment key, read from POSIX shared memory.
 
-    Thread-safe without locks (the state is one tuple swapped as a reference; two threads that
-    see a new version at once both decode it, harmlessly). Fork-safe: a source created and started
-    before ``fork()`` works in every child, since the index mapping is MAP_SHARED and each process
-    notices new versions by itself.
+    Following the version is the snapshot package's job (:class:`~..snapshot.SnapshotFollower`,
+    whose ``current`` is this source's hot path); this class adds what the SDK needs on top: a
+    flag set per version over a compiled-flag cache kept across versions, each problem logged
+    once, and the status. Thread- and fork-safe: a source created and started before ``fork()``
+    works in every child, since the index mapping is MAP_SHARED and each process notices new
+    versions by itself.
     """
 
     def __init__(
@@ -62,33 +55,29 @@ class SharedSnapshotSource:
         wall_clock_ns: Callable[[], int] = time.time_ns,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self._reader = reader if reader is not None else SnapshotReader(
-            config.shm_prefix, api_key, owner=config.flagd_owner)
+        reader = reader if reader is not None else SnapshotReader(config.shm_prefix, api_key, owner=config.flagd_owner)
         self._prefix = config.shm_prefix
         self._logger = logger
         self._timeout = max(config.flag_config_poller_request_timeout_millis, 1) / 1000.0
-        self._own_interval_ms = max(config.flag_config_polling_interval_millis, 1)
         self._monotonic = monotonic
         self._wall_clock_ns = wall_clock_ns
         self._sleep = sleep
-        # The hot path reads only these two attributes. _words is the reader's index view (a tuple
-        # of zeros before the index is mapped); _state is (index version acknowledged, flags).
-        self._words: Any = self._reader.words
-        self._state: Tuple[int, Optional[FlagSet]] = (0, None)
-        self._snapshot: Optional[Snapshot] = None
-        self._countdown = CHECK_EVERY
-        self._next_check = 0.0
-        self._stale_warned = False
-        self._failed_version = -1
-        self._last_problem: Optional[str] = None
-        self.segment = self._reader.index_name
+        #: Compiled flags by content digest, kept across versions (pruned to the current one).
+        self._compiled = CompiledFlagCache()
+        self._follower: SnapshotFollower[FlagSet] = SnapshotFollower(
+            reader, self._flag_set, on_problem=self._log_problem, on_heartbeat=self._log_heartbeat,
+            default_interval_ms=config.flag_config_polling_interval_millis, monotonic=monotonic,
+            wall_clock_ns=wall_clock_ns)
+        #: THE hot path: the follower's own method, one 8-byte load and an int compare per call.
+        self.current: Callable[[], Optional[FlagSet]] = self._follower.current
+        self.segment = reader.index_name
 
     # --- FlagSource ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Wait up to the request timeout for a snapshot.
 
-        :raises FlagdUnavailableError: naming the segment and how to start flagd.
+        :raises FlagdUnavailableError: naming the index and how to start flagd.
         """
         deadline = self._monotonic() + self._timeout
         while not self.try_attach():
@@ -96,188 +85,85 @@ class SharedSnapshotSource:
             if remaining <= 0:
                 raise FlagdUnavailableError(
                     "flag_source='flagd' but no flagd snapshot for this deployment key appeared within "
-                    "%.1f s (%s; index segment %s). Start flagd for this key with the same prefix, e.g. "
+                    "%.1f s (%s; index %s). Start flagd for this key with the same prefix, e.g. "
                     "`AMPLITUDE_DEPLOYMENT_KEY=... amplitude-flagd run --shm-prefix %s`, or use "
                     "flag_source='auto' to poll Amplitude when flagd is absent."
-                    % (self._timeout, self._last_problem or "nothing published", self.segment, self._prefix))
+                    % (self._timeout, self._follower.last_problem or "nothing published", self.segment,
+                       self._prefix))
             self._sleep(min(START_POLL_SECONDS, remaining))
 
-    def current(self) -> Optional[FlagSet]:
-        state = self._state
-        # THE hot path: one aligned 8-byte load from the read-only index mapping, no syscall.
-        if self._words[W_VERSION] != state[0]:
-            return self._refresh()
-        self._countdown -= 1  # unlocked on purpose: a lost decrement only delays the next check
-        if self._countdown < 0:
-            self._periodic()
-        return state[1]
+    def try_attach(self) -> bool:
+        """Map the index and serve its version if one is published; False if none is usable yet."""
+        return self._follower.try_attach()
+
+    @property
+    def snapshot(self) -> Optional[FlagTable]:
+        """The version served, None before one is."""
+        return self._follower.table
 
     def stop(self) -> None:
         """Nothing runs in the background; the last flags keep being served. Idempotent."""
 
     def status(self) -> Dict[str, Any]:
+        follower = self._follower
         try:
-            state = self._reader.state()  # maps the index by name if it is not mapped yet
+            state = follower.state()  # maps the index by name if it is not mapped yet
         except SnapshotError as error:
-            self._last_problem = "index refused: %s" % error
+            follower.last_problem = "index refused: %s" % error
             state = IndexState()
-        self._words = self._reader.words
-        snapshot = self._snapshot
-        flags = self._state[1]
+        table = follower.table
+        flags = self.current() if table is not None else None
         now = self._wall_clock_ns()
-        self._check_heartbeat(now)
-        document = snapshot.document if snapshot is not None else {}
+        follower.check_heartbeat(now)
+        meta = table.meta if table is not None else {}
         return {
             "source": "flagd",
-            "version": snapshot.version if snapshot is not None else None,
+            "version": table.version if table is not None else None,
             "published_version": state.version or None,
-            "age_seconds": _age(now, snapshot.created_ns) if snapshot is not None else None,
+            "age_seconds": _age(now, table.created_ns) if table is not None else None,
             "publisher_pid": state.publisher_pid or None,
             "publisher_alive": bool(publisher_alive(state)) if state.publisher_pid else False,
             "heartbeat_age_seconds": _age(now, state.heartbeat_ns),
             "last_fetch_age_seconds": _age(now, state.last_fetch_ns),
-            "poll_interval_seconds": self._interval_ms() / 1000.0,
+            "poll_interval_seconds": follower.interval_ms() / 1000.0,
             "flags": len(flags) if flags is not None else None,
-            "upstream": document.get("source"),
+            "upstream": meta.get("source"),
+            "flags_compiled": self._compiled.compiles,
             "segment": self.segment,
-            "last_error": self._last_problem,
+            "last_error": follower.last_problem,
         }
 
-    # --- attaching and refreshing (off the hot path) -----------------------------------------
+    # --- what the SDK adds to following the snapshot ------------------------------------------
 
-    def try_attach(self) -> bool:
-        """Map the index and install its snapshot if one is published; False if none is usable yet.
-
-        Refused or corrupt segments are logged once per version, never raised.
-        """
-        try:
-            attached = self._reader.attach()
-        except SnapshotError as error:
-            self._problem(0, "index refused: %s" % error)
-            return False
-        self._words = self._reader.words
-        if not attached:
-            self._last_problem = "index segment does not exist"
-            return False
-        self._refresh()
-        if self._state[1] is None and self._last_problem is None:
-            self._last_problem = "the index exists but no version is published yet"
-        return self._state[1] is not None
-
-    def _refresh(self) -> Optional[FlagSet]:
-        words = self._words
-        seen = words[W_VERSION]
-        if seen == RETIRED:
-            # flagd's segments were removed on purpose: find a new index by name, keep serving meanwhile.
-            self._reattach()
-            if self._words[W_VERSION] in (0, RETIRED):
-                return self._state[1]
-            return self._refresh()
-        flags = self._state[1]
-        try:
-            snapshot = self._reader.load()
-        except SnapshotError as error:
-            self._problem(seen, "snapshot v%d refused, keeping %s: %s" % (seen, _describe(self._snapshot), error))
-            self._state = (seen, flags)  # fail static: do not retry until the index moves again
-            return flags
-        if snapshot is None:
-            self._state = (seen, flags)
-            return flags
-        if self._snapshot is None or snapshot.version != self._snapshot.version:
-            compiled = self._compile(snapshot)
-            if compiled is None:
-                self._state = (seen, flags)
-                return flags
-            flags = compiled
-            self._snapshot = snapshot
-        # A snapshot older than ``seen`` (the newest kept vanishing while we opened it) is still
-        # acknowledged as ``seen``; the once-a-second check in _periodic catches up on it.
-        self._state = (seen, flags)
-        return flags
-
-    def _compile(self, snapshot: Snapshot) -> Optional[FlagSet]:
-        try:
-            raw = snapshot.document["flags"]
-            # flagd publishes in storage order already: every worker uses exactly that order.
-            flags = compile_flags(raw, ())
-        except (FlagConfigError, KeyError, TypeError) as error:
-            self._problem(snapshot.version, "snapshot v%d rejected by this SDK's flag parser, keeping %s: %s"
-                          % (snapshot.version, _describe(self._snapshot), error))
-            return None
-        report_problems(self._logger, flags, "flagd snapshot v%d" % snapshot.version)
+    def _flag_set(self, table: FlagTable) -> FlagSet:
+        """The flag set of a newly mapped version: nothing is compiled until a request needs it."""
+        # flagd published in storage order with dependencies and cycles worked out: every worker
+        # uses exactly that.
+        self._compiled.retain(table)
+        flags = FlagSet(table, self._compiled, on_problem=self._flag_problem)
+        report_problems(self._logger, flags, "flagd snapshot v%d" % table.version)
         if self._logger.isEnabledFor(logging.DEBUG):
-            self._logger.debug("[Experiment] loaded %d flag configs from flagd snapshot v%d (%s)",
-                               len(flags), snapshot.version, self.segment)
-        self._last_problem = None
+            self._logger.debug("[Experiment] mapped flagd snapshot v%d (%s): %d flag configs, %d bytes",
+                               table.version, self.segment, len(table), table.size)
         return flags
 
-    def _reattach(self) -> None:
-        # A new index may reuse version numbers: forget which version we hold, keep its flags.
-        self._snapshot = None
-        try:
-            self._reader.attach()
-        except SnapshotError as error:
-            self._problem(RETIRED, "index refused: %s" % error)
-        self._words = self._reader.words
-        # Acknowledge whatever the (new or absent) index says so the hot path stays quiet; a new
-        # version is loaded by _periodic's comparison with the snapshot we hold.
-        self._state = (self._words[W_VERSION], self._state[1])
-        self._force_check()
+    def _flag_problem(self, message: str) -> None:
+        """A flag of the served snapshot that this SDK cannot compile: logged once, left out."""
+        self._follower.last_problem = message
+        self._logger.error("[Experiment] flagd snapshot: %s", message)
 
-    def _force_check(self) -> None:
-        self._countdown = 0
-        self._next_check = 0.0
+    def _log_problem(self, message: str) -> None:
+        self._logger.error("[Experiment] %s", message)
 
-    def _periodic(self) -> None:
-        """At most once a second: re-map a missing index, catch up on a skipped version, check the heartbeat."""
-        self._countdown = CHECK_EVERY
-        now = self._monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + CHECK_SECONDS
-        if not self._reader.attached or self._words[W_VERSION] == RETIRED:
-            if self._reader.attached:
-                self._reattach()
-            else:
-                self.try_attach()
-        words = self._words
-        version = words[W_VERSION]
-        held = self._snapshot.version if self._snapshot is not None else 0
-        if version and version != RETIRED and version != held and version != self._failed_version:
-            self._refresh()
-        if self._reader.attached:
-            self._check_heartbeat(self._wall_clock_ns())
-
-    def _interval_ms(self) -> int:
-        interval = self._words[W_POLL]
-        if not interval and self._snapshot is not None:
-            interval = self._snapshot.document.get("poll_interval_ms") or 0
-        return int(interval) if interval else self._own_interval_ms
-
-    def _check_heartbeat(self, now_ns: int) -> None:
-        heartbeat = self._words[W_HEARTBEAT]
-        if not heartbeat:
-            return
-        limit_ns = STALE_INTERVALS * self._interval_ms() * 1_000_000
-        age_ns = now_ns - heartbeat
-        if age_ns > limit_ns:
-            if not self._stale_warned:
-                self._stale_warned = True
-                self._logger.warning(
-                    "[Experiment] flagd heartbeat in %s is %.1f s old (more than %d poll intervals of %.1f s): "
-                    "is flagd running? Serving %s meanwhile.",
-                    self.segment, age_ns / 1e9, STALE_INTERVALS, self._interval_ms() / 1000.0,
-                    _describe(self._snapshot))
-        elif self._stale_warned:
-            self._stale_warned = False
+    def _log_heartbeat(self, stale: bool, age_ns: int) -> None:
+        if stale:
+            interval_s = self._follower.interval_ms() / 1000.0
+            self._logger.warning(
+                "[Experiment] flagd heartbeat in %s is %.1f s old (more than %d poll intervals of %.1f s): "
+                "is flagd running? Serving %s meanwhile.",
+                self.segment, age_ns / 1e9, STALE_INTERVALS, interval_s, _describe(self._follower.table))
+        else:
             self._logger.info("[Experiment] flagd heartbeat in %s is fresh again", self.segment)
-
-    def _problem(self, version: int, message: str) -> None:
-        """Log a refused or unusable snapshot once per version."""
-        self._last_problem = message
-        if version != self._failed_version:
-            self._failed_version = version
-            self._logger.error("[Experiment] %s", message)
 
 
 class AutoFlagSource:
@@ -333,7 +219,7 @@ class AutoFlagSource:
             return False
         self.mode = "flagd"
         self.current = shared.current
-        snapshot = shared._snapshot
+        snapshot = shared.snapshot
         self._logger.info("[Experiment] using flagd snapshot v%d from %s%s",
                           snapshot.version if snapshot is not None else 0, shared.segment,
                           "; polling stopped" if self._poller_started else "")
@@ -360,5 +246,5 @@ def _age(now_ns: int, then_ns: int) -> Optional[float]:
     return max(now_ns - then_ns, 0) / 1e9 if then_ns else None
 
 
-def _describe(snapshot: Optional[Snapshot]) -> str:
+def _describe(snapshot: Optional[FlagTable]) -> str:
     return "snapshot v%d" % snapshot.version if snapshot is not None else "no flags"

@@ -1,31 +1,29 @@
-"""Versioned flag snapshots in POSIX shared memory: the one definition of the segment layout.
-
-flagd writes with :class:`SnapshotWriter`; the SDK's shared mode reads with :class:`SnapshotReader`.
+"""Versioned flag snapshots in POSIX shared memory, by idea: ``layout`` (every byte and name),
+``writer`` (flagd's side), ``reader`` (the workers' side), ``host`` (where the files live and
+whom a reader trusts), ``errors``.
 """
 
-from .segment import (
+from .errors import (
     ForeignIndexError,
-    IndexState,
-    SegmentCorruptError,
-    SegmentPermissionError,
-    Snapshot,
+    SnapshotCorruptError,
     SnapshotError,
-    SnapshotReader,
-    SnapshotWriter,
+    SnapshotPermissionError,
     WriterConflictError,
-    index_name,
-    key_hash,
-    publisher_alive,
-    remove_all,
 )
+from .host import publisher_alive, trusted_owners
+from .layout import FlagTable, IndexState, index_name, key_hash, version_name
+from .reader import Snapshot, SnapshotFollower, SnapshotReader
+from .writer import SnapshotWriter, remove_all
 
 __all__ = [
+    "FlagTable",
     "ForeignIndexError",
     "IndexState",
-    "SegmentCorruptError",
-    "SegmentPermissionError",
     "Snapshot",
+    "SnapshotCorruptError",
     "SnapshotError",
+    "SnapshotFollower",
+    "SnapshotPermissionError",
     "SnapshotReader",
     "SnapshotWriter",
     "WriterConflictError",
@@ -33,4 +31,6 @@ __all__ = [
     "key_hash",
     "publisher_alive",
     "remove_all",
+    "trusted_owners",
+    "version_name",
 ]

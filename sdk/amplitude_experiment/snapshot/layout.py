@@ -1,0 +1,416 @@
+"""The byte layout of flagd's shared-memory files: the one module that knows an offset.
+
+Each deployment key has an index and one version file per published version (the key itself
+never appears in a name or a byte; ``keyhash = key_hash(key)``)::
+
+    index:        /<prefix>.<keyhash>.idx
+    version file: /<prefix>.<keyhash>.v<N>      N in 1..MAX_VERSION, never reused
+
+The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``)::
+
+    word  0  magic            b"AMPFIDX1"
+          1  layout           INDEX_LAYOUT (1)
+          2  version          current version, 0 = none yet.  THE PUBLISH POINT: stored last.
+                              RETIRED (2**64-1) = this index was removed; readers re-open by name.
+          3  writer_pid       pid of the publishing flagd
+          4  writer_start_ns  that process's start time (wall clock), guards against pid reuse
+          5  published_at_ns  when ``version`` was published
+          6  last_fetch_ns    last successful upstream fetch (including "not modified")
+          7  heartbeat_ns     refreshed by every publish loop iteration
+          8  poll_interval_ms flagd's upstream poll interval; readers warn when the heartbeat is
+                              three intervals old
+          9.. reserved (0)
+
+A version file holds one version of one key's flags. flagd writes it once
+(:func:`encode_version`) and never changes it; a worker maps it read-only and answers
+:class:`~amplitude_experiment.evaluation.FlagCatalog` questions straight from the mapping
+(:class:`FlagTable`): looking a flag up is a bisection over key hashes, and only the flags a
+worker evaluates are ever decoded. All integers are little-endian; every section starts on an
+8-byte boundary. A version file::
+
+    offset 0     header, 64 bytes (HEADER)
+                   magic b"AMPFSNP2" | format u32 = 2 | flag_count u32 | version u64 | length u64
+                   | created_ns u64 | directory_length u32 | directory_crc u32 | meta_length u32
+                   | order_count u32 | sequence_total u32 | reserved u32
+    offset 64    directory, directory_length bytes, crc32 = directory_crc
+                   meta        msgpack map (source, fetched_at_ns, poll_interval_ms, problems,
+                               needs_exact_user_entry, content_digest, ...), meta_length bytes
+                   key hashes  flag_count x u64, ascending (BLAKE2b-64 of the UTF-8 key)
+                   positions   flag_count x u32: the storage position of each hash's flag
+                   entries     flag_count x ENTRY (48 bytes), in storage order:
+                               record offset u64 | record length u32 | key offset u32
+                               | key length u32 | sequence start u32 | sequence length u32
+                               | flags u32 (bit 0: on a dependency cycle) | digest 16 bytes
+                   sequences   sequence_total x u32: per flag, the storage positions a request
+                               for it alone evaluates, dependencies first
+                   order       order_count x u32: the all-flags evaluation order
+                   keys        the UTF-8 keys, back to back
+    after it     records: each flag's config (msgpack, or JSON text where msgpack cannot hold
+                 it), checked against its entry's BLAKE2b-128 digest when it is decoded
+
+The directory's crc32 is checked once per version when the file is mapped (a 10,000-flag
+directory is about 700 KB); a record is checked by its digest when a flag is first compiled.
+"""
+
+import re
+import struct
+import zlib
+from bisect import bisect_left
+from hashlib import blake2b
+from typing import Any, Dict, List, Optional, Tuple
+
+import msgpack
+
+from ..evaluation.catalog import DIGEST_SIZE, PlannedCatalog, content_digest, decode_flag, flag_digest
+
+__all__ = ["DATA_FORMAT", "DATA_MAGIC", "ENTRY", "HEADER", "INDEX_SIZE", "MAX_VERSION", "RETIRED", "FlagTable",
+           "IndexState", "TableCorruptError", "VersionImage", "encode_version", "index_name", "key_hash",
+           "lookup_hash", "parse_version", "version_name"]
+
+# --- names --------------------------------------------------------------------------------------
+
+
+def key_hash(deployment_key: str) -> str:
+    """Short stable hex digest of the deployment key, in every file name (the key stays secret)."""
+    return blake2b(deployment_key.encode("utf-8"), digest_size=8, person=b"amp-flagd").hexdigest()
+
+
+def index_name(prefix: str, deployment_key: str) -> str:
+    """Name of this key's index (with the leading slash)."""
+    return "/%s.%s.idx" % (prefix, key_hash(deployment_key))
+
+
+def version_name(prefix: str, deployment_key: str, version: int) -> str:
+    """Name of the version file holding ``version`` for this key."""
+    return "/%s.%s.v%d" % (prefix, key_hash(deployment_key), version)
+
+
+def parse_version(text: str) -> Optional[int]:
+    """The version a ``v<N>`` name holds, or None when it is not one a writer could have made
+    (not canonical decimal, 0, or above :data:`MAX_VERSION`)."""
+    if not _VERSION_TEXT.match(text):
+        return None
+    version = int(text)
+    return version if version <= MAX_VERSION else None
+
+
+# --- the index ----------------------------------------------------------------------------------
+
+INDEX_MAGIC = int.from_bytes(b"AMPFIDX1", "little")
+INDEX_LAYOUT = 1
+INDEX_SIZE = 4096
+INDEX_WORDS = INDEX_SIZE // 8
+# Word positions in the index.
+W_MAGIC, W_LAYOUT, W_VERSION, W_PID, W_START, W_PUBLISHED, W_FETCH, W_HEARTBEAT, W_POLL = range(9)
+#: Stored in the version word by :func:`remove_all` before unlinking, so mapped readers re-open.
+RETIRED = 2 ** 64 - 1
+#: The highest version number a writer uses, or accepts from a ``v<N>`` name; far below RETIRED.
+MAX_VERSION = 2 ** 63 - 1
+#: A version in a name: decimal, no sign, no leading zero, at most 19 digits (MAX_VERSION has 19).
+_VERSION_TEXT = re.compile(r"[1-9][0-9]{0,18}\Z")
+
+
+class IndexState:
+    """What the index says. ``version`` 0 means nothing is published (or no index exists)."""
+
+    __slots__ = ("version", "publisher_pid", "publisher_start_ns", "published_at_ns", "last_fetch_ns",
+                 "heartbeat_ns", "poll_interval_ms")
+
+    def __init__(self, version: int = 0, publisher_pid: int = 0, publisher_start_ns: int = 0,
+                 published_at_ns: int = 0, last_fetch_ns: int = 0, heartbeat_ns: int = 0,
+                 poll_interval_ms: int = 0):
+        self.version = version
+        self.publisher_pid = publisher_pid
+        self.publisher_start_ns = publisher_start_ns
+        self.published_at_ns = published_at_ns
+        self.last_fetch_ns = last_fetch_ns
+        self.heartbeat_ns = heartbeat_ns
+        self.poll_interval_ms = poll_interval_ms
+
+    def __repr__(self) -> str:
+        return "IndexState(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in self.__slots__)
+
+    @classmethod
+    def of(cls, words: Any) -> "IndexState":
+        """What ``words`` (the index as u64 words) say now, read one by one: for reports, not a
+        consistent snapshot. RETIRED reads as version 0."""
+        version = words[W_VERSION]
+        return cls(0 if version == RETIRED else version, words[W_PID], words[W_START], words[W_PUBLISHED],
+                   words[W_FETCH], words[W_HEARTBEAT], words[W_POLL])
+
+
+# --- version files ------------------------------------------------------------------------------
+
+DATA_MAGIC = b"AMPFSNP2"
+DATA_FORMAT = 2
+#: magic, format, flag_count, version, length, created_ns, directory_length, directory_crc,
+#: meta_length, order_count, sequence_total, reserved -> 64 bytes.
+HEADER = struct.Struct("<8sIIQQQIIIIII")
+assert HEADER.size == 64
+#: record offset, record length, key offset, key length, sequence start, sequence length, flags, digest.
+ENTRY = struct.Struct("<QIIIIII%ds" % DIGEST_SIZE)
+assert ENTRY.size == 48
+ON_CYCLE = 1
+#: A version file larger than this is refused by the writer (u32 offsets inside the directory).
+MAX_DIRECTORY = 2 ** 32 - 1
+
+
+#: Meta entries the layout adds to what the writer gives (see :func:`encode_version`).
+_TABLE_META = frozenset(("problems", "needs_exact_user_entry", "content_digest"))
+
+
+class TableCorruptError(ValueError):
+    """A version file's header, directory or a record does not hold what the layout promises."""
+
+
+def lookup_hash(key: str) -> int:
+    """The 64-bit hash a key is found by (collisions are resolved by comparing the keys)."""
+    return int.from_bytes(blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def _pad(size: int) -> int:
+    return (size + 7) & ~7
+
+
+class VersionImage:
+    """A version file's bytes but for the header's version and time: what flagd writes per publish."""
+
+    __slots__ = ("body", "flag_count", "meta_length", "order_count", "sequence_total", "directory_length",
+                 "directory_crc")
+
+    def __init__(self, body: bytes, flag_count: int, meta_length: int, order_count: int, sequence_total: int,
+                 directory_length: int, directory_crc: int):
+        self.body = body
+        self.flag_count = flag_count
+        self.meta_length = meta_length
+        self.order_count = order_count
+        self.sequence_total = sequence_total
+        self.directory_length = directory_length
+        self.directory_crc = directory_crc
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole file."""
+        return HEADER.size + len(self.body)
+
+    def header(self, version: int, created_ns: int) -> bytes:
+        return HEADER.pack(DATA_MAGIC, DATA_FORMAT, self.flag_count, version, self.size, created_ns,
+                           self.directory_length, self.directory_crc, self.meta_length, self.order_count,
+                           self.sequence_total, 0)
+
+
+def encode_version(catalog: PlannedCatalog, meta: Dict[str, Any]) -> VersionImage:
+    """Lay out a planned config and its ``meta`` (a msgpack-able map) as a version file.
+
+    The catalog's problems, ``needs_exact_user_entry`` and content digest are added to ``meta``.
+    """
+    keys = list(catalog.keys())
+    position_of = {key: position for position, key in enumerate(keys)}
+    meta = dict(meta)
+    meta["problems"] = list(catalog.problems)
+    meta["needs_exact_user_entry"] = bool(catalog.needs_exact_user_entry)
+    meta["content_digest"] = content_digest(catalog)
+    meta_bytes = msgpack.packb(meta, use_bin_type=True)
+    encoded_keys = [key.encode("utf-8", "surrogatepass") for key in keys]
+    sequences: List[int] = []
+    spans: List[Tuple[int, int]] = []
+    for key in keys:
+        sequence = catalog.sequence(key) or ()
+        spans.append((len(sequences), len(sequence)))
+        sequences.extend(position_of[member] for member in sequence)
+    order = [position_of[key] for key in catalog.evaluation_order()]
+    count = len(keys)
+
+    hashes_at = _pad(len(meta_bytes))
+    positions_at = hashes_at + 8 * count
+    entries_at = _pad(positions_at + 4 * count)
+    sequences_at = entries_at + ENTRY.size * count
+    order_at = sequences_at + 4 * len(sequences)
+    keys_at = _pad(order_at + 4 * len(order))
+    directory_length = _pad(keys_at + sum(map(len, encoded_keys)))
+    if HEADER.size + directory_length > MAX_DIRECTORY:
+        raise ValueError("a flag directory of %d bytes does not fit a version file" % directory_length)
+
+    directory = bytearray(directory_length)
+    directory[0:len(meta_bytes)] = meta_bytes
+    lookup = sorted((lookup_hash(key), position) for position, key in enumerate(keys))
+    struct.pack_into("<%dQ" % count, directory, hashes_at, *(hashed for hashed, _ in lookup))
+    struct.pack_into("<%dI" % count, directory, positions_at, *(position for _, position in lookup))
+    struct.pack_into("<%dI" % len(sequences), directory, sequences_at, *sequences)
+    struct.pack_into("<%dI" % len(order), directory, order_at, *order)
+    records: List[bytes] = []
+    record_offset = HEADER.size + directory_length
+    key_offset = 0
+    for position, key in enumerate(keys):
+        record = catalog.records[key]
+        start, length = spans[position]
+        flags = ON_CYCLE if key in catalog.cycle_keys else 0
+        ENTRY.pack_into(directory, entries_at + ENTRY.size * position, record_offset, len(record), key_offset,
+                        len(encoded_keys[position]), start, length, flags, catalog.digests[key])
+        directory[keys_at + key_offset:keys_at + key_offset + len(encoded_keys[position])] = encoded_keys[position]
+        key_offset += len(encoded_keys[position])
+        record_offset += len(record)
+        records.append(record)
+    body = bytes(directory) + b"".join(records)
+    return VersionImage(body, count, len(meta_bytes), len(order), len(sequences), directory_length,
+                        zlib.crc32(directory))
+
+
+class FlagTable:
+    """One mapped version file, read in place: a :class:`~amplitude_experiment.evaluation.FlagCatalog`.
+
+    Holds the mapping (through ``buffer``) for as long as the table is referenced: the pages of a
+    version flagd has since unlinked stay readable until the last flag set using it is dropped.
+
+    :raises TableCorruptError: (from the constructor) the header or the directory is not valid.
+    """
+
+    __slots__ = ("name", "version", "created_ns", "size", "meta", "problems", "needs_exact_user_entry",
+                 "_buffer", "_count", "_hashes", "_positions", "_entries_at", "_sequences", "_order",
+                 "_keys_at", "_key_cache", "_mapping", "__weakref__")
+
+    def __init__(self, buffer: Any, name: str, version: int, mapping: Any = None):
+        view = memoryview(buffer)
+        size = len(view)
+        if size < HEADER.size:
+            raise TableCorruptError("%s is %d bytes, shorter than its header" % (name, size))
+        (magic, fmt, count, stored_version, length, created_ns, directory_length, directory_crc, meta_length,
+         order_count, sequence_total, _) = HEADER.unpack_from(view, 0)
+        if magic != DATA_MAGIC:
+            if magic[:7] == DATA_MAGIC[:7]:
+                raise TableCorruptError(
+                    "%s is a format-%s version file; this SDK reads format %d: upgrade the SDK or flagd so "
+                    "both speak the same format" % (name, magic[7:].decode("ascii", "replace"), DATA_FORMAT))
+            raise TableCorruptError("%s has magic %r, expected %r" % (name, magic, DATA_MAGIC))
+        if fmt != DATA_FORMAT:
+            raise TableCorruptError("%s has format %d, this SDK reads format %d" % (name, fmt, DATA_FORMAT))
+        if stored_version != version:
+            raise TableCorruptError("%s says version %d" % (name, stored_version))
+        if length != size:
+            raise TableCorruptError("%s says it is %d bytes, it is %d" % (name, length, size))
+        directory_end = HEADER.size + directory_length
+        hashes_at = HEADER.size + _pad(meta_length)
+        positions_at = hashes_at + 8 * count
+        entries_at = _pad(positions_at + 4 * count)
+        sequences_at = entries_at + ENTRY.size * count
+        order_at = sequences_at + 4 * sequence_total
+        keys_at = _pad(order_at + 4 * order_count)
+        if directory_end > size or keys_at > directory_end:
+            raise TableCorruptError("%s has a directory that does not fit its %d bytes" % (name, size))
+        directory = view[HEADER.size:directory_end]
+        if zlib.crc32(directory) != directory_crc:
+            raise TableCorruptError("%s fails its directory checksum" % name)
+        try:
+            meta = msgpack.unpackb(view[HEADER.size:HEADER.size + meta_length], raw=False)
+        except (ValueError, msgpack.UnpackException) as error:
+            raise TableCorruptError("%s has meta that does not decode: %s" % (name, error)) from None
+        if not isinstance(meta, dict):
+            raise TableCorruptError("%s has meta of type %s, expected a map" % (name, type(meta).__name__))
+        self.name = name
+        self.version = version
+        self.created_ns = created_ns
+        self.size = size
+        self.meta: Dict[str, Any] = meta
+        self.problems: List[str] = [str(problem) for problem in meta.get("problems") or ()]
+        self.needs_exact_user_entry = bool(meta.get("needs_exact_user_entry"))
+        self._mapping = mapping
+        self._buffer = view
+        self._count = count
+        self._hashes = view[hashes_at:positions_at].cast("Q")
+        self._positions = view[positions_at:positions_at + 4 * count].cast("I")
+        self._entries_at = entries_at
+        self._sequences = view[sequences_at:order_at].cast("I")
+        self._order = view[order_at:order_at + 4 * order_count].cast("I")
+        self._keys_at = keys_at
+        self._key_cache: Dict[int, str] = {}
+
+    # -- FlagCatalog
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __bool__(self) -> bool:
+        return True  # a published version is something, even with no flags: ``if snapshot:`` means "one exists"
+
+    def keys(self) -> List[str]:
+        return [self._key(position) for position in range(self._count)]
+
+    def digest(self, key: str) -> Optional[bytes]:
+        position = self.position(key)
+        return None if position is None else self._entry(position)[7]
+
+    def sequence(self, key: str) -> Optional[Tuple[str, ...]]:
+        position = self.position(key)
+        if position is None:
+            return None
+        entry = self._entry(position)
+        if entry[6] & ON_CYCLE:
+            return None
+        start, length = entry[4], entry[5]
+        return tuple(self._key(member) for member in self._sequences[start:start + length])
+
+    def evaluation_order(self) -> Tuple[str, ...]:
+        return tuple(self._key(position) for position in self._order)
+
+    def config(self, key: str) -> Any:
+        position = self.position(key)
+        if position is None:
+            raise KeyError(key)
+        return self.config_at(position)
+
+    # -- by position
+
+    def position(self, key: str) -> Optional[int]:
+        """The storage position of ``key``, or None: a bisection over the mapped key hashes."""
+        hashed = lookup_hash(key)
+        hashes = self._hashes
+        index = bisect_left(hashes, hashed)
+        while index < self._count and hashes[index] == hashed:
+            position = self._positions[index]
+            if self._key(position) == key:
+                return position
+            index += 1
+        return None
+
+    def config_at(self, position: int) -> Any:
+        """The config of the flag at ``position``, checked against its digest.
+
+        :raises TableCorruptError: the record is out of bounds, fails its digest or does not decode.
+        """
+        offset, length = self._entry(position)[0:2]
+        if offset + length > self.size:
+            raise TableCorruptError("%s: record %d lies outside the file" % (self.name, position))
+        record = self._buffer[offset:offset + length]
+        if flag_digest(record) != self._entry(position)[7]:
+            raise TableCorruptError("%s: the record of flag %r fails its digest" % (self.name, self._key(position)))
+        try:
+            return decode_flag(record)
+        except ValueError as error:
+            raise TableCorruptError("%s: %s" % (self.name, error)) from None
+
+    def _entry(self, position: int) -> Tuple[Any, ...]:
+        return ENTRY.unpack_from(self._buffer, self._entries_at + ENTRY.size * position)
+
+    def _key(self, position: int) -> str:
+        key = self._key_cache.get(position)
+        if key is None:
+            entry = self._entry(position)
+            start = self._keys_at + entry[2]
+            key = str(self._buffer[start:start + entry[3]], "utf-8", "surrogatepass")
+            self._key_cache[position] = key
+        return key
+
+    def flags(self) -> List[Any]:
+        """Every flag config in storage order (``amplitude-flagd dump``, tests)."""
+        return [self.config_at(position) for position in range(self._count)]
+
+    @property
+    def document(self) -> Dict[str, Any]:
+        """What the writer was given: its meta entries and ``"flags"``, every config decoded
+        (``amplitude-flagd dump``, tests)."""
+        document = {key: value for key, value in self.meta.items() if key not in _TABLE_META}
+        document["flags"] = self.flags()
+        return document
+
+    def __repr__(self) -> str:
+        return "FlagTable(%s, version=%d, flags=%d, size=%d)" % (self.name, self.version, self._count, self.size)

@@ -1,0 +1,378 @@
+"""flagd's side of the shared snapshot: the index, immutable version files, the publish point.
+
+Protocol: every version is written once into its own file and never modified; the index
+publishes the current version with one aligned 8-byte store, made last (docs/shared-mode.md).
+
+shm_open(O_CREAT|O_EXCL) a new empty ``v<N>``, fchmod 0640 (+ fchown to a group),
+posix_fallocate it to size (allocate first: every shared-memory page a writer touches, the
+index's included, is reserved before it is touched, so a full /dev/shm is an error, never a
+SIGBUS; on ENOSPC the retained older versions are dropped and the allocation tried once more),
+write it, munmap, then store N into the index's version word; nothing after that store raises.
+A writer never reuses a version number (it continues from the index and from the leftover
+``v*`` names its own uid owns), skips every name someone else took in one step, unlinks versions
+older than N-2 after each publish, and at start unlinks its own ``v*`` other than the current
+one and the two before it (orphans of a crashed writer, including a half-written newest one).
+Names it does not own, and names that are no canonical number in 1..MAX_VERSION, are neither
+counted nor unlinked. Not thread safe.
+"""
+
+import errno
+import logging
+import mmap
+import os
+import time
+from typing import Any, Callable, Mapping, Optional, Set, Tuple
+
+import posix_ipc
+
+from ..evaluation.catalog import PlannedCatalog, plan_flags
+from .errors import ForeignIndexError, SnapshotCorruptError, SnapshotError, WriterConflictError
+from .host import (
+    FILE_MODE,
+    SHM_DIR,
+    OwnerSpec,
+    is_backed,
+    list_versions,
+    owner_name,
+    process_start_ns,
+    publisher_alive,
+    resolve_gid,
+    unlink,
+)
+from .layout import (
+    INDEX_LAYOUT,
+    INDEX_MAGIC,
+    INDEX_SIZE,
+    MAX_VERSION,
+    RETIRED,
+    W_FETCH,
+    W_HEARTBEAT,
+    W_LAYOUT,
+    W_MAGIC,
+    W_PID,
+    W_POLL,
+    W_PUBLISHED,
+    W_START,
+    W_VERSION,
+    IndexState,
+    encode_version,
+    index_name,
+    version_name,
+)
+
+__all__ = ["KEEP_PREVIOUS", "SnapshotWriter", "remove_all"]
+
+logger = logging.getLogger("amplitude_experiment.snapshot")
+
+#: Versions kept besides the current one, for readers that read the index just before a publish.
+KEEP_PREVIOUS = 2
+#: Names a writer tries before it gives up on a publish (each try skips every name taken).
+CREATE_ATTEMPTS = 3
+
+
+def remove_all(prefix: str, deployment_key: str) -> None:
+    """Unlink this key's index and every data segment (``flagd`` cleanup, tests).
+
+    Mapped readers are told first (version word set to RETIRED) so they re-open by name. Only
+    segments this process's uid owns are touched: names other users planted stay.
+    """
+    name = index_name(prefix, deployment_key)
+    uid = os.geteuid()
+    try:
+        shm = posix_ipc.SharedMemory(name, flags=0)
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
+        shm = None
+    if shm is not None:
+        stat = None
+        try:
+            stat = os.fstat(shm.fd)
+            # A reader never maps an index that is not backed, so only a backed one needs RETIRED
+            # (and storing into a page that is not there would be a SIGBUS on a full /dev/shm).
+            if stat.st_uid == uid and stat.st_size == INDEX_SIZE and is_backed(stat):
+                with mmap.mmap(shm.fd, INDEX_SIZE) as mm:
+                    words = memoryview(mm).cast("Q")
+                    words[W_VERSION] = RETIRED  # aligned 8-byte store; readers see it on their next check
+                    words.release()
+        except (OSError, ValueError):
+            pass
+        finally:
+            shm.close_fd()
+        if stat is not None and stat.st_uid == uid:
+            unlink(name)
+    for version in list_versions(prefix, deployment_key, owner_uid=uid):
+        unlink(version_name(prefix, deployment_key, version))
+
+class SnapshotWriter:
+    """flagd's side. One per (prefix, key) and process: creates the index (0640, optional group),
+    publishes immutable per-version data segments, refreshes the heartbeat, removes old versions,
+    and at start removes the orphans of a crashed predecessor.
+
+    :param group: gid or group name given to every segment (readers are its members).
+    :param poll_interval_ms: flagd's upstream poll interval, stored in the index so readers know
+        when a heartbeat is overdue (they warn at three intervals).
+    :raises WriterConflictError: another live process publishes for this key;
+        :class:`ForeignIndexError` when the index exists and belongs to another user.
+    :raises SnapshotError: no room in shared memory for the index.
+    """
+
+    def __init__(self, prefix: str, deployment_key: str, group: OwnerSpec = None, *,
+                 poll_interval_ms: int = 0, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._prefix = prefix
+        self._key = deployment_key
+        self._gid = resolve_gid(group)
+        self._clock_ns = clock_ns
+        self._pid = os.getpid()
+        self._uid = os.geteuid()
+        self.index_name = index_name(prefix, deployment_key)
+        self._mm, created = self._open_index()
+        self._words = memoryview(self._mm).cast("Q")
+        words = self._words
+        owner_pid = words[W_PID]
+        if not created and owner_pid and owner_pid != self._pid:
+            alive = publisher_alive(IndexState(publisher_pid=owner_pid, publisher_start_ns=words[W_START]))
+            if alive:
+                self.close()
+                raise WriterConflictError("process %d already publishes to %s" % (owner_pid, self.index_name))
+        current = words[W_VERSION]
+        if current > MAX_VERSION:
+            # RETIRED: remove_all() was interrupted before unlinking this index. Anything else that
+            # high came from a planted name an older flagd trusted. Either way: start over.
+            current = 0
+            words[W_VERSION] = 0
+        # Only names this uid owns: another user's names are neither counted nor unlinked.
+        leftovers = list_versions(prefix, deployment_key, owner_uid=self._uid)
+        # Never reuse a number: a reader may still hold an old mapping under it (or an orphan has it).
+        self._last = max([current] + leftovers)
+        self._kept: Set[int] = set()
+        for version in leftovers:
+            if current and current - KEEP_PREVIOUS <= version <= current:
+                self._kept.add(version)
+            else:
+                unlink(version_name(prefix, deployment_key, version))
+        words[W_POLL] = max(int(poll_interval_ms), 0)
+        words[W_START] = process_start_ns(self._pid) or clock_ns()
+        words[W_PID] = self._pid
+        words[W_HEARTBEAT] = clock_ns()
+        if created:
+            words[W_LAYOUT] = INDEX_LAYOUT
+            # Magic last: a reader that maps a brand-new index sees either nothing or a whole header
+            # (aligned 8-byte stores, in program order on x86-64 TSO; on weaker CPUs a reader at
+            # worst reports "not published yet" until its next look).
+            words[W_MAGIC] = INDEX_MAGIC
+
+    def _open_index(self) -> Tuple[mmap.mmap, bool]:
+        created = True
+        try:
+            # No size here: the pages are allocated first (below), then the size follows from that.
+            shm = posix_ipc.SharedMemory(self.index_name, posix_ipc.O_CREX, mode=FILE_MODE)
+        except posix_ipc.ExistentialError:
+            created = False
+            try:
+                shm = posix_ipc.SharedMemory(self.index_name, flags=0)
+            except posix_ipc.PermissionsError:
+                try:
+                    owner = os.stat(SHM_DIR + self.index_name).st_uid
+                except OSError:
+                    raise WriterConflictError("%s exists and this process (uid %d) may not write it"
+                                              % (self.index_name, self._uid)) from None
+                raise self._foreign(owner) from None
+        try:
+            if created:
+                self._restrict(shm.fd)
+            else:
+                stat = os.fstat(shm.fd)
+                if stat.st_uid != self._uid:
+                    raise self._foreign(stat.st_uid)
+                if stat.st_size not in (0, INDEX_SIZE):
+                    raise SnapshotCorruptError("%s is %d bytes, expected %d" % (self.index_name, stat.st_size, INDEX_SIZE))
+                self._restrict(shm.fd)  # a restart may bring a new --group
+            try:
+                # Allocate first: tmpfs allocates on first touch, and a store into a page a full
+                # /dev/shm cannot give is a SIGBUS. A creator that died between shm_open and here
+                # left size 0 (or, before this rule, an unbacked page): this finishes its job.
+                os.posix_fallocate(shm.fd, 0, INDEX_SIZE)
+            except OSError as error:
+                if created:
+                    unlink(self.index_name)
+                raise SnapshotError("no room for the %d-byte index %s in shared memory (%s): free some of %s"
+                                    % (INDEX_SIZE, self.index_name, os.strerror(error.errno or errno.ENOSPC),
+                                       SHM_DIR)) from None
+            mm = mmap.mmap(shm.fd, INDEX_SIZE)
+        finally:
+            shm.close_fd()
+        if not created:
+            words = memoryview(mm).cast("Q")
+            magic, layout = words[W_MAGIC], words[W_LAYOUT]
+            words.release()
+            if magic not in (0, INDEX_MAGIC) or layout not in (0, INDEX_LAYOUT):
+                mm.close()
+                raise SnapshotCorruptError("%s is not a layout-%d flagd index" % (self.index_name, INDEX_LAYOUT))
+            if magic == 0:  # a creator died before finishing the header: finish it
+                with memoryview(mm).cast("Q") as words:
+                    words[W_LAYOUT] = INDEX_LAYOUT
+                    words[W_MAGIC] = INDEX_MAGIC
+        return mm, created
+
+    def _foreign(self, uid: int) -> "ForeignIndexError":
+        return ForeignIndexError(
+            "%s belongs to %s, not to this process's uid %d. Either that user's flagd publishes this key "
+            "(run flagd as that user, or stop it), or another local user created the name to feed workers "
+            "forged flags: workers refuse it either way. Remove it and any segments beside it as root "
+            "(rm %s%s.*), then start flagd again."
+            % (self.index_name, owner_name(uid), self._uid, SHM_DIR, self.index_name.rsplit(".", 1)[0]))
+
+    def _restrict(self, fd: int) -> None:
+        os.fchmod(fd, FILE_MODE)  # posix_ipc's mode is filtered by the umask; set it exactly
+        if self._gid is not None:
+            os.fchown(fd, -1, self._gid)
+
+    @property
+    def version(self) -> int:
+        """The last version this writer (or its predecessor) published; 0 if none."""
+        version = self._words[W_VERSION]
+        return 0 if version == RETIRED else version
+
+    def publish(self, document: Mapping[str, Any], catalog: Optional[PlannedCatalog] = None) -> int:
+        """Write a new version and make it current; returns the version.
+
+        Nothing raises once the version is stored: cleanup failures are logged.
+
+        :param document: ``{"flags": [flag configs], ...meta}``; the meta entries (``source``,
+            ``fetched_at_ns``, ``poll_interval_ms``, anything msgpack holds) are stored with the
+            flags. ``flags`` may be left out when ``catalog`` is given.
+        :param catalog: the flags already planned (flagd plans once to validate); planned here
+            from ``document["flags"]`` otherwise.
+        :raises FlagConfigError: the flags do not validate (nothing is written).
+        :raises SnapshotError: no room in shared memory even after dropping the retained older
+            versions (the current one stays), or the writer is closed.
+        :raises WriterConflictError: every free version name was squatted while we looked.
+        """
+        if self._words is None:
+            raise SnapshotError("publish() on a closed SnapshotWriter")
+        if catalog is None:
+            catalog = plan_flags(document.get("flags", []))
+        image = encode_version(catalog, {key: value for key, value in document.items() if key != "flags"})
+        size = image.size
+        now = self._clock_ns()
+        shm, version = self._create_data()
+        name = shm.name
+        try:
+            self._restrict(shm.fd)
+            self._allocate(shm.fd, name, size)
+            with mmap.mmap(shm.fd, size) as mm:
+                header = image.header(version, now)
+                mm[len(header):] = image.body
+                mm[:len(header)] = header
+            # munmap above is a syscall: the kernel orders every byte of the segment before the index
+            # store below, on any CPU. Readers only ever open the version the index names.
+        finally:
+            shm.close_fd()
+        words = self._words
+        fetched = document.get("fetched_at_ns")
+        if isinstance(fetched, int) and 0 < fetched < 2 ** 64:
+            words[W_FETCH] = fetched
+        interval = document.get("poll_interval_ms")
+        if isinstance(interval, int) and 0 < interval < 2 ** 64:
+            words[W_POLL] = interval
+        words[W_PUBLISHED] = now  # before the version: a reader may pair the new time with the old version, never worse
+        words[W_HEARTBEAT] = now
+        # THE PUBLISH POINT. One aligned 8-byte store (memoryview 'Q' item assignment is a single
+        # 8-byte memcpy, a plain mov on x86-64), so a reader sees the old or the new version, whole.
+        words[W_VERSION] = version
+        self._kept.add(version)
+        try:
+            self._drop_old(version)
+        except Exception:  # published is published: a failed cleanup must not read as a failed publish
+            logger.warning("could not drop versions older than v%d", version - KEEP_PREVIOUS, exc_info=True)
+        return version
+
+    def _create_data(self) -> Tuple[posix_ipc.SharedMemory, int]:
+        """shm_open(O_CREAT|O_EXCL) the next free version name, empty (sized by :meth:`_allocate`).
+
+        A name that exists already (squatted, or left by someone else) is never overwritten; the
+        next try skips every taken name at once, so planted future names cost one directory listing.
+        """
+        version = self._last + 1
+        for _ in range(CREATE_ATTEMPTS):
+            if version > MAX_VERSION:
+                raise SnapshotError("version numbers are exhausted for %s" % self.index_name)
+            try:
+                shm = posix_ipc.SharedMemory(version_name(self._prefix, self._key, version), posix_ipc.O_CREX,
+                                             mode=FILE_MODE)
+            except posix_ipc.ExistentialError:
+                taken = set(list_versions(self._prefix, self._key))  # whoever owns them
+                version += 1
+                while version in taken:
+                    version += 1
+                continue
+            self._last = version  # never reused, even if this publish fails below
+            return shm, version
+        self._last = version - 1
+        raise WriterConflictError("could not create a data segment after %d attempts (up to v%d): someone keeps "
+                                  "creating the next version names" % (CREATE_ATTEMPTS, self._last))
+
+    def _allocate(self, fd: int, name: str, size: int) -> None:
+        """Reserve every page of a new segment before it is touched (tmpfs allocates on first touch;
+        a full /dev/shm would otherwise kill this process with SIGBUS in the middle of the copy).
+
+        On ENOSPC the retained older versions are dropped and the allocation tried once more: the
+        peak is the current version, the two retained ones and the new one, four copies.
+        """
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as error:
+            failure = error
+        if failure.errno == errno.ENOSPC and self._drop_retained():
+            try:
+                os.posix_fallocate(fd, 0, size)
+                return
+            except OSError as error:
+                failure = error
+        unlink(name)
+        raise SnapshotError("no room for a %d-byte snapshot in shared memory (%s); %s stays current"
+                            % (size, os.strerror(failure.errno or errno.ENOSPC), "v%d" % self.version))
+
+    def _drop_retained(self) -> bool:
+        """Unlink every kept version but the current one, to make room; True if any was dropped."""
+        current = self.version
+        dropped = False
+        for version in sorted(v for v in self._kept if v != current):
+            self._kept.discard(version)
+            dropped = unlink(version_name(self._prefix, self._key, version)) or dropped
+        if dropped:
+            logger.warning("shared memory is full: dropped the versions retained before v%d to publish the next",
+                           current)
+        return dropped
+
+    def _drop_old(self, current: int) -> None:
+        for version in [v for v in self._kept if v < current - KEEP_PREVIOUS]:
+            # A reader that already mapped it keeps its pages; one that read the index before this
+            # publish and opens now gets ExistentialError and re-reads the index.
+            unlink(version_name(self._prefix, self._key, version))
+            self._kept.discard(version)
+
+    def heartbeat(self, fetched_at_ns: Optional[int] = None) -> None:
+        """Refresh the heartbeat (and the last successful fetch time when given)."""
+        if self._words is None:
+            raise SnapshotError("heartbeat() on a closed SnapshotWriter")
+        if fetched_at_ns:
+            self._words[W_FETCH] = fetched_at_ns  # independent 8-byte stores; readers only report them
+        self._words[W_HEARTBEAT] = self._clock_ns()
+
+    def close(self) -> None:
+        """Unmap; leaves every segment in place so workers keep serving. Idempotent."""
+        words, self._words = getattr(self, "_words", None), None
+        if words is not None:
+            if words[W_PID] == self._pid:
+                words[W_PID] = 0  # a clean stop: the next writer need not wait for this pid to exit
+            words.release()
+        mm, self._mm = getattr(self, "_mm", None), None
+        if mm is not None:
+            mm.close()
+
+    def __enter__(self) -> "SnapshotWriter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
