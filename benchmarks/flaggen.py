@@ -663,3 +663,127 @@ def generate_update(seed: int, count: int) -> Tuple[List[Dict[str, Any]], List[D
     if len(second) == len(first):
         second.pop()
     return first, second
+
+
+# --- regex edge cases ----------------------------------------------------------------------------
+# Patterns where Python's `re` (what the reference runs) and a linear-time engine could disagree:
+# Unicode classes, `$` before a final newline, word boundaries, flags, Python-only syntax
+# (lookarounds, backreferences, conditionals, atomic groups), and values built to tell them apart.
+# Every pattern compiles under this Python's `re` (atomic groups and possessive repeats need 3.11:
+# older ones leave them out); the values are short enough for backtracking.
+
+_REGEX_PATTERNS = [
+    "\\w+@\\w+", "^\\w+$", "\\w", "\\W", "[\\w.+-]+@[\\w-]+\\.\\w+", "^[\\w\\s]+$", "[^\\w]", "[\\W\\d]", "\\d",
+    "^\\d+$", "\\D", "[^\\d]", "\\s", "^\\s+$", "\\S+", "[\\s\\S]", "[^\\s]x", "a$", "^$", "$", "a$\\n", "a$|b",
+    "(a$)", "(a$|c)", "(?:a|b)$", "a\\n?$", "a$b", "x\\Z", "\\Aa", "^a", "(?m)^b", "(?m)a$", "(?m)^$", "(?s)a.b",
+    "a.b", ".", "^.$", "^.+$", "(?a)\\w+$", "(?a)\\d", "(?a)\\s", "(?u)\\w", "(?a:\\w)\\w", "\\bfoo\\b", "\\Bo",
+    "\\b", "(?a)\\bfoo", "(?i)straße", "(?i)ß", "(?i)k", "(?i)[a-z]+$", "(?i:a)b", "(?=a)a", "(?<!x)y", "a(?!b)",
+    "(a)\\1", "(?P<n>a)(?P=n)", "(a)?(?(1)b|c)", "(?>a+)b", "a*+b", "a{2,3}", "a{1001}", "a*?b", "(?:ab)+",
+    "\\x41", "\\u00fc", "\\N{LATIN SMALL LETTER U WITH DIAERESIS}", "[\\u00e0-\\u00ff]", "[\\ud7ff-\\ue001]",
+    "\\n", "(?x) a b # comment", "", "(?:)", "\\$", "[$]", "^", "(a+)+$", "(a|aa)+b", "ü", "日本", "😀",
+    "[😀-😂]", "\\.", "[.]", "\\\\", "[\\]]", "[a-]", "[^a]", "\\t", "\\0", "\\x00", "a|", "|a", "(|a)b",
+    "^-?\\d+(\\.\\d+)?$", "^[0-9]+$", "[^\\x00-\\x7f]", "\\Z", "\\A", "\\A\\Z", "^\\Z", "(?a)\\B", "(?a)\\Bx",
+    "(?a)\\b", "\\B$", "^\\B",
+]
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+REGEX_PATTERNS = [pattern for pattern in _REGEX_PATTERNS if _compiles(pattern)]
+REGEX_VALUES = [
+    "a", "b", "ab", "ba", "aab", "a\n", "a\n\n", "\na", "ab\n", "\n", "", "x", "x\n", "foo", "foo bar", " foo ",
+    "foo_bar", "foobar", "afoo", "foo\n", "a@b", "x@y.z", "ü@ö", "a.b@c-d.ef", "@", "a@", "日本", "日本@例え",
+    "123", "٣", "١٢٣", "１２", "²", "Ⅻ", "12a", "-1.5", "1.", "a\u00a0b", "\u00a0", "\x1c", "\x85", "\u2028",
+    "\u3000", "\v", "\f", "\t", " ", "Straße", "STRASSE", "strasse", "ß", "ẞ", "K", "k", "\u212a", "ſ", "İ", "ı",
+    "i̇", "e\u0301", "\u0301", "_", "ǅ", "ª", "º", "·", "a\u200bb", "😀", "😁x", "a\x00b", "\x00", "a.b", "a\nb",
+    "aaaa", "aaaaab", "aaaaaaaaaaaa!", "xy", "x\ny", "c", "ac", "cb", "$", "\\", "]", "-", "ü", "é",
+    "\ud800x", "a\udfff", "\U0010ffff", "\ue000", "\ud7ff", "a٣b", "٣x", "ü ", "x-y",
+]
+
+
+def generate_regex_flags(seed: int, count: int) -> List[Dict[str, Any]]:
+    """``count`` one-condition flags with `regex match` / `regex does not match` on REGEX_PATTERNS.
+
+    The first flags take every pattern once, alone, so each is compared whatever the seed.
+    """
+    rng = random.Random(seed)
+    flags = []
+    for index in range(count):
+        op = "regex match" if rng.random() < 0.7 else "regex does not match"
+        if index < len(REGEX_PATTERNS):
+            values = [REGEX_PATTERNS[index]]
+        else:
+            values = [_pick(rng, REGEX_PATTERNS) for _ in range(_pick(rng, [1, 1, 2, 3]))]
+        selector = ["context", "user", "user_properties", "p%d" % rng.randrange(FUZZ_PROPERTIES)]
+        flags.append({"key": "r-%d" % index, "metadata": {"op": op},
+                      "variants": {"on": {"key": "on"}, "off": {"key": "off", "metadata": {"default": True}}},
+                      "segments": [{"conditions": [[{"selector": selector, "op": op, "values": values}]], "variant": "on"},
+                                   {"variant": "off"}]})
+    return flags
+
+
+def generate_regex_users(seed: int, count: int) -> List[Dict[str, Any]]:
+    """Users whose properties hold REGEX_VALUES, alone, joined, in lists, or as numbers."""
+    rng = random.Random(seed)
+    users = []
+    for _ in range(count):
+        properties: Dict[str, Any] = {}
+        for index in range(FUZZ_PROPERTIES):
+            roll = rng.random()
+            if roll < 0.7:
+                properties["p%d" % index] = _pick(rng, REGEX_VALUES)
+            elif roll < 0.8:
+                properties["p%d" % index] = _pick(rng, REGEX_VALUES) + _pick(rng, REGEX_VALUES)
+            elif roll < 0.9:
+                properties["p%d" % index] = [_pick(rng, REGEX_VALUES) for _ in range(_pick(rng, [1, 2]))]
+            elif roll < 0.95:
+                properties["p%d" % index] = _pick(rng, [1, 12, 1.5, True, {"k": "ü"}])
+        users.append({"fields": {"user_properties": properties}, "extra": {}})
+    return users
+
+
+# --- conditions on whole flag results --------------------------------------------------------------
+# ["result", flag] selects another flag's whole result: the reference compares the repr of its
+# result object. Parents with varied values, payloads and metadata, and readers after them (and a
+# few before, where the result is still missing) using text operators on fragments of that repr.
+
+_RESULT_FRAGMENTS = [
+    "EvaluationVariant(", "key='on'", "key='control'", "value='on'", "value=None", "payload=None", "metadata={",
+    "'segmentName'", "'default': True", "'flagType': 'release'", "{\"key\": \"on\"", "\"key\"", "payload={'color'",
+    "value=True", "value=10", "2.5", "ünï", "(none)", "on", "None)", "'m': 'variant'",
+]
+_RESULT_REGEXES = ["^EvaluationVariant\\(key='(on|control)'", "^\\{", "metadata=\\{\\}\\)$", "value=\\d", "\\)$",
+                   "payload=\\[", "key=None"]
+
+
+def generate_result_flags(seed: int, count: int) -> List[Dict[str, Any]]:
+    """Parent flags of varied shapes, and flags with conditions on a parent's whole result."""
+    rng = random.Random(seed)
+    builder = _FlagBuilder(rng, "w%d-" % seed)
+    for _ in range(max(2, count // 3)):
+        _pick(rng, [builder.release, builder.experiment, builder.holdout])()
+    parents = [flag["key"] for flag in builder.flags]
+    flags = list(builder.flags)
+    for index in range(count - len(flags)):
+        op = _pick(rng, ["is", "is not", "contains", "contains", "does not contain", "regex match",
+                         "regex does not match", "set contains", "set does not contain any"])
+        if op.startswith("regex"):
+            values = [_pick(rng, _RESULT_REGEXES)]
+        else:
+            values = [_pick(rng, _RESULT_FRAGMENTS) for _ in range(_pick(rng, [1, 1, 2]))]
+        reader = {"key": "w%d-whole-%d" % (seed, index), "metadata": {"op": op},
+                  "variants": {"on": {"key": "on"}, "off": {"key": "off", "metadata": {"default": True}}},
+                  "segments": [{"conditions": [[{"selector": ["result", _pick(rng, parents)], "op": op,
+                                                 "values": values}]], "variant": "on"},
+                               {"variant": "off"}]}
+        if rng.random() < 0.1:
+            flags.insert(rng.randrange(len(flags)), reader)  # maybe before its parent: the result is missing
+        else:
+            flags.append(reader)
+    return flags

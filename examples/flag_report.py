@@ -4,6 +4,7 @@
     AMPLITUDE_FLAG_SOURCE     "auto" (default), "flagd" or "poll"
     AMPLITUDE_SHM_PREFIX      flagd's --shm-prefix (default "amplitude-flagd")
     AMPLITUDE_SERVER_URL      where "auto"/"poll" would poll from (default: Amplitude)
+    AMPLITUDE_POLL_INTERVAL_MS  how often "auto"/"poll" would poll (default: the SDK's, 30 s)
 """
 
 import os
@@ -25,6 +26,8 @@ def started_client() -> LocalEvaluationClient:
     }
     if os.environ.get("AMPLITUDE_SERVER_URL"):
         options["server_url"] = os.environ["AMPLITUDE_SERVER_URL"]
+    if os.environ.get("AMPLITUDE_POLL_INTERVAL_MS"):
+        options["flag_config_polling_interval_millis"] = int(os.environ["AMPLITUDE_POLL_INTERVAL_MS"])
     client = Experiment.initialize_local(os.environ["AMPLITUDE_DEPLOYMENT_KEY"], LocalEvaluationConfig(**options))
     client.start()
     return client

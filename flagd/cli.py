@@ -1,4 +1,4 @@
-"""``amplitude-flagd run | status | dump``: options and environment in, a ``Config`` out, an exit code back.
+"""``amplitude-flagd run | status | dump | check``: options and environment in, a ``Config`` out, an exit code back.
 
 The only module that prints results or calls ``sys.exit``. Options come from ``Config``'s fields;
 each can also be set as ``FLAGD_<NAME>`` (the command line wins). The deployment key is never an
@@ -14,7 +14,7 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .config import Config, ConfigError, ExitCode
-from .log import setup_logging
+from .log import Quoted, setup_logging
 
 __all__ = ["main", "run_cli", "resolve_deployment_key"]
 
@@ -29,7 +29,10 @@ COMMANDS = {
     "run": "publish flag configs into shared memory until stopped",
     "status": "report version, age, flag count and publisher liveness; non-zero exit when stale or absent",
     "dump": "print the current snapshot as JSON",
+    "clean": "remove the segments of a key whose flagd is gone (refuses while it runs)",
 }
+CHECK_SUMMARY = ("check a flags file without publishing it: one line per problem naming flag and field; "
+                 "exit 0 when it is fine, 7 when it has problems (needs no deployment key)")
 
 
 class _KeyOnCommandLine(argparse.Action):
@@ -41,9 +44,18 @@ class _KeyOnCommandLine(argparse.Action):
                      % (KEY_ENV, CREDENTIAL_NAME))
 
 
+class _PrintVersion(argparse.Action):
+    """``--version`` on one line (argparse's own action wraps it at the terminal width)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        print(_version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amplitude-flagd", allow_abbrev=False,
                                      description="Per-host flag-config publisher for Amplitude Experiment workers.")
+    parser.add_argument("--version", action=_PrintVersion, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for command, summary in COMMANDS.items():
@@ -53,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--deployment-key", nargs="?", action=_KeyOnCommandLine, help=argparse.SUPPRESS)
         for name, spec in Config.option_fields(command).items():
             kwargs: Dict[str, Any] = {"dest": name, "default": None, "type": _converter(spec.type)}
+            if spec.type is bool:
+                kwargs = {"dest": name, "default": None, "action": "store_true"}
             if "choices" in spec.metadata:
                 kwargs["choices"] = spec.metadata["choices"]
             if "metavar" in spec.metadata:
@@ -62,9 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--" + name.replace("_", "-"), **kwargs)
         if command == "status":
             sub.add_argument("--json", action="store_true", help="print the report as JSON")
+            sub.add_argument("--all", action="store_true",
+                             help="every key published on this host (all prefixes unless --shm-prefix); no key needed")
+        if command in ("status", "clean"):
+            sub.add_argument("--key-hash", metavar="HASH",
+                             help="the key whose hash (status, logs, segment names) is HASH; no key needed")
         if command == "dump":
             sub.add_argument("--flags-only", action="store_true",
                              help="print only the flag list (usable as a --flags-file)")
+    check = commands.add_parser("check", help=CHECK_SUMMARY, description=CHECK_SUMMARY, allow_abbrev=False)
+    check.add_argument("file", metavar="FILE", help="the flags file (a JSON array of flags, the API's shape)")
+    check.add_argument("--allow-empty-flags", action="store_true", default=None,
+                       help="an empty list is fine [env %sALLOW_EMPTY_FLAGS]" % ENV_PREFIX)
     return parser
 
 
@@ -120,6 +143,10 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args.file, bool(args.allow_empty_flags or _truthy(environ.get(ENV_PREFIX + "ALLOW_EMPTY_FLAGS", ""))))
+    if getattr(args, "all", False) or getattr(args, "key_hash", None):
+        return _by_key_hash(args, environ)
     try:
         config = build_config(args, environ)
     except ConfigError as error:
@@ -129,10 +156,25 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     if args.command == "run":
         from .daemon import Daemon
 
+        if config.flags_file and not os.path.isfile(config.flags_file):
+            # A typo in a path is not an outage to ride out: retrying would never fix it.
+            print("amplitude-flagd run: --flags-file %s does not exist or is not a file (%s); nothing was "
+                  "published. Fix the path, or check the file with `amplitude-flagd check PATH`."
+                  % (config.flags_file, "a directory" if os.path.isdir(config.flags_file) else "no such file"),
+                  file=sys.stderr)
+            return ExitCode.USAGE
+
         logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_hash)
+        from amplitude_experiment._coexist import conflict_message
+
+        conflict = conflict_message()
+        if conflict:
+            logger.warning("event=sdk_conflict msg=%s", Quoted(conflict.split(": ", 1)[1]))
         return Daemon(config).run()
     if args.command == "status":
         return _status(config, args.json)
+    if args.command == "clean":
+        return _clean(config.shm_prefix, config.key_hash)
     return _dump(config, args.flags_only)
 
 
@@ -153,15 +195,92 @@ def _status(config: Config, as_json: bool) -> int:
     from .status import status
 
     code, report = status(config)
+    _print_report(report, as_json)
+    return code
+
+
+def _print_report(report: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2, sort_keys=True))
+        return
+    width = max(len(name) for name in report)
+    for name, value in report.items():
+        if isinstance(value, list):
+            value = "; ".join(value) or "none"
+        print("%-*s  %s" % (width, name, "-" if value is None else value))
+
+
+#: Worst first: the exit code of `status --all` is the worst of its keys'.
+_SEVERITY = (ExitCode.ABSENT, ExitCode.STALE, ExitCode.DEGRADED, ExitCode.OK)
+_HOST_COLUMNS = ("shm_prefix", "key_hash", "state", "version", "age_s", "publisher_pid", "publisher_alive",
+                 "flag_count", "last_error_kind")
+
+
+def _by_key_hash(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``status --all``, ``status --key-hash`` and ``clean --key-hash``: no deployment key involved."""
+    from .config import DEFAULT_SHM_PREFIX
+    from .status import host_status, status_by_key_hash
+
+    prefix = args.shm_prefix or environ.get(ENV_PREFIX + "SHM_PREFIX") or None
+    max_age = getattr(args, "max_age_ms", None) or int(environ.get(ENV_PREFIX + "MAX_AGE_MS") or 0) or None
+    owner = getattr(args, "flagd_owner", None) or environ.get(ENV_PREFIX + "FLAGD_OWNER") or None
+    hashed = (args.key_hash or "").strip().lower()
+    if args.key_hash and (len(hashed) != 16 or any(c not in "0123456789abcdef" for c in hashed)):
+        print("amplitude-flagd %s: --key-hash must be the 16 hex digits status and the logs show, got %r"
+              % (args.command, args.key_hash), file=sys.stderr)
+        return ExitCode.USAGE
+    if args.command == "clean":
+        return _clean(prefix or DEFAULT_SHM_PREFIX, hashed)
+    if hashed:
+        code, report = status_by_key_hash(prefix or DEFAULT_SHM_PREFIX, hashed, max_age, owner=owner)
+        _print_report(report, args.json)
+        return code
+    reports = host_status(prefix, max_age, owner)
+    codes = {"ok": ExitCode.OK, "degraded": ExitCode.DEGRADED, "stale": ExitCode.STALE,
+             "absent": ExitCode.ABSENT}
+    if args.json:
+        print(json.dumps(reports, indent=2, sort_keys=True))
+    elif reports:
+        rows = [[str("-" if report.get(column) is None else report.get(column)) for column in _HOST_COLUMNS]
+                for report in reports]
+        widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(_HOST_COLUMNS)]
+        for row in [list(_HOST_COLUMNS)] + rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     else:
-        width = max(len(name) for name in report)
-        for name, value in report.items():
-            if name == "problems":
-                value = "; ".join(value) or "none"
-            print("%-*s  %s" % (width, name, "-" if value is None else value))
+        print("nothing published on this host%s" % (" under prefix %s" % prefix if prefix else ""), file=sys.stderr)
+    states = {codes[report["state"]] for report in reports} or {ExitCode.ABSENT}
+    return next(code for code in _SEVERITY if code in states)
+
+
+def _clean(prefix: str, hashed: str) -> int:
+    from .status import clean
+
+    code, removed, reason = clean(prefix, hashed)
+    for name in removed:
+        print("removed %s" % name)
+    if reason:
+        print("amplitude-flagd clean: %s" % reason, file=sys.stderr)
     return code
+
+
+def _check(path: str, allow_empty: bool) -> int:
+    from .check import check_body
+    from .sources import FileSource, SourceError
+
+    try:
+        body = FileSource(path).fetch()
+    except SourceError as error:
+        print("amplitude-flagd check: %s" % error, file=sys.stderr)
+        return ExitCode.USAGE
+    problems = check_body(body, allow_empty)
+    for problem in problems:
+        print("%s: %s" % (path, problem))
+    if problems:
+        print("%s: %d problem%s; flagd would not publish this file" % (path, len(problems), "" if len(problems) == 1 else "s"),
+              file=sys.stderr)
+        return ExitCode.INVALID
+    print("%s: ok" % path, file=sys.stderr)
+    return ExitCode.OK
 
 
 def _dump(config: Config, flags_only: bool) -> int:
@@ -205,5 +324,19 @@ def _env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def _version_text() -> str:
+    from amplitude_experiment.version import DISTRIBUTION, __version__, distribution_version
+
+    return "amplitude-flagd %s (%s; SDK API of amplitude-experiment %s)" % (
+        distribution_version() or "unknown, not installed", DISTRIBUTION, __version__)
+
+
+def _truthy(text: str) -> bool:
+    """``FLAGD_ALLOW_EMPTY_FLAGS=1``: 1, true, yes and on (any case) are true; anything else is false."""
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
 def _converter(annotation: Any) -> Any:
+    if annotation is bool:
+        return _truthy
     return int if annotation in (int, Optional[int]) else str

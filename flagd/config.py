@@ -34,6 +34,8 @@ class ExitCode(enum.IntEnum):
     ALREADY_RUNNING = 4  # another flagd holds the lock for this deployment key and prefix
     STALE = 5  # status: a snapshot is published, but its heartbeat is old or its publisher is gone
     ABSENT = 6  # status/dump: nothing is published for this deployment key
+    INVALID = 7  # check: the flags file has problems (each printed on its own line)
+    DEGRADED = 8  # status: flagd runs and the snapshot is fresh, but its last poll failed or --state-dir fails
 
 
 class ConfigError(ValueError):
@@ -41,7 +43,7 @@ class ConfigError(ValueError):
 
 
 RUN = ("run",)
-ALL = ("run", "status", "dump")
+ALL = ("run", "status", "dump", "clean")
 
 
 def _option(default: Any, help: str, commands: Tuple[str, ...] = RUN, **extra: Any) -> Any:
@@ -60,6 +62,9 @@ class Config:
     flags_file: Optional[str] = _option(
         None, "read flags from this JSON file (the API's shape) instead of the API; no network needed",
         metavar="PATH")
+    allow_empty_flags: bool = _option(
+        False, "publish a flags file that holds no flags (every flag off for every user); without it an empty "
+        "list is refused as a mistake")
     poll_interval_ms: int = _option(30000, "how often to poll the API or check the flags file")
     request_timeout_ms: int = _option(10000, "time limit of one whole flag-config request, "
                                      "body included (also the connect and per-read timeout)")
@@ -71,6 +76,9 @@ class Config:
     shm_prefix: str = _option(DEFAULT_SHM_PREFIX, "shared-memory namespace; workers use the same value", ALL)
     group: Optional[str] = _option(None, "group (name or gid) given to new segments so workers can read them")
     log_level: str = _option("info", "logging level", ALL, choices=("debug", "info", "warning", "error"))
+    metrics_address: Optional[str] = _option(
+        None, "serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9464 (needs prometheus_client, the "
+        "metrics extra); off by default", metavar="HOST:PORT")
     flagd_owner: Optional[str] = _option(
         None, "status, dump: the user (name or uid) flagd runs as; a segment is trusted only when the caller's uid, "
         "root or this user owns it (default: amplitude-flagd, when that user exists)", ("status", "dump"),

@@ -15,18 +15,38 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from amplitude_experiment.evaluation import PlannedCatalog, ValidatedFlags, content_digest, decode_config, plan_flags
+from amplitude_experiment.evaluation import (
+    FlagConfigError,
+    PlannedCatalog,
+    ValidatedFlags,
+    content_digest,
+    decode_config,
+    plan_flags,
+)
+from amplitude_experiment.snapshot.health import (
+    FAILING_PUBLISH,
+    FAILING_SOURCE,
+    FAILING_STATE_DIR,
+    record_error,
+    record_failing,
+    record_problems,
+)
 from amplitude_experiment.snapshot.segment import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
 
+from .check import check_flags, summarize
 from .config import Config, ExitCode
 from .log import Quoted
 from .sd_notify import Notifier
 from .sources import ApiSource, Backoff, FileSource, FlagSource, SourceError
 from .state import AlreadyRunning, InstanceLock, LastGood, lock_paths
+from .watch import WATCH_SECONDS, FileWatch
 
 __all__ = ["Daemon"]
 
 logger = logging.getLogger(__name__)
+
+#: Problems of one config logged one per line; the rest are counted in one more line.
+MAX_PROBLEM_LINES = 20
 
 
 class _Interrupted(BaseException):
@@ -84,6 +104,12 @@ class Daemon:
         self._accepted_body: Optional[bytes] = None
         self._rejected_body: Optional[bytes] = None
         self._failures = 0
+        #: Problems found in configs from Amplitude's API (published anyway, as Amplitude's SDK would).
+        self.config_problems_total = 0
+        #: What fails now (FAILING_* bits) and the last error as (kind, text, wall-clock ns), also
+        #: stored in the index for ``status`` and the workers (snapshot/health.py).
+        self._failing = 0
+        self.last_error: Optional[tuple] = None
         self._retry_in = self._interval  # seconds from the end of a poll to the next one
         self._ready = False
         # Signal state, touched by the handlers.
@@ -92,6 +118,10 @@ class Daemon:
         self._reload = False
         self._fetching = False
         self._wakeup_fd: Optional[int] = None
+        #: flagd/metrics.DaemonMetrics when --metrics-address is given, else None.
+        self._metrics: Any = None
+        # A flags file is stat()ed every WATCH_SECONDS and re-read at once when it changed.
+        self._watch = FileWatch(config.flags_file) if config.flags_file else None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -116,6 +146,9 @@ class Daemon:
             logger.warning("event=no_lock_file msg=%s", Quoted(
                 "no place for a lock file of our own; the index's live-pid check alone keeps a second flagd out"))
         try:
+            code = self._serve_metrics()
+            if code is not ExitCode.OK:
+                return code
             with self._capture_signals():
                 try:
                     code = self._startup()
@@ -133,6 +166,28 @@ class Daemon:
         finally:
             lock.release()
             self._source.close()
+            if self._metrics is not None:
+                self._metrics.close()
+
+    def _serve_metrics(self) -> ExitCode:
+        address = self._config.metrics_address
+        if not address:
+            return ExitCode.OK
+        from .metrics import DaemonMetrics, MetricsUnavailable
+
+        try:
+            metrics = DaemonMetrics(self._key_hash, self._source.name, self._config.shm_prefix)
+        except MetricsUnavailable as error:
+            logger.error("event=startup_failed step=metrics error=%s", Quoted(error))
+            return ExitCode.USAGE
+        try:
+            host, port = metrics.serve(address)
+        except MetricsUnavailable as error:
+            logger.error("event=startup_failed step=metrics error=%s", Quoted(error))
+            return ExitCode.STARTUP_FAILURE
+        self._metrics = metrics
+        logger.info("event=metrics address=%s:%d", host, port)
+        return ExitCode.OK
 
     def _startup(self) -> ExitCode:
         config = self._config
@@ -150,6 +205,8 @@ class Daemon:
         except Exception as error:
             logger.error("event=startup_failed step=segments error=%s", Quoted(error))
             return ExitCode.STARTUP_FAILURE
+        self._note_health()  # a previous flagd's failures are not this one's; its last error text stays
+        self._check_state_dir()
         self._adopt_published()
         stored = self._last_good.load() if self._last_good is not None else None
         if stored is not None:
@@ -177,12 +234,15 @@ class Daemon:
                 self._accepted_body = self._rejected_body = None  # re-validate even unchanged input
                 logger.info("event=reload source=%s", Quoted(self._source.name))
                 next_poll = self._monotonic()
+            if self._watch is not None and self._watch.changed():
+                logger.debug("event=file_changed source=%s", Quoted(self._source.name))
+                next_poll = self._monotonic()
             if self._monotonic() >= next_poll:
                 self._poll()
                 self._announce()
                 next_poll = self._monotonic() + self._retry_in
             self._alive()
-            self._wait(next_poll)
+            self._wait(next_poll if self._watch is None else min(next_poll, self._monotonic() + WATCH_SECONDS))
 
     def _shutdown(self) -> None:
         self._notifier.stopping()
@@ -213,6 +273,9 @@ class Daemon:
         if body == self._rejected_body:
             self._failures += 1
             self._retry_in = self._next_delay()
+            self._note_health()
+            if self._metrics is not None:
+                self._metrics.consecutive_failures.set(self._failures)
             logger.debug("event=config_still_rejected source=%s", Quoted(self._source.name))
             return False
         try:
@@ -223,7 +286,7 @@ class Daemon:
         digest = content_digest(catalog)
         if digest != self._published_content:
             try:
-                self._publish(catalog, self._source.name, fetched_at, digest)
+                self._publish(catalog, self._source.name, fetched_at, digest, raw)
             except Exception as error:
                 return self._failed("publish_failed", error)
         self._accepted_body = body
@@ -233,19 +296,47 @@ class Daemon:
         return self._succeeded(fetched_at)
 
     def _parse(self, body: bytes) -> Tuple[List[Any], PlannedCatalog]:
-        """The config as JSON and planned: validated by the SDK's parser, with storage order,
-        dependencies, cycles and digests worked out once for every worker. Flags whose content
-        passed before are not validated again."""
+        """The config as JSON and planned: checked (a flags file with problems is refused whole),
+        validated by the SDK's parser, with storage order, dependencies, cycles and digests
+        worked out once for every worker. Flags whose content passed before are not validated
+        again."""
         raw = decode_config(body)
+        self._check(raw)
         catalog = plan_flags(raw, self._order, self._validated)
         self._validated.retain(catalog)
         return raw, catalog
+
+    def _check(self, raw: Any) -> None:
+        """A flags file with problems is refused whole; problems of API configs are logged and counted.
+
+        :raises FlagConfigError: the flags file has problems (each is logged on its own line first).
+        """
+        strict = bool(self._config.flags_file)
+        problems = check_flags(raw, allow_empty=self._config.allow_empty_flags or not strict, parse=False)
+        if not problems:
+            return
+        log = logger.error if strict else logger.warning
+        for problem in problems[:MAX_PROBLEM_LINES]:
+            log("event=config_problem source=%s flag=%s field=%s problem=%s", Quoted(self._source.name),
+                Quoted(problem.flag or ""), Quoted(problem.field), Quoted(problem.message))
+        if len(problems) > MAX_PROBLEM_LINES:
+            log("event=config_problem source=%s more=%d", Quoted(self._source.name), len(problems) - MAX_PROBLEM_LINES)
+        if strict:
+            raise FlagConfigError("the flags file was not published, " + summarize(problems), problems[0].flag)
+        self.config_problems_total += len(problems)
+        self._note_health()
+        if self._metrics is not None:
+            self._metrics.problems(len(problems))
 
     def _succeeded(self, fetched_at_ns: int) -> bool:
         self._retry_in = self._interval
         if self._failures:
             logger.info("event=recovered source=%s after_failures=%d", Quoted(self._source.name), self._failures)
         self._failures = 0
+        self._failing &= ~(FAILING_SOURCE | FAILING_PUBLISH)
+        self._note_health()
+        if self._metrics is not None:
+            self._metrics.succeeded(fetched_at_ns / 1e9)
         self._last_fetch_ns = fetched_at_ns
         try:
             self._writer.heartbeat(fetched_at_ns)
@@ -259,7 +350,47 @@ class Daemon:
         logger.error("event=%s source=%s%s failures=%d retry_in_s=%.1f kept_version=%d error=%s",
                      event, Quoted(self._source.name), " flag=%s" % Quoted(flag) if flag else "",
                      self._failures, retry, self._version, Quoted(error))
+        self._note_error(event, error, FAILING_PUBLISH if event == "publish_failed" else FAILING_SOURCE)
         return False
+
+    # --- health, for status and the workers ---------------------------------------------------
+
+    def _note_error(self, kind: str, error: object, failing: int) -> None:
+        """Remember the error and store it in the index, where ``status`` and every worker read it."""
+        text = str(error).replace(self._config.deployment_key, "<redacted>")
+        now = self._wall_clock_ns()
+        self._failing |= failing
+        self.last_error = (kind, text, now)
+        words = getattr(self._writer, "words", None)
+        if words is not None:
+            record_error(words, kind, text, now)
+        self._note_health()
+        if self._metrics is not None:
+            self._metrics.failed(kind, self._failures)
+
+    def _note_health(self) -> None:
+        words = getattr(self._writer, "words", None)
+        if words is not None:
+            record_failing(words, self._failing, self._failures)
+            record_problems(words, self.config_problems_total)
+
+    def _check_state_dir(self) -> None:
+        """An unwritable --state-dir is found at start, not at the first change of content."""
+        if self._last_good is None:
+            return
+        directory = os.path.dirname(self._last_good.path)
+        try:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+            probe = os.path.join(directory, ".probe.%d" % os.getpid())
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        except OSError as error:
+            logger.error("event=state_dir_unwritable path=%s error=%s msg=%s", Quoted(directory), Quoted(error),
+                         Quoted("the last good snapshot cannot be kept: a restart while the source is down "
+                                "will have nothing to publish"))
+            self._note_error("state_save_failed", "cannot write %s: %s" % (directory, error.strerror or error),
+                             FAILING_STATE_DIR)
 
     def _next_delay(self) -> float:
         if self._failures and self._source.backs_off:
@@ -268,21 +399,28 @@ class Daemon:
 
     # --- publishing ---------------------------------------------------------------------------
 
-    def _publish(self, catalog: PlannedCatalog, source: str, fetched_at_ns: int, digest: bytes) -> int:
+    def _publish(self, catalog: PlannedCatalog, source: str, fetched_at_ns: int, digest: bytes,
+                 raw: Optional[List[Any]] = None) -> int:
         meta: Dict[str, Any] = {
             "source": source,
             "fetched_at_ns": fetched_at_ns,
             "flag_count": len(catalog),
             "poll_interval_ms": self._config.poll_interval_ms,
         }
-        started = time.monotonic()
+        started = self._monotonic()
         version = self._writer.publish(meta, catalog=catalog)
+        if self._metrics is not None:
+            from .metrics import segment_path
+
+            self._metrics.published(version, raw if raw is not None else [catalog.config(key) for key in catalog.keys()],
+                                    segment_path(self._config.shm_prefix, self._key_hash, version),
+                                    self._wall_clock_ns() / 1e9, self._monotonic() - started)
         previous, self._version = self._version, version
         self._flag_count = len(catalog)
         self._order = list(catalog.keys())
         self._published_content = digest
         logger.info("event=published version=%d previous=%d flags=%d source=%s write_ms=%.1f",
-                    version, previous, self._flag_count, Quoted(source), (time.monotonic() - started) * 1000)
+                    version, previous, self._flag_count, Quoted(source), (self._monotonic() - started) * 1000)
         for problem in catalog.problems:
             logger.warning("event=config_problem version=%d problem=%s", version, Quoted(problem))
         return version
@@ -293,9 +431,14 @@ class Daemon:
         try:
             self._last_good.save(flags, source, fetched_at_ns)
         except OSError as error:
-            logger.warning("event=state_save_failed path=%s error=%s", self._last_good.path, Quoted(error))
+            logger.error("event=state_save_failed path=%s error=%s", self._last_good.path, Quoted(error))
+            self._note_error("state_save_failed", "cannot save %s: %s" % (self._last_good.path, error.strerror or error),
+                             FAILING_STATE_DIR)
             return
         self._saved_content = digest
+        if self._failing & FAILING_STATE_DIR:
+            self._failing &= ~FAILING_STATE_DIR
+            self._note_health()
 
     def _adopt_published(self) -> None:
         """Continue from what a previous flagd left in shared memory, so a restart publishes nothing
@@ -313,6 +456,11 @@ class Daemon:
         self._order = snapshot.keys()
         self._published_content = content_digest(snapshot)
         self._last_fetch_ns = int(meta.get("fetched_at_ns") or 0)
+        if self._metrics is not None:
+            from .metrics import segment_path
+
+            self._metrics.adopted(snapshot.version, snapshot.flags(),
+                                  segment_path(self._config.shm_prefix, self._key_hash, snapshot.version))
         logger.info("event=adopted version=%d flags=%d source=%s", snapshot.version, self._flag_count,
                     Quoted(meta.get("source", "")))
 

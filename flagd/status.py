@@ -5,30 +5,88 @@ daemon and under another user (a member of the segments' group).
 """
 
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
-from amplitude_experiment.snapshot.segment import IndexState, SnapshotReader, publisher_alive
+from amplitude_experiment.snapshot.health import read_health
+from amplitude_experiment.snapshot.segment import (
+    IndexState,
+    SnapshotReader,
+    list_published,
+    publisher_alive,
+    remove_by_key_hash,
+)
 
 from .config import Config, ExitCode
 
-__all__ = ["dump", "publisher_alive", "status"]
+__all__ = ["StatusReport", "clean", "dump", "host_status", "publisher_alive", "status", "status_by_key_hash"]
+
+
+class _StatusBase(TypedDict):
+    key_hash: str
+    shm_prefix: str
+    state: str
+    problems: List[str]
+
+
+class StatusReport(_StatusBase, total=False):
+    """What ``amplitude-flagd status [--json]`` prints. Times are ISO 8601 UTC, ages seconds.
+
+    ``state`` is ``ok``, ``degraded`` (flagd runs and serves, but its last poll failed or its state
+    dir does), ``stale`` (no fresh fetch within ``max_age_s``, or no publisher) or ``absent``;
+    ``problems`` says why in words, empty when ``ok``. An absent report has only the first four keys.
+    """
+
+    version: int
+    flag_count: int
+    #: The published config has no flags (after flags, flagd publishes ``[]`` only when the API repeated it).
+    empty_config: bool
+    source: Optional[str]
+    published_at: Optional[str]
+    age_s: Optional[float]
+    last_fetch: Optional[str]
+    last_fetch_age_s: Optional[float]
+    heartbeat_age_s: Optional[float]
+    max_age_s: float
+    publisher_pid: Optional[int]
+    publisher_alive: bool
+    consecutive_failures: int
+    failing: List[str]
+    last_error: Optional[str]
+    last_error_kind: Optional[str]
+    last_error_at: Optional[str]
+    last_error_age_s: Optional[float]
+    config_problems: int
+
 
 MIN_MAX_AGE_MS = 10000
 
 
+def _owner(owner: Optional[str]) -> Any:
+    return int(owner) if owner and owner.isdigit() else owner
+
+
 def _reader(config: Config) -> SnapshotReader:
     """A reader with a worker's trust rule: this uid, root, or flagd's user (``--flagd-owner``)."""
-    owner = config.flagd_owner
-    return SnapshotReader(config.shm_prefix, config.deployment_key,
-                          owner=int(owner) if owner and owner.isdigit() else owner)
+    return SnapshotReader(config.shm_prefix, config.deployment_key, owner=_owner(config.flagd_owner))
 
 
 def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
-           alive: Callable[[IndexState], Optional[bool]] = publisher_alive) -> Tuple[ExitCode, Dict[str, Any]]:
-    """The health of this key's snapshot: OK, STALE (old heartbeat or publisher gone) or ABSENT."""
-    report: Dict[str, Any] = {"key_hash": config.key_hash, "shm_prefix": config.shm_prefix}
+           alive: Callable[[IndexState], Optional[bool]] = publisher_alive) -> Tuple[ExitCode, StatusReport]:
+    """The health of this key's snapshot: OK, DEGRADED (flagd's last poll failed), STALE (no fresh
+    fetch, or publisher gone) or ABSENT."""
+    return status_by_key_hash(config.shm_prefix, config.key_hash, config.max_age_ms, wall_clock_ns, alive,
+                              owner=config.flagd_owner)
+
+
+def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = None,
+                       wall_clock_ns: Callable[[], int] = time.time_ns,
+                       alive: Callable[[IndexState], Optional[bool]] = publisher_alive,
+                       owner: Optional[str] = None) -> Tuple[ExitCode, StatusReport]:
+    """:func:`status` for the key whose hash is ``hashed`` (``status --key-hash``: the secret is not
+    needed), with a worker's trust rule for the segments' owner (``--flagd-owner``)."""
+    report: Any = {"key_hash": hashed, "shm_prefix": prefix}
     try:
-        reader = _reader(config)
+        reader = SnapshotReader(prefix, "", owner=_owner(owner), hashed_key=hashed)
         state = reader.state()
         snapshot = reader.load() if state.version else None
     except Exception as error:  # no index, unreadable segment: nothing a worker could serve
@@ -40,20 +98,35 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
     now = wall_clock_ns()
     document = snapshot.meta  # the flags themselves are not decoded for a status
     poll_interval_ms = int(document.get("poll_interval_ms") or 30000)
-    max_age_ms = config.max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
+    max_age_ms = max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
     is_alive = bool(alive(state))
+    health = read_health(reader.words)
     problems: List[str] = []
+    last_error = ("%s at %s: %s" % (health.last_error_kind, _iso(health.last_error_at_ns), health.last_error)
+                  if health.last_error_at_ns else None)
     if not state.publisher_pid:
         problems.append("no publisher: flagd stopped (workers still serve this snapshot)")
     elif not is_alive:
         problems.append("publisher pid %d is not running" % state.publisher_pid)
     fetch_age = _age_s(now, last_fetch_ns)
+    stale = bool(problems)
     if fetch_age is None or fetch_age * 1000 > max_age_ms:
-        problems.append("last successful fetch is older than %.0f s" % (max_age_ms / 1000.0))
+        stale = True
+        problems.append("last successful fetch is older than %.0f s%s" % (
+            max_age_ms / 1000.0, "; last error %s" % last_error if last_error else ""))
+    elif is_alive and "source" in health.failing:
+        problems.append("the source is failing: %d poll%s in a row failed, the last with %s; workers serve v%d" % (
+            health.consecutive_failures, "" if health.consecutive_failures == 1 else "s", last_error, snapshot.version))
+    if is_alive and "publish" in health.failing and not stale:
+        problems.append("publishing is failing: %s" % last_error)
+    if is_alive and "state_dir" in health.failing:
+        problems.append("the state dir is failing, no last good copy is kept for restarts: %s" % (
+            health.last_error if health.last_error_kind == "state_save_failed" else "see flagd's log"))
+    degraded = bool(problems) and not stale
     flag_count = len(snapshot)
     report.update(
-        state="stale" if problems else "ok",
+        state="stale" if stale else "degraded" if degraded else "ok",
         version=snapshot.version,
         flag_count=flag_count,
         # flagd publishes an empty list after flags only when the API confirmed it (docs/flagd.md).
@@ -65,11 +138,49 @@ def status(config: Config, wall_clock_ns: Callable[[], int] = time.time_ns,
         last_fetch_age_s=fetch_age,
         heartbeat_age_s=_age_s(now, state.heartbeat_ns),
         max_age_s=max_age_ms / 1000.0,
-        publisher_pid=state.publisher_pid,
+        publisher_pid=state.publisher_pid or None,
         publisher_alive=is_alive,
+        consecutive_failures=health.consecutive_failures,
+        failing=list(health.failing),
+        last_error=health.last_error,
+        last_error_kind=health.last_error_kind,
+        last_error_at=_iso(health.last_error_at_ns),
+        last_error_age_s=_age_s(now, health.last_error_at_ns),
+        config_problems=health.config_problems,
         problems=problems,
     )
-    return (ExitCode.STALE if problems else ExitCode.OK), report
+    return (ExitCode.STALE if stale else ExitCode.DEGRADED if degraded else ExitCode.OK), report
+
+
+def host_status(prefix: Optional[str] = None, max_age_ms: Optional[int] = None,
+                owner: Optional[str] = None) -> List[StatusReport]:
+    """One report per key published on this host (of ``prefix`` only, when given), sorted by prefix
+    and key hash. Needs no deployment key."""
+    return [status_by_key_hash(name_prefix, hashed, max_age_ms, owner=owner)[1]
+            for name_prefix, hashed in list_published(prefix)]
+
+
+def clean(prefix: str, hashed: str) -> Tuple[ExitCode, List[str], str]:
+    """Remove the segments of a key whose publisher is gone: (exit code, names removed, why not).
+
+    Refuses (ALREADY_RUNNING) while the publisher runs: stop that flagd first. Workers that mapped
+    a version keep serving it; they find nothing new until a flagd publishes this key again.
+    """
+    try:
+        reader = SnapshotReader(prefix, "", hashed_key=hashed)
+        state = reader.state() if reader.attach() else IndexState()
+    except Exception as error:
+        state = IndexState()
+        reason = str(error)
+    else:
+        reason = ""
+    if state.publisher_pid and publisher_alive(state):
+        return ExitCode.ALREADY_RUNNING, [], "flagd pid %d still publishes key hash %s under prefix %s: stop it first" % (
+            state.publisher_pid, hashed, prefix)
+    removed = remove_by_key_hash(prefix, hashed)
+    if not removed:
+        return ExitCode.ABSENT, [], reason or "nothing published for key hash %s under prefix %s" % (hashed, prefix)
+    return ExitCode.OK, removed, ""
 
 
 def dump(config: Config) -> Tuple[ExitCode, Optional[Dict[str, Any]]]:

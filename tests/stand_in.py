@@ -58,6 +58,8 @@ class Seen:
         self.headers = headers
         self.body = body
         self.at = at
+        #: The sending process, when the stand-in records pids (``record_pids = True``).
+        self.pid: Optional[int] = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -74,6 +76,8 @@ class StandIn:
     """
 
     def __init__(self) -> None:
+        #: Look up which local process sent each request (psutil, while its connection is open).
+        self.record_pids = False
         self.requests: List[Seen] = []
         self._scripts: Dict[Tuple[str, str], List[Script]] = {}
         self._lock = threading.Lock()
@@ -140,6 +144,8 @@ class StandIn:
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
                 seen = Seen(self.command, parts.path, parts.query, dict(self.headers.items()), body, time.monotonic())
+                if stand_in.record_pids:
+                    seen.pid = _peer_pid(self.client_address[1], self.server.server_address[1])
                 answer = stand_in._next_answer(seen)
                 if answer.delay:
                     time.sleep(answer.delay)
@@ -177,3 +183,14 @@ class StandIn:
                 pass
 
         return Handler
+
+
+def _peer_pid(peer_port: int, server_port: int) -> Optional[int]:
+    """The local process whose TCP connection from ``peer_port`` reaches this server's port."""
+    import psutil
+
+    for connection in psutil.net_connections(kind="tcp4"):
+        if (connection.laddr and connection.laddr.port == peer_port and connection.raddr
+                and connection.raddr.port == server_port):
+            return connection.pid
+    return None

@@ -75,6 +75,40 @@ def test_new_format_tolerates_trimmed_padding():
     assert AmplitudeCookie.parse(cookie, new_format=True).device_id == "someDeviceId"
 
 
+@pytest.mark.parametrize(
+    "device_id, user_id",
+    [("someDeviceId", None), ("d", "u@example.com"), ("日本", "ü"), (str(uuid.uuid4()), "1234")],
+)
+def test_new_format_with_url_encoded_padding(caplog, device_id, user_id):
+    """Frameworks (Rails 7 among them) write the cookie back URL-encoded: "=" arrives as "%3D".
+
+    Amplitude's browser SDK reads such a value by URL-decoding it before base64, when the value as
+    it stands is not base64; the server must find the same device id.
+    """
+    session = {"deviceId": device_id} if user_id is None else {"deviceId": device_id, "userId": user_id}
+    cookie = _new_cookie(session)
+    for filler in ("x", "xx", "xxx"):  # a value that needs padding, or the test proves nothing
+        if cookie.endswith("="):
+            break
+        cookie = _new_cookie({**session, "lastEventId": filler})
+    assert cookie.endswith("=")
+    reencoded = urllib.parse.quote(cookie, safe="")
+    assert "%3D" in reencoded
+    with caplog.at_level(logging.DEBUG, logger="Amplitude"):
+        user = AmplitudeCookie.parse(reencoded, new_format=True)
+    assert (user.device_id, user.user_id) == (device_id, user_id)
+    assert caplog.records == []
+
+
+def test_new_format_with_url_encoded_base64_characters():
+    """"+" and "/" of the base64 alphabet URL-encoded too (%2B, %2F), lower-case escapes included."""
+    cookie = base64.b64encode(json.dumps({"deviceId": "d>?~", "userId": "ÿÿÿ>"}).encode()).decode()
+    assert "+" in cookie or "/" in cookie
+    reencoded = urllib.parse.quote(cookie, safe="").replace("%3D", "%3d")
+    user = AmplitudeCookie.parse(reencoded, new_format=True)
+    assert (user.device_id, user.user_id) == ("d>?~", "ÿÿÿ>")
+
+
 # -- malformed input: a User with what could be read, a warning, never an exception -----------------
 
 

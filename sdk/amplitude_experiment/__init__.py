@@ -25,6 +25,7 @@ _EXPORTS = {
     "Experiment": ".factory",
     "LocalEvaluationClient": ".local.client",
     "LocalEvaluationConfig": ".local.config",
+    "FlagdUnavailableError": ".local._shared_source",
     "RemoteEvaluationClient": ".remote.client",
     "RemoteEvaluationConfig": ".remote.config",
     "ServerZone": ".server_zone",

@@ -92,7 +92,7 @@ def _parse_old(cookie: str) -> User:
 
 def _parse_new(cookie: str) -> User:
     try:
-        text = base64.b64decode(_padded(cookie.strip())).decode("utf-8")
+        text = _base64_text(cookie.strip())
     except (binascii.Error, ValueError) as error:
         _warn("a new-format cookie that is not base64 of UTF-8 text (%s)", error)
         return User()
@@ -107,6 +107,27 @@ def _parse_new(cookie: str) -> User:
     if "deviceId" not in session:
         _warn("a new-format cookie without a deviceId")
     return User(user_id=session.get("userId"), device_id=session.get("deviceId"))
+
+
+def _base64_text(cookie: str) -> str:
+    """The text a Browser SDK 2 cookie value encodes, read as Amplitude's browser SDK reads it.
+
+    Some frameworks (Rails 7, for one) write cookies back URL-encoded, so the base64 padding
+    arrives as ``%3D`` (and ``+``, ``/`` as ``%2B``, ``%2F``). The browser SDK then URL-decodes the
+    value before base64 when the value as it stands is not base64; so do we. A value that is
+    neither is decoded leniently, as the reference does (characters outside the alphabet skipped).
+
+    :raises binascii.Error, ValueError: when the bytes are not base64 of UTF-8 text.
+    """
+    candidates = [cookie]
+    if "%" in cookie:
+        candidates.append(urllib.parse.unquote(cookie))
+    for candidate in candidates:
+        try:
+            return base64.b64decode(_padded(candidate), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+    return base64.b64decode(_padded(cookie)).decode("utf-8")
 
 
 def _padded(text: str) -> str:

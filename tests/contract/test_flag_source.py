@@ -126,6 +126,11 @@ def test_status_names_the_source_and_counts_flags(upstream, source):
     expected = "flagd" if isinstance(upstream, FlagdUpstream) else "poll"
     assert status["source"] == expected
     assert status["flags"] == 3
+    # One typed shape for every source: every key present, whatever serves.
+    from amplitude_experiment.local.status import FlagSourceStatus
+
+    assert set(status) == set(FlagSourceStatus.__annotations__)
+    assert status["healthy"] is True and status["last_error"] is None
 
 
 def test_a_config_the_parser_rejects_is_never_served(upstream, source):

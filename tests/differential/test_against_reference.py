@@ -47,8 +47,24 @@ FUZZ_CASES = [(9, 1200, 250)]
 UPDATE_CASES = [(12, 50, 300)]
 
 
+# (seed, flags, users): regex conditions whose patterns and values tell Python's `re` (the reference's
+# engine) from RE2 where they could differ (flaggen.REGEX_PATTERNS, REGEX_VALUES).
+REGEX_CASES = [(21, 500, 300)]
+
+
+# (seed, flags, users): conditions on another flag's whole result (["result", flag]).
+RESULT_CASES = [(31, 90, 300)]
+
+
 def _build_cases():
     cases = []
+    for seed, flag_count, user_count in REGEX_CASES:
+        cases.append({"flags": flaggen.generate_regex_flags(seed, flag_count),
+                      "users": flaggen.generate_regex_users(6000 + seed, user_count), "subsets": []})
+    for seed, flag_count, user_count in RESULT_CASES:
+        flags = flaggen.generate_result_flags(seed, flag_count)
+        cases.append({"flags": flags, "users": flaggen.generate_users(7000 + seed, user_count),
+                      "subsets": flaggen.generate_key_subsets(8000 + seed, flags, 2)})
     for seed, flag_count, user_count in FUZZ_CASES:
         cases.append({"flags": flaggen.generate_condition_flags(seed, flag_count),
                       "users": flaggen.generate_fuzz_users(3000 + seed, user_count), "subsets": []})

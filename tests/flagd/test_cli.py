@@ -125,3 +125,11 @@ def test_every_run_option_is_a_config_field():
     run = parser._subparsers._group_actions[0].choices["run"]  # argparse keeps subparsers here
     dests = {action.dest for action in run._actions} - {"help", "deployment_key_file", "deployment_key"}
     assert dests == set(Config.option_fields("run"))
+
+
+def test_a_missing_flags_file_exits_with_a_clear_error(tmp_path, capsys):
+    code = cli.run_cli(["run", "--flags-file", str(tmp_path / "flags.jsn"), "--shm-prefix", "aet-missing"],
+                       {"AMPLITUDE_DEPLOYMENT_KEY": KEY})
+    result = capsys.readouterr()
+    assert code == ExitCode.USAGE
+    assert "flags.jsn does not exist" in result.err and "amplitude-flagd check" in result.err

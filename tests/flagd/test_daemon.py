@@ -6,11 +6,12 @@ Every wait is on a real condition (the index version, a log line, a request coun
 import json
 import os
 import signal
+import time
 
 import pytest
 
 from amplitude_experiment.snapshot.segment import SnapshotReader, remove_all
-from conftest import marker_flags, run_cli, wait_until
+from flagd_kit import marker_flags, run_cli, wait_until
 from stand_in import Answer
 
 from flagd.config import ExitCode
@@ -247,8 +248,12 @@ def test_last_good_snapshot_is_published_at_start_when_upstream_is_down(stand_in
     assert snapshot.document["flags"] == marker_flags("remembered")
     assert snapshot.document["source"] == stand_in.url
     status = run_cli("status", "--shm-prefix", shm_prefix, "--json", "--max-age-ms", "600000", key=deployment_key)
-    assert status.returncode == ExitCode.OK, status.stdout
-    assert json.loads(status.stdout)["flag_count"] == 1
+    # Served from disk while the source fails: not "ok", and the report says why.
+    assert status.returncode == ExitCode.DEGRADED, status.stdout
+    report = json.loads(status.stdout)
+    assert report["flag_count"] == 1 and report["state"] == "degraded"
+    assert report["last_error_kind"] == "fetch_failed" and "HTTP 500" in report["last_error"]
+    assert report["failing"] == ["source"] and "source is failing" in report["problems"][0]
 
 
 def test_status_and_dump(stand_in, flagd, shm_prefix, deployment_key):
@@ -315,3 +320,27 @@ def test_key_from_file_and_credentials_directory(stand_in, flagd, shm_prefix, de
     key_file.write_text(deployment_key)
     status = run_cli("status", "--shm-prefix", shm_prefix, "--deployment-key-file", str(key_file), key="")
     assert status.returncode == ExitCode.OK, status.stdout + status.stderr
+
+
+def test_a_changed_flags_file_is_published_without_waiting_for_the_interval(flagd, tmp_path):
+    """A 10-minute interval: only the file watch can publish these changes in time."""
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps(marker_flags("first")))
+    daemon = flagd("--flags-file", str(path), "--poll-interval-ms", "600000").start()
+    daemon.wait_version(1)
+    daemon.wait_log("event=ready")
+    latencies = []
+    for version, value in ((2, "second"), (3, "third")):
+        written = time.monotonic()
+        path.write_text(json.dumps(marker_flags(value)))  # in place
+        daemon.wait_version(version, timeout=10)
+        latencies.append(time.monotonic() - written)
+    replacement = tmp_path / "flags.json.new"
+    replacement.write_text(json.dumps(marker_flags("fourth")))
+    written = time.monotonic()
+    os.replace(str(replacement), str(path))  # renamed into place, as deploy tools do
+    daemon.wait_version(4, timeout=10)
+    latencies.append(time.monotonic() - written)
+    print("file change -> published: %s s" % ", ".join("%.2f" % latency for latency in latencies))
+    assert load_document(daemon.prefix, daemon.key).document["flags"] == marker_flags("fourth")
+    assert daemon.terminate() == ExitCode.OK

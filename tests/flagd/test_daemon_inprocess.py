@@ -5,7 +5,7 @@ import logging
 from typing import List
 
 from amplitude_experiment.snapshot.segment import SnapshotReader
-from conftest import marker_flags
+from flagd_kit import marker_flags
 
 from flagd.config import Config, ExitCode
 from flagd.daemon import Daemon

@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from conftest import marker_flags, run_cli
+from flagd_kit import marker_flags, run_cli
 from stand_in import Answer
 
 from flagd.log import setup_logging

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from conftest import marker_flags, wait_until
+from flagd_kit import marker_flags, wait_until
 from stand_in import Answer
 
 from flagd.config import ExitCode

@@ -16,7 +16,7 @@ import posix_ipc
 
 from amplitude_experiment.snapshot import segment
 from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, key_hash
-from conftest import marker_flags
+from flagd_kit import marker_flags
 from other_user import FLAGD_UID, NOBODY, as_user, require_root
 from test_daemon_inprocess import make
 

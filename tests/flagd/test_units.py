@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import marker_flags
+from flagd_kit import marker_flags
 from stand_in import Answer
 
 from flagd.log import Quoted, setup_logging

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import FLAGS_PATH, KEY, set_provider_and_wait, typed_flags
+from openfeature_kit import FLAGS_PATH, KEY, set_provider_and_wait, typed_flags
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent

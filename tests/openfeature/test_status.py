@@ -13,7 +13,7 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from conftest import FLAGS_PATH, KEY, all_users, set_provider_and_wait, typed_flags
+from openfeature_kit import FLAGS_PATH, KEY, all_users, set_provider_and_wait, typed_flags
 from openfeature import api
 from openfeature.event import ProviderEvent
 from openfeature.provider import ProviderStatus

@@ -113,7 +113,9 @@ def base_env(shm_prefix: str, **extra: str) -> Dict[str, str]:
         AMPLITUDE_DEPLOYMENT_KEY=DEPLOYMENT_KEY,
         AMPLITUDE_SHM_PREFIX=shm_prefix,
         PATH="%s:%s" % (VENV_BIN, env.get("PATH", "")),
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # This checkout's SDK and flagd first (not an editable install of another checkout), then
+        # whatever the caller's PYTHONPATH adds.
+        PYTHONPATH=os.pathsep.join([str(ROOT / "sdk"), str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

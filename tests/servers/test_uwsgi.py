@@ -12,7 +12,7 @@ from harness import EXAMPLES, VENV_BIN, WORKERS, Process, http_server, run_share
 pytestmark = [
     pytest.mark.real_servers,
     pytest.mark.skipif(not (VENV_BIN / "uwsgi").exists(),
-                       reason="uWSGI is not installed in this venv (pip install uwsgi compiles it; needs gcc)"),
+                       reason="uWSGI is not installed in this venv (the uwsgi and test extras install pyuwsgi, a prebuilt wheel)"),
 ]
 
 

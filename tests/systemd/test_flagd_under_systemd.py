@@ -64,7 +64,7 @@ class UnitProcess:
         env.update(env_file(ENV_EXAMPLE))
         env.update(overrides, FLAGD_SHM_PREFIX=shm_prefix, CREDENTIALS_DIRECTORY=str(credentials),
                    STATE_DIRECTORY=str(self.state_dir), NOTIFY_SOCKET=systemd.address, WATCHDOG_USEC=str(watchdog_usec),
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+                   PYTHONPATH=os.pathsep.join([str(ROOT / "sdk"), str(ROOT)]))  # this checkout's SDK, not an install's
         argv = shlex.split(last(UNIT, "Service", "ExecStart"))
         argv[0] = str(Path(sys.executable).parent / Path(argv[0]).name)  # the same console script, from this venv
         umask = int(last(UNIT, "Service", "UMask"), 8)

@@ -263,3 +263,14 @@ def test_systemd_sysusers_creates_them_in_an_empty_root(tmp_path):
     # A system uid (below SYS_UID_MAX, 999 on Debian) and no login shell.
     assert int(passwd[USER][2]) < 1000
     assert passwd[USER][6].endswith("nologin")
+
+
+def test_documentation_links_name_files_the_install_steps_put_there():
+    """Documentation= pointed at /usr/share/doc/amplitude-flagd/systemd.md, which nothing installed."""
+    links = " ".join(values(unit(FLAGD_UNIT), "Unit", "Documentation")).split()
+    assert links
+    install = (ROOT / "docs" / "systemd.md").read_text()
+    assert "install -m 0644 docs/*.md /usr/share/doc/amplitude-flagd/" in install
+    for link in links:
+        assert link.startswith("file:///usr/share/doc/amplitude-flagd/"), link
+        assert (ROOT / "docs" / link.rsplit("/", 1)[1]).is_file(), link

@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
+from .regex import deferred_search
 from .semantic_version import parse_version
 
 Target = dict
@@ -253,18 +254,26 @@ def _ordering_matcher(values: Sequence[str], op: str, parse: Callable[[str], Any
 
 
 def _regex_matcher(values: Sequence[str], negate: bool) -> Tuple[StringMatcher, List[str]]:
+    """``re.search`` semantics, in linear time wherever RE2 gives the same answers (see regex.py)."""
     patterns = []
     invalid = []
     for value in values:
         try:
-            patterns.append(re.compile(value).search)
+            patterns.append(deferred_search(value))
         except (re.error, TypeError, OverflowError, RecursionError):
             invalid.append(value)
     found = not negate
+    if len(patterns) == 1:
+        search = patterns[0]
+
+        def matches_one_regex(prop: str) -> bool:
+            return found if search(prop) else negate
+
+        return matches_one_regex, invalid
 
     def matches_regex(prop: str) -> bool:
         for search in patterns:
-            if search(prop) is not None:
+            if search(prop):
                 return found
         return negate
 
@@ -346,7 +355,55 @@ def compile_condition(selector: Sequence[str], op: str, values: Sequence[str]) -
             return _always_false, []
     if not _selectable(selector):
         return (_always_true if if_missing else _always_false), invalid
+    if selector[0] == "result" and len(selector) <= 2 and test is _TEST_STRING:
+        return _whole_result_predicate(selector, matches, if_missing), invalid
     return _walker_factory(len(selector), test)(*selector, matches, if_missing), invalid
+
+
+# --- whole results --------------------------------------------------------------------------------
+# The reference's flag results are dataclass objects. A non-set condition on one as a whole
+# (["result", flag]) compares str() of it, the dataclass repr; on all of them (["result"]) it
+# must JSON-encode a dict of them and raises. Set operators never get that far (neither text
+# starts with "["), so they keep the plain walkers and stay false.
+
+
+class WholeResultsSelectedError(TypeError):
+    """A condition selects ``["result"]``, every flag result at once, which has no text to compare.
+
+    Change the selector to one flag's result (``["result", "<flag key>"]``) or one of its fields
+    (``["result", "<flag key>", "key"]``).
+    """
+
+
+def _result_text(result: Any) -> str:
+    """The text a condition compares for a whole flag result: the reference's result repr."""
+    return "EvaluationVariant(key=%r, value=%r, payload=%r, metadata=%r)" % (
+        result.get("key"), result.get("value"), result.get("payload"), result.get("metadata"))
+
+
+def _whole_result_predicate(selector: Sequence[str], matches: StringMatcher, if_missing: bool) -> Predicate:
+    if len(selector) == 1:
+
+        def every_result(target: Target) -> bool:
+            if not target.get("result"):
+                return if_missing
+            raise WholeResultsSelectedError(
+                "a condition selects ['result'], every flag result at once, which has no text to compare "
+                "(Amplitude's SDK raises here too); select one flag's result, e.g. ['result', '<flag key>', 'key']"
+            )
+
+        return every_result
+
+    flag_key = selector[1]
+
+    def one_result(target: Target) -> bool:
+        results = target.get("result")
+        result = results.get(flag_key) if results else None
+        if not result:
+            return if_missing
+        return matches(_result_text(result))
+
+    return one_result
 
 
 def _match_elements(prop: Any, matches: StringMatcher) -> bool:

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Optional
 
 import requests
 
@@ -21,6 +21,7 @@ from .._http import FlagConfigFetcher, FlagFetchError, base_url, excerpt
 from .._logging import report_problems
 from ..evaluation import CompiledFlagCache, FlagConfigError, FlagSet, decode_config, plan_flags
 from .config import LocalEvaluationConfig
+from .status import FlagSourceStatus, empty_status
 
 MIN_RETRY_SECONDS = 0.5
 RETRY_JITTER = 0.2
@@ -80,10 +81,14 @@ class PollingFlagSource:
         self._body_digest: Optional[bytes] = None
         self._last_success: Optional[float] = None
         self._last_error: Optional[str] = None
+        self._last_error_at: Optional[float] = None
         self._failures = 0
         self._polls = 0
         self._started = False
         self._stopped = False
+        #: Asked on the poller thread before each timed poll; True means another source took over
+        #: and this poller ends without polling (auto mode's probe for flagd, see _shared_source).
+        self.before_poll: Optional[Callable[[], bool]] = None
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -120,19 +125,22 @@ class PollingFlagSource:
             thread.join(timeout=self._timeout + 1.0)
         self._fetcher.close()
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> FlagSourceStatus:
         flags = self._flags
-        return {
-            "source": "poll",
-            "url": self._url,
-            "flags": len(flags) if flags is not None else None,
-            "last_success": self._last_success,
-            "age_seconds": None if self._last_success is None else self._wall_clock() - self._last_success,
-            "last_error": self._last_error,
-            "consecutive_failures": self._failures,
-            "polls": self._polls,
-            "flags_compiled": self._compiled.compiles,
-        }
+        status = empty_status("poll", "poll")
+        status.update(
+            healthy=flags is not None and self._failures == 0,
+            url=self._url,
+            flags=len(flags) if flags is not None else None,
+            flags_compiled=self._compiled.compiles,
+            last_success=self._last_success,
+            age_seconds=None if self._last_success is None else self._wall_clock() - self._last_success,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            consecutive_failures=self._failures,
+            polls=self._polls,
+        )
+        return status
 
     # --- polling ------------------------------------------------------------------------------
 
@@ -157,6 +165,9 @@ class PollingFlagSource:
         while not wakeup.wait(self._next_delay()):
             if self._generation != FORKS.generation:
                 return  # a thread copied into a fork child never runs, but be certain
+            before_poll = self.before_poll
+            if before_poll is not None and before_poll():
+                return
             self._poll_once()
 
     def _next_delay(self) -> float:
@@ -175,6 +186,7 @@ class PollingFlagSource:
         except Exception as error:  # keep the last good flags whatever went wrong
             self._failures += 1
             self._last_error = str(error)
+            self._last_error_at = self._wall_clock()
             self._logger.error(
                 "[Experiment] flag config poll failed (%d in a row), keeping the %s: GET %s: %s",
                 self._failures,
@@ -184,7 +196,7 @@ class PollingFlagSource:
             )
             return False
         self._failures = 0
-        self._last_error = None
+        self._last_error = self._last_error_at = None
         self._last_success = self._wall_clock()
         return True
 

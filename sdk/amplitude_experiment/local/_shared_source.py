@@ -14,13 +14,16 @@ kept per process but the read-only mappings, which stay valid across ``fork()``.
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
 from ..evaluation import CompiledFlagCache, FlagSet
 from ..snapshot import FlagTable, IndexState, SnapshotError, SnapshotFollower, SnapshotReader, publisher_alive
+from ..snapshot.health import read_health
+from ..snapshot.host import list_published
 from ..snapshot.reader import CHECK_EVERY, STALE_INTERVALS
 from .._logging import report_problems
 from .config import LocalEvaluationConfig
+from .status import FlagSourceStatus, empty_status, publisher_trouble
 
 #: Seconds between two probes for flagd while polling ("auto").
 CHECK_SECONDS = 1.0
@@ -87,9 +90,9 @@ class SharedSnapshotSource:
                     "flag_source='flagd' but no flagd snapshot for this deployment key appeared within "
                     "%.1f s (%s; index %s). Start flagd for this key with the same prefix, e.g. "
                     "`AMPLITUDE_DEPLOYMENT_KEY=... amplitude-flagd run --shm-prefix %s`, or use "
-                    "flag_source='auto' to poll Amplitude when flagd is absent."
+                    "flag_source='auto' to poll Amplitude when flagd is absent.%s"
                     % (self._timeout, self._follower.last_problem or "nothing published", self.segment,
-                       self._prefix))
+                       self._prefix, " " + (self.other_keys_hint() or "")))
             self._sleep(min(START_POLL_SECONDS, remaining))
 
     def try_attach(self) -> bool:
@@ -104,34 +107,62 @@ class SharedSnapshotSource:
     def stop(self) -> None:
         """Nothing runs in the background; the last flags keep being served. Idempotent."""
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> FlagSourceStatus:
+        """The typed status; serves the version the index names now first, so an idle process does
+        not report the version it happened to evaluate last."""
         follower = self._follower
         try:
             state = follower.state()  # maps the index by name if it is not mapped yet
         except SnapshotError as error:
-            follower.last_problem = "index refused: %s" % error
+            follower.note_problem("index refused: %s" % error)
             state = IndexState()
+        flags = follower.catch_up()
         table = follower.table
-        flags = self.current() if table is not None else None
         now = self._wall_clock_ns()
         follower.check_heartbeat(now)
         meta = table.meta if table is not None else {}
-        return {
-            "source": "flagd",
-            "version": table.version if table is not None else None,
-            "published_version": state.version or None,
-            "age_seconds": _age(now, table.created_ns) if table is not None else None,
-            "publisher_pid": state.publisher_pid or None,
-            "publisher_alive": bool(publisher_alive(state)) if state.publisher_pid else False,
-            "heartbeat_age_seconds": _age(now, state.heartbeat_ns),
-            "last_fetch_age_seconds": _age(now, state.last_fetch_ns),
-            "poll_interval_seconds": follower.interval_ms() / 1000.0,
-            "flags": len(flags) if flags is not None else None,
-            "upstream": meta.get("source"),
-            "flags_compiled": self._compiled.compiles,
-            "segment": self.segment,
-            "last_error": follower.last_problem,
-        }
+        words = follower.reader.words
+        health = read_health(words)
+        alive = bool(publisher_alive(state)) if state.publisher_pid else False
+        heartbeat_age = _age(now, state.heartbeat_ns)
+        fresh = heartbeat_age is not None and heartbeat_age * 1000 <= STALE_INTERVALS * follower.interval_ms()
+        problem = follower.last_problem
+        status = empty_status("flagd", "flagd")
+        status.update(
+            healthy=bool(flags is not None and alive and fresh and not health.failing and problem is None),
+            version=table.version if table is not None else None,
+            published_version=state.version or None,
+            age_seconds=_age(now, table.created_ns) if table is not None else None,
+            last_success=state.last_fetch_ns / 1e9 if state.last_fetch_ns else None,
+            publisher_pid=state.publisher_pid or None,
+            publisher_alive=alive,
+            heartbeat_age_seconds=heartbeat_age,
+            last_fetch_age_seconds=_age(now, state.last_fetch_ns),
+            poll_interval_seconds=follower.interval_ms() / 1000.0,
+            flags=len(flags) if flags is not None else None,
+            flags_compiled=self._compiled.compiles,
+            upstream=meta.get("source"),
+            segment=self.segment,
+            last_error=problem if flags is not None or problem is None
+            else ("%s %s" % (problem, self.other_keys_hint() or "")).strip(),
+            last_error_at=follower.last_problem_at if problem is not None else None,
+            publisher_last_error=health.last_error,
+            publisher_last_error_at=health.last_error_at_ns / 1e9 if health.last_error_at_ns else None,
+            publisher_consecutive_failures=health.consecutive_failures,
+            publisher_failing=list(health.failing),
+        )
+        return status
+
+    def other_keys_hint(self) -> Optional[str]:
+        """When flagd publishes other keys under this prefix but not ours, a sentence saying so
+        (key hashes only); None otherwise. Lists /dev/shm: for start-up and status, not the hot path."""
+        ours = self.segment.lstrip("/")
+        others = [hashed for prefix, hashed in list_published(self._prefix) if "%s.%s.idx" % (prefix, hashed) != ours]
+        if not others or self._follower.reader.attached:
+            return None
+        mine = ours[len(self._prefix) + 1:-len(".idx")]
+        return ("flagd publishes key hash %s under prefix %r, but this client's deployment key hashes to %s: "
+                "the worker and flagd were given different deployment keys." % (", ".join(others), self._prefix, mine))
 
     # --- what the SDK adds to following the snapshot ------------------------------------------
 
@@ -149,7 +180,7 @@ class SharedSnapshotSource:
 
     def _flag_problem(self, message: str) -> None:
         """A flag of the served snapshot that this SDK cannot compile: logged once, left out."""
-        self._follower.last_problem = message
+        self._follower.note_problem(message)
         self._logger.error("[Experiment] flagd snapshot: %s", message)
 
     def _log_problem(self, message: str) -> None:
@@ -160,10 +191,22 @@ class SharedSnapshotSource:
             interval_s = self._follower.interval_ms() / 1000.0
             self._logger.warning(
                 "[Experiment] flagd heartbeat in %s is %.1f s old (more than %d poll intervals of %.1f s): "
-                "is flagd running? Serving %s meanwhile.",
-                self.segment, age_ns / 1e9, STALE_INTERVALS, interval_s, _describe(self._follower.table))
+                "%s. Serving %s meanwhile.",
+                self.segment, age_ns / 1e9, STALE_INTERVALS, interval_s, self._trouble(),
+                _describe(self._follower.table))
         else:
             self._logger.info("[Experiment] flagd heartbeat in %s is fresh again", self.segment)
+
+    def _trouble(self) -> str:
+        """What the index tells about why the heartbeat is old (a syscall and a /proc read: warnings only)."""
+        try:
+            state = self._follower.state()
+        except SnapshotError as error:
+            return "the index cannot be read (%s)" % error
+        health = read_health(self._follower.reader.words)
+        return publisher_trouble(state.publisher_pid, publisher_alive(state), health.consecutive_failures,
+                                 list(health.failing), health.last_error,
+                                 _age(self._wall_clock_ns(), health.last_error_at_ns))
 
 
 class AutoFlagSource:
@@ -194,7 +237,12 @@ class AutoFlagSource:
         self._monotonic = monotonic
         self._next_probe = 0.0
         self._poller_started = False
+        self._switch_lock = threading.Lock()
         self.mode = "poll"
+        if hasattr(poller, "before_poll"):
+            # A process that polls but never evaluates (a preloading gunicorn master) must switch
+            # too: its poller thread looks for the snapshot before each poll.
+            poller.before_poll = self._probe_from_poller
         # An instance attribute shadowing the method: switching rebinds it to the shared source's.
         self.current: Callable[[], Optional[FlagSet]] = self._polling_current
 
@@ -202,6 +250,9 @@ class AutoFlagSource:
         """Attach to flagd's snapshot if it is there (no thread); otherwise start polling."""
         if self.mode == "flagd" or self._switch_if_published():
             return
+        hint = self._shared.other_keys_hint()
+        if hint:
+            self._logger.warning("[Experiment] no flagd snapshot for this deployment key, polling instead: %s", hint)
         self._poller_started = True
         self._poller.start()
         self._next_probe = self._monotonic() + CHECK_SECONDS
@@ -213,7 +264,17 @@ class AutoFlagSource:
                 return self._shared.current()
         return self._poller.current()
 
-    def _switch_if_published(self) -> bool:
+    def _probe_from_poller(self) -> bool:
+        """On the poller thread, before a poll: switch if flagd publishes now (True: do not poll)."""
+        return self._switch_if_published(stop_poller_inline=True)
+
+    def _switch_if_published(self, stop_poller_inline: bool = False) -> bool:
+        with self._switch_lock:  # the evaluating threads and the poller thread may both probe
+            if self.mode == "flagd":
+                return True
+            return self._switch_locked(stop_poller_inline)
+
+    def _switch_locked(self, stop_poller_inline: bool) -> bool:
         shared = self._shared
         if not shared.try_attach():
             return False
@@ -223,7 +284,9 @@ class AutoFlagSource:
         self._logger.info("[Experiment] using flagd snapshot v%d from %s%s",
                           snapshot.version if snapshot is not None else 0, shared.segment,
                           "; polling stopped" if self._poller_started else "")
-        if self._poller_started:
+        if self._poller_started and stop_poller_inline:
+            self._poller.stop()  # on the poller thread itself: nothing to join
+        elif self._poller_started:
             # stop() joins the poller thread, which may be inside an HTTP request: not on an evaluate.
             threading.Thread(target=self._poller.stop, name="amplitude_experiment.poller_stop", daemon=True).start()
         return True
@@ -232,11 +295,11 @@ class AutoFlagSource:
         self._poller.stop()
         self._shared.stop()
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> FlagSourceStatus:
         if self.mode == "flagd":
             status = self._shared.status()
         else:
-            status = dict(self._poller.status())
+            status = self._poller.status()
             status["segment"] = self._shared.segment
         status["flag_source"] = "auto"
         return status

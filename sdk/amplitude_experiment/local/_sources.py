@@ -33,6 +33,11 @@ def build_flag_source(api_key: str, config: LocalEvaluationConfig, logger: loggi
     """The source ``config.flag_source`` asks for: "poll", "flagd" (shared snapshot only) or "auto"."""
     if config.flag_source == "poll":
         return PollingFlagSource(api_key, config, logger)
+    from .._coexist import conflict_message
+
+    conflict = conflict_message()
+    if conflict:
+        logger.warning("[Experiment] %s", conflict.split(": ", 1)[1])
     if config.flag_source == "flagd":
         return SharedSnapshotSource(api_key, config, logger)
     return AutoFlagSource(api_key, config, logger)

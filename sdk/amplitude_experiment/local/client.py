@@ -9,6 +9,7 @@ from ..tracking import build_tracker
 from ..user import User
 from ..variant import Variant
 from ._context import user_to_context
+from ._metrics import client_metrics
 from ._sources import build_flag_source
 from .config import LocalEvaluationConfig
 from .evaluate_options import EvaluateOptions
@@ -38,6 +39,8 @@ class LocalEvaluationClient:
             self.logger.warning("[Experiment] stream_updates is not supported; flags are polled instead")
         self._source = build_flag_source(api_key, self.config, self.logger)
         self._tracker = build_tracker(self.config, self.logger)
+        # Per-process Prometheus metrics when prometheus_client and PROMETHEUS_MULTIPROC_DIR are there.
+        self._metrics = client_metrics(self._source.status, self.config.flag_source)
         self._failures_logged: Tuple[Any, set] = (None, set())
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -67,6 +70,9 @@ class LocalEvaluationClient:
         flags = self._source.current()
         if flags is None:
             return {}
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.evaluated(flags)
         results, failures = evaluate(flags, user_to_context(user, flags.needs_exact_user_entry), flag_keys)
         if failures:
             self._log_failures(flags, failures)
@@ -102,12 +108,17 @@ class LocalEvaluationClient:
                 return
             self._stopped = True
         self._source.stop()
+        if self._metrics is not None:
+            self._metrics.flush()
         if self._tracker is not None:
             self._tracker.flush(timeout)
 
     @property
     def flag_source_status(self) -> Dict[str, Any]:
-        """Which source serves the flags and how fresh they are (version, age, publisher state in shared mode)."""
+        """Which source serves the flags and how fresh they are: a ``FlagSourceStatus``
+        (amplitude_experiment.local.status), the same keys for every source."""
+        if self._metrics is not None:
+            self._metrics.flush()
         return self._source.status()
 
     @staticmethod

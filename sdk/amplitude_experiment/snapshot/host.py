@@ -8,16 +8,16 @@ write it; a writer counts and unlinks only the names its own uid owns.
 import logging
 import os
 import sys
-from typing import FrozenSet, List, Optional, Union
+from typing import FrozenSet, List, Optional, Tuple, Union
 
 import posix_ipc
 
 from .errors import SnapshotError, SnapshotPermissionError
 from .layout import IndexState, key_hash, parse_version
 
-__all__ = ["DEFAULT_FLAGD_USER", "FILE_MODE", "SHM_DIR", "OwnerSpec", "check_owner", "is_backed", "list_versions",
-           "owner_name", "process_start_ns", "publisher_alive", "resolve_gid", "resolve_uid", "trusted_owners",
-           "unlink"]
+__all__ = ["DEFAULT_FLAGD_USER", "FILE_MODE", "SHM_DIR", "OwnerSpec", "check_owner", "is_backed", "list_published",
+           "list_versions", "owner_name", "process_start_ns", "publisher_alive", "resolve_gid", "resolve_uid",
+           "trusted_owners", "unlink"]
 
 logger = logging.getLogger("amplitude_experiment.snapshot")
 
@@ -57,6 +57,27 @@ def list_versions(prefix: str, deployment_key: str, owner_uid: Optional[int] = N
                 continue
         versions.append(version)
     return sorted(versions)
+
+def list_published(prefix: Optional[str] = None) -> List[Tuple[str, str]]:
+    """``(prefix, key hash)`` of every index on this host (of ``prefix`` only, when given).
+
+    Needs no deployment key: for ``amplitude-flagd status --all`` and a worker's "wrong key" hint.
+    """
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        stem, dot, suffix = name.rpartition(".")
+        if suffix != "idx" or not dot:
+            continue
+        name_prefix, dot, hashed = stem.rpartition(".")
+        if dot and name_prefix and len(hashed) == 16 and all(c in "0123456789abcdef" for c in hashed):
+            if prefix is None or name_prefix == prefix:
+                found.append((name_prefix, hashed))
+    return sorted(found)
+
 
 def unlink(name: str) -> bool:
     """Unlink ``name``; False (and a log line when it was not a race) if it could not be."""

@@ -19,7 +19,9 @@ The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``):
           7  heartbeat_ns     refreshed by every publish loop iteration
           8  poll_interval_ms flagd's upstream poll interval; readers warn when the heartbeat is
                               three intervals old
-          9.. reserved (0)
+          9..15 flagd's health: last error, when, what fails now (``health.py``);
+                  bytes 1024..2047 hold the last error's text
+          16.. reserved (0)
 
 A version file holds one version of one key's flags. flagd writes it once
 (:func:`encode_version`) and never changes it; a worker maps it read-only and answers

@@ -42,7 +42,6 @@ from .layout import (
     FlagTable,
     IndexState,
     TableCorruptError,
-    index_name,
     key_hash,
 )
 
@@ -78,10 +77,12 @@ class SnapshotReader:
     """
 
     def __init__(self, prefix: str, deployment_key: str, owner: OwnerSpec = None, *,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns, hashed_key: Optional[str] = None) -> None:
+        # hashed_key: read the key whose key_hash() this is, without knowing the key (status --all).
+        hashed = hashed_key if hashed_key is not None else key_hash(deployment_key)
         self._prefix = prefix
-        self._stem = "/%s.%s.v" % (prefix, key_hash(deployment_key))
-        self.index_name = index_name(prefix, deployment_key)
+        self._stem = "/%s.%s.v" % (prefix, hashed)
+        self.index_name = "/%s.%s.idx" % (prefix, hashed)
         self._owner = owner
         self._trusted: Optional[FrozenSet[int]] = None
         self._index_uid: Optional[int] = None
@@ -267,8 +268,9 @@ class SnapshotFollower(Generic[T]):
         # another's build.
         self._words: Any = reader.words
         self._state: Tuple[int, Optional[T], Optional[FlagTable]] = (0, None, None)
-        #: The last problem met, None once a version is served cleanly.
+        #: The last problem met and when (wall-clock seconds), None once a version is served cleanly.
         self.last_problem: Optional[str] = None
+        self.last_problem_at: Optional[float] = None
         self.stale = False
         self._countdown = CHECK_EVERY
         self._next_check = 0.0
@@ -304,12 +306,31 @@ class SnapshotFollower(Generic[T]):
             return False
         self._words = self.reader.words
         if not attached:
-            self.last_problem = "index does not exist"
+            self.note_problem("index does not exist")
             return False
         self._refresh()
         if self._state[1] is None and self.last_problem is None:
-            self.last_problem = "the index exists but no version is published yet"
+            self.note_problem("the index exists but no version is published yet")
         return self._state[1] is not None
+
+    def note_problem(self, message: str) -> None:
+        """Remember ``message`` as the last problem, with the time."""
+        self.last_problem = message
+        self.last_problem_at = self._wall_clock_ns() / 1e9
+
+    def catch_up(self) -> Optional[T]:
+        """Serve the version the index names now, as an evaluation would have (for status calls
+        in a process that has not evaluated since the index moved)."""
+        words = self._words
+        state = self._state
+        version = words[W_VERSION]
+        if version != state[0]:
+            return self._refresh()
+        table = state[2]
+        if version and version != RETIRED and table is not None and version != table.version \
+                and version != self._failed_version:
+            return self._refresh()  # a version skipped while the newest kept vanishing
+        return state[1]
 
     def state(self) -> IndexState:
         """What the index says now (mapping it by name if it is not mapped), for status reports.
@@ -409,7 +430,7 @@ class SnapshotFollower(Generic[T]):
 
     def _problem(self, version: int, message: str) -> None:
         """Report a refused or unusable version once per version."""
-        self.last_problem = message
+        self.note_problem(message)
         if version != self._failed_version:
             self._failed_version = version
             self._on_problem(message)

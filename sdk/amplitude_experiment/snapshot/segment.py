@@ -6,6 +6,7 @@ from .errors import SnapshotPermissionError as SegmentPermissionError  # noqa: F
 from .host import (  # noqa: F401
     DEFAULT_FLAGD_USER,
     SHM_DIR,
+    list_published,
     list_versions,
     publisher_alive,
     trusted_owners,
@@ -25,4 +26,4 @@ from .layout import (  # noqa: F401
 )
 from .layout import version_name as data_name  # noqa: F401
 from .reader import OPEN_ATTEMPTS, Snapshot, SnapshotReader  # noqa: F401
-from .writer import KEEP_PREVIOUS, SnapshotWriter, remove_all  # noqa: F401
+from .writer import KEEP_PREVIOUS, SnapshotWriter, remove_all, remove_by_key_hash  # noqa: F401

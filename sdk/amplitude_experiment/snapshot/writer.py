@@ -21,7 +21,7 @@ import logging
 import mmap
 import os
 import time
-from typing import Any, Callable, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
 
 import posix_ipc
 
@@ -57,10 +57,11 @@ from .layout import (
     IndexState,
     encode_version,
     index_name,
+    parse_version,
     version_name,
 )
 
-__all__ = ["KEEP_PREVIOUS", "SnapshotWriter", "remove_all"]
+__all__ = ["KEEP_PREVIOUS", "SnapshotWriter", "remove_all", "remove_by_key_hash"]
 
 logger = logging.getLogger("amplitude_experiment.snapshot")
 
@@ -101,6 +102,39 @@ def remove_all(prefix: str, deployment_key: str) -> None:
             unlink(name)
     for version in list_versions(prefix, deployment_key, owner_uid=uid):
         unlink(version_name(prefix, deployment_key, version))
+
+def remove_by_key_hash(prefix: str, hashed: str) -> List[str]:
+    """Like :func:`remove_all` for the key whose ``key_hash`` is ``hashed``; returns the names unlinked."""
+    removed = []
+    name = "/%s.%s.idx" % (prefix, hashed)
+    try:
+        shm = posix_ipc.SharedMemory(name, flags=0)
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
+        shm = None
+    if shm is not None:
+        try:
+            stat = os.fstat(shm.fd)
+            if stat.st_size == INDEX_SIZE and is_backed(stat):
+                with mmap.mmap(shm.fd, INDEX_SIZE) as mm:
+                    words = memoryview(mm).cast("Q")
+                    words[W_VERSION] = RETIRED  # mapped readers re-open by name, find nothing, keep serving
+                    words.release()
+        except (OSError, ValueError):
+            pass
+        finally:
+            shm.close_fd()
+        if unlink(name):
+            removed.append(name)
+    stem = "%s.%s.v" % (prefix, hashed)
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        names = []
+    for entry in sorted(names):
+        if entry.startswith(stem) and parse_version(entry[len(stem):]) is not None and unlink("/" + entry):
+            removed.append("/" + entry)
+    return removed
+
 
 class SnapshotWriter:
     """flagd's side. One per (prefix, key) and process: creates the index (0640, optional group),
@@ -231,6 +265,11 @@ class SnapshotWriter:
         """The last version this writer (or its predecessor) published; 0 if none."""
         version = self._words[W_VERSION]
         return 0 if version == RETIRED else version
+
+    @property
+    def words(self) -> Any:
+        """The index as u64 words (None once closed), for the health words of ``health.py``."""
+        return self._words
 
     def publish(self, document: Mapping[str, Any], catalog: Optional[PlannedCatalog] = None) -> int:
         """Write a new version and make it current; returns the version.

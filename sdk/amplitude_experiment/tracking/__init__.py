@@ -18,6 +18,7 @@ from ._delivery import MAX_PENDING, EventPipeline, EventSink, ProcessAnalytics, 
 from .assignment import Assignment, AssignmentFilter, AssignmentService, to_event
 from .canonical import canonicalize
 from .dedup import DAY_MILLIS, DedupFilter
+from .encoding import Reporter
 from .exposure import Exposure, ExposureFilter, ExposureService, to_exposure_events
 from .hash_code import hash_code
 
@@ -77,13 +78,14 @@ class EvaluationTracker:
         self._assignment_filter: Optional[DedupFilter] = None
         self._exposure: Optional[EventPipeline] = None
         self._exposure_filter: Optional[DedupFilter] = None
+        report = Reporter(logger)
         if assignment_config is not None:
             send_props = bool(getattr(assignment_config, "send_evaluated_props", False))
             self._assignment_filter = DedupFilter(assignment_config.cache_capacity)
             self._assignment = EventPipeline(
                 "assignment",
                 assignment_config,
-                lambda record, callback: [to_event(record, send_props, callback)],
+                lambda record, callback: [to_event(record, send_props, callback, report)],
                 logger,
                 sink_factory,
                 max_pending,
@@ -94,7 +96,7 @@ class EvaluationTracker:
             self._exposure = EventPipeline(
                 "exposure",
                 exposure_config,
-                lambda record, callback: to_exposure_events(record, ttl, callback),
+                lambda record, callback: to_exposure_events(record, ttl, callback, report),
                 logger,
                 sink_factory,
                 max_pending,

@@ -6,6 +6,7 @@ from amplitude import Amplitude, BaseEvent
 
 from .canonical import ResultFilter, TrackedResult
 from .dedup import DAY_MILLIS
+from .encoding import Report, default_reporter, encodable, encodable_properties
 from .exposure import FLAG_TYPE_MUTUAL_EXCLUSION_GROUP, EventCallback
 from .hash_code import hash_code
 
@@ -36,14 +37,22 @@ class Assignment(TrackedResult):
     """An evaluation result as the deprecated assignment tracking sees it (one event per result)."""
 
 
-def to_event(assignment: Assignment, send_evaluated_props: bool, callback: Optional[EventCallback] = None) -> BaseEvent:
+def to_event(
+    assignment: Assignment,
+    send_evaluated_props: bool,
+    callback: Optional[EventCallback] = None,
+    report: Optional[Report] = None,
+) -> BaseEvent:
     """The ``[Experiment] Assignment`` event of one result, with the reference's fields exactly.
 
     Default variants are listed in the event properties and ``$unset`` from the user; every other
     variant is ``$set``. With ``send_evaluated_props`` the user's own properties are sent too; they
     are copied, never written back into the caller's ``User`` (quirk Q10 fixed), and ``None`` counts
-    as no properties.
+    as no properties. Values are sent as the reference sends them, whatever their type, except one
+    that JSON cannot encode: that value alone is converted or left out and ``report`` is told
+    (see :mod:`.encoding`; default: the ``Amplitude`` logger, once per kind).
     """
+    report = report or default_reporter()
     user = assignment.user
     event_properties: Dict[str, Any] = {}
     set_properties: Dict[str, Any] = {}
@@ -66,7 +75,7 @@ def to_event(assignment: Assignment, send_evaluated_props: bool, callback: Optio
             set_properties["[Experiment] " + flag_key] = variant.key
     user_properties: Dict[str, Any] = {}
     if send_evaluated_props:
-        user_properties.update(getattr(user, "user_properties", None) or {})
+        user_properties.update(encodable_properties(getattr(user, "user_properties", None), "user_properties", report))
     user_properties["$set"] = set_properties
     user_properties["$unset"] = unset_properties
     event = BaseEvent(
@@ -74,17 +83,18 @@ def to_event(assignment: Assignment, send_evaluated_props: bool, callback: Optio
         user_id=user.user_id,
         device_id=user.device_id,
         time=int(assignment.timestamp),
-        event_properties=event_properties,
-        user_properties=user_properties,
         insert_id="%s %s %d %d"
         % (user.user_id, user.device_id, hash_code(assignment.canonicalize()), int(assignment.timestamp / DAY_MILLIS)),
         callback=callback,
     )
+    # Plain attributes, as the reference sets the user's properties: passed to the constructor,
+    # one value of a type the analytics SDK does not expect (a tuple, a list of lists, a
+    # non-string key) would make it leave out the whole dict, $set and $unset included.
+    event.event_properties = encodable_properties(event_properties, "event_properties", report)
+    event.user_properties = user_properties
     if send_evaluated_props:
         for name in EVALUATED_PROPS:
-            # Plain attributes, as the reference sets them: the event's own setter would log and
-            # drop a value of an unexpected type instead of sending it.
-            setattr(event, name, getattr(user, name, None))
+            setattr(event, name, encodable(getattr(user, name, None), name, report))
     return event
 
 

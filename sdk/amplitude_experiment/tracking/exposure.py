@@ -6,6 +6,7 @@ from amplitude import Amplitude, BaseEvent
 
 from .canonical import ResultFilter, TrackedResult
 from .dedup import DAY_MILLIS
+from .encoding import Report, default_reporter, encodable_properties
 from .hash_code import hash_code, hash_code_concat
 
 EXPOSURE_EVENT_TYPE = "[Experiment] Exposure"
@@ -20,18 +21,28 @@ class Exposure(TrackedResult):
 
 
 def to_exposure_events(
-    exposure: Exposure, ttl_millis: int = DAY_MILLIS, callback: Optional[EventCallback] = None
+    exposure: Exposure,
+    ttl_millis: int = DAY_MILLIS,
+    callback: Optional[EventCallback] = None,
+    report: Optional[Report] = None,
 ) -> List[BaseEvent]:
     """One ``[Experiment] Exposure`` event per flag, in result order, the reference's fields exactly.
 
     Flags whose metadata says ``trackExposure: false`` or ``default`` are skipped: the user saw
     no experience worth attributing. The insert id hashes the flag key with the whole canonical
-    result, so Amplitude drops a repeat of the same exposure on the same day.
+    result, so Amplitude drops a repeat of the same exposure on the same day. Property dicts are
+    assigned after construction: the reference passes them to the constructor, which leaves out
+    the whole dict (the flag key with it) when flag metadata or a variant value holds a null in a
+    list or a list of lists. A value JSON cannot encode is converted or left out and ``report``
+    is told (see :mod:`.encoding`).
     """
+    report = report or default_reporter()
     user = exposure.user
     user_id = user.user_id
     device_id = user.device_id
     groups = getattr(user, "groups", None)
+    if groups:
+        groups = encodable_properties(groups, "groups", report)
     canonical = exposure.canonicalize()
     canonical_hash = hash_code(canonical)
     day = int(exposure.timestamp / ttl_millis)
@@ -60,11 +71,11 @@ def to_exposure_events(
             user_id=user_id,
             device_id=device_id,
             time=event_time,
-            event_properties=event_properties,
-            user_properties={"$set": set_properties, "$unset": {}},
             insert_id="%s %s %d %d" % (user_id, device_id, flag_hash, day),
             callback=callback,
         )
+        event.event_properties = encodable_properties(event_properties, "event_properties", report)
+        event.user_properties = encodable_properties({"$set": set_properties, "$unset": {}}, "user_properties", report)
         if groups:
             # Assigned directly, as the reference does: groups of lists are not "valid" event values.
             event.groups = groups
