@@ -30,7 +30,7 @@ def client_with(flags):
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
     client = LocalEvaluationClient("server-key", LocalEvaluationConfig(logger=logger))
-    for flag in EvaluationFlag.schema().load(flags, many=True):  # what its poller stores (§2.10)
+    for flag in EvaluationFlag.schema().load(flags, many=True):  # what its poller stores (docs/compatibility.md, 'Storage order')
         client.flag_config_storage.put_flag_config(flag)
     return client
 

@@ -1,11 +1,11 @@
 """Reference side of the differential test: runs under the reference SDK's interpreter (.refvenv).
 
 stdin: ``{"cases": [{"flags": [...], "users": [<flaggen user spec>], "subsets": [[key, ...], ...]}]}``;
-a case with ``"update": [...]`` serves those flags from the second poll on (storage order, §2.10).
+a case with ``"update": [...]`` serves those flags from the second poll on (storage order, docs/compatibility.md, 'Storage order').
 For each case the flags are served from a throwaway HTTP server on 127.0.0.1, so the reference
 loads them through its own poller and parser (``LocalEvaluationClient.start()``); then every user
 is evaluated with ``evaluate_v2`` for the whole config and for each key subset (passed as a list),
-then with the deprecated ``evaluate`` (whole config, default/undeployed variants filtered, §1.13).
+then with the deprecated ``evaluate`` (whole config, default/undeployed variants filtered, docs/compatibility.md, 'Deprecated filters').
 
 stdout: ``{"cases": [[<per user: [<per call: result>]>]]}`` where a result is the list of
 ``[flag_key, key, value, payload, metadata]`` in the order of the returned dict, or

@@ -4,7 +4,7 @@ Both clients, with their default configs apart from the server URL, call the sam
 (tests/stand_in.py) in a process of its own, from 1 thread and from 8. The stand-in answers
 either at once or after a fixed server time, which stands for the network and Amplitude's own
 latency: with it, throughput measures concurrency; without it, mostly client CPU on this machine.
-The reference serialises every fetch on one connection by default (reference-sdk.md §2.7); ours
+The reference serialises every fetch on one connection by default (docs/compatibility.md, 'Connection pool'); ours
 pools 10. The last row runs ours with ``connection_pool_max_size=1`` to show that the pool, not
 anything else, makes the difference. Read the ratios: the machine is shared and noisy.
 

@@ -642,7 +642,7 @@ def generate_fuzz_users(seed: int, count: int) -> List[Dict[str, Any]]:
 
 def generate_update(seed: int, count: int) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """Two successive flag configs: the second drops some flags, changes some, adds new ones and is
-    reshuffled, so that storage order (kept flags keep their place, §2.10) decides what undeclared
+    reshuffled, so that storage order (kept flags keep their place, docs/compatibility.md, 'Storage order') decides what undeclared
     readers see. The two lists never have the same length, so a client's flag count tells them apart."""
     import copy
 

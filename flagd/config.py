@@ -11,15 +11,13 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from amplitude_experiment._flag_api import DEFAULT_SERVER_URL, DEFAULT_SHM_PREFIX, EU_SERVER_URL, FLAGS_PATH
 from amplitude_experiment.snapshot.segment import key_hash
 
 __all__ = ["Config", "ConfigError", "ExitCode", "DEFAULT_SERVER_URL", "EU_SERVER_URL", "DEFAULT_SHM_PREFIX"]
 
-# reference-sdk.md §2.1: the flag-config hosts.
-DEFAULT_SERVER_URL = "https://api.lab.amplitude.com"
-EU_SERVER_URL = "https://flag.lab.eu.amplitude.com"
-# Must match LocalEvaluationConfig.shm_prefix's default so workers find the daemon without settings.
-DEFAULT_SHM_PREFIX = "amplitude-flagd"
+# The flag-config hosts and the shared-memory namespace are the SDK's (amplitude_experiment._flag_api),
+# so workers find the daemon without settings.
 
 
 class ExitCode(enum.IntEnum):
@@ -68,7 +66,8 @@ class Config:
         False, "publish a flags file that holds no flags (every flag off for every user); without it an empty "
         "list is refused as a mistake")
     poll_interval_ms: int = _option(30000, "how often to poll the API or check the flags file")
-    request_timeout_ms: int = _option(10000, "socket timeout of one flag-config request")
+    request_timeout_ms: int = _option(10000, "time limit of one whole flag-config request, "
+                                     "body included (also the connect and per-read timeout)")
     backoff_min_ms: int = _option(1000, "first retry delay after a failed fetch; doubles per failure, jittered")
     backoff_max_ms: int = _option(60000, "longest retry delay after failed fetches (at least the poll interval)")
     state_dir: Optional[str] = _option(
@@ -107,11 +106,12 @@ class Config:
 
     @property
     def flags_url(self) -> str:
-        """The poll URL (reference-sdk.md §2.8; EU switch as LocalEvaluationConfig does, §1.9)."""
+        """The poll URL; ``--server-zone eu`` with the default URL switches hosts as LocalEvaluationConfig does
+        (docs/compatibility.md, "Hosts")."""
         base = self.server_url.rstrip("/")
         if self.server_zone == "eu" and base == DEFAULT_SERVER_URL:
             base = EU_SERVER_URL
-        return base + "/sdk/v2/flags?v=0"
+        return base + FLAGS_PATH
 
     @property
     def source_name(self) -> str:

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any, Optional, TextIO
 
+from amplitude_experiment._logging import redact
+
 __all__ = ["Quoted", "setup_logging"]
 
 
@@ -44,9 +46,10 @@ class KeyValueFormatter(logging.Formatter):
 
 
 class RedactFilter(logging.Filter):
-    """Replaces a secret in the formatted message: the last line of defence for the deployment key.
+    """Redacts a secret in the formatted message and traceback: the last line of defence for the deployment key.
 
-    flagd never logs the key on purpose; this catches a library or an error message that echoes it.
+    flagd never logs the key on purpose; this catches a library or an error message that echoes it,
+    whole or any run of 8+ of its characters (a cut-off echo, a body excerpt).
     """
 
     def __init__(self, secret: str):
@@ -56,13 +59,14 @@ class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self._secret:
             message = record.getMessage()
-            if self._secret in message:
-                record.msg = message.replace(self._secret, "<redacted>")
+            cleaned = redact(message, self._secret)
+            if cleaned != message:
+                record.msg = cleaned
                 record.args = None
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
-            if record.exc_text and self._secret in record.exc_text:
-                record.exc_text = record.exc_text.replace(self._secret, "<redacted>")
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text, self._secret)
         return True
 
 

@@ -4,20 +4,23 @@ A source only fetches bytes. Parsing, validation and the decision to publish bel
 so both sources go through the same checks (and the same parser as the SDK).
 """
 
+import json
 import logging
-import random
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-import requests
+from amplitude_experiment._flag_api import MAX_FLAG_CONFIG_BYTES, Backoff
 
-from amplitude_experiment.version import LIBRARY
+from .log import Quoted
 
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["ApiSource", "Backoff", "FileSource", "FlagSource", "SourceError"]
 
 logger = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 64 * 1024 * 1024  # a bigger "flags file" is a mistake, not a config
+#: How many empty answers in a row, after a config with flags, make an empty config to publish.
+EMPTY_CONFIRMATIONS = 2
 
 
 class SourceError(Exception):
@@ -40,44 +43,73 @@ class FlagSource(Protocol):
 
 
 class ApiSource:
-    """``GET {server_url}/sdk/v2/flags?v=0`` with the reference SDK's headers (reference-sdk.md §2.8).
+    """``GET {server_url}/sdk/v2/flags?v=0`` with the SDK's headers (docs/compatibility.md, "Flag-config polls").
 
+    The whole request ends within ``timeout_s``, an answer over ``max_bytes`` is a failed fetch, and an
+    empty flag list (``[]``) after one with flags is a failed fetch until ``EMPTY_CONFIRMATIONS`` polls
+    in a row said so: one bad answer of an upstream must not empty every worker on the host at once.
     One keep-alive connection, reused across polls. Not thread safe: the daemon's loop is its only user.
     """
 
     backs_off = True
 
     def __init__(self, url: str, deployment_key: str, timeout_s: float, name: str,
-                 session_factory: Callable[[], requests.Session] = requests.Session):
+                 session_factory: Optional[Callable[[], "requests.Session"]] = None,
+                 max_bytes: int = MAX_FLAG_CONFIG_BYTES):
+        # Imported here: flagd with a flags file never loads an HTTP library.
+        import requests
+
+        from amplitude_experiment._http import FlagConfigFetcher
+
         self.name = name
-        self._url = url
-        self._timeout = timeout_s
-        self._headers = {
-            "Authorization": "Api-Key " + deployment_key,
-            "Content-Type": "application/json;charset=utf-8",
-            "X-Amp-Exp-Library": LIBRARY,
-        }
-        self._session_factory = session_factory
-        self._session: Optional[requests.Session] = None
+        self._fetcher = FlagConfigFetcher(url, deployment_key, timeout_s, max_bytes,
+                                          session_factory or requests.Session)
+        # Until an answer proves otherwise, assume the last config had flags: a restarted flagd
+        # facing an empty answer may be sitting on a published config with flags.
+        self._last_had_flags = True
+        self._empty_answers = 0
+        #: Whether the last answer handed out was an empty list that had to be confirmed (for ``status``).
+        self.confirmed_empty = False
 
     def fetch(self) -> bytes:
-        if self._session is None:
-            self._session = self._session_factory()
+        from amplitude_experiment._http import FlagFetchError
+
         try:
-            response = self._session.get(self._url, headers=self._headers, timeout=self._timeout)
-        except requests.RequestException as error:
-            # A broken connection must not be reused for the next attempt.
-            self.close()
-            raise SourceError("request failed: %s" % _without_url(error, self._url)) from None
-        if response.status_code != 200:
-            body = response.content[:200].decode("utf-8", "replace")
-            raise SourceError("HTTP %d: %s" % (response.status_code, body))
-        return response.content
+            body = self._fetcher.fetch()
+        except FlagFetchError as error:
+            raise SourceError(str(error)) from None
+        if not _is_empty_list(body):
+            self._last_had_flags = True
+            self._empty_answers = 0
+            self.confirmed_empty = False
+            return body
+        if not self._last_had_flags:
+            return body
+        self._empty_answers += 1
+        if self._empty_answers < EMPTY_CONFIRMATIONS:
+            raise SourceError("the API answered an empty flag list after a config with flags; it is published "
+                              "only if the next %d poll(s) answer the same" % (EMPTY_CONFIRMATIONS - self._empty_answers))
+        logger.warning("event=empty_config_confirmed source=%s answers=%d msg=%s", Quoted(self.name),
+                       self._empty_answers, Quoted("the API answered an empty flag list %d times in a row: "
+                                                   "publishing it, every worker will have no flags"
+                                                   % self._empty_answers))
+        self._last_had_flags = False
+        self._empty_answers = 0
+        self.confirmed_empty = True
+        return body
 
     def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.close()
+        self._fetcher.close()
+
+
+def _is_empty_list(body: bytes) -> bool:
+    if len(body) > 64 or b"[" not in body:
+        return False
+    try:
+        parsed: Any = json.loads(body)
+    except ValueError:
+        return False
+    return parsed == []
 
 
 class FileSource:
@@ -89,42 +121,20 @@ class FileSource:
 
     backs_off = False
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, max_bytes: int = MAX_FLAG_CONFIG_BYTES):
         self.name = "file:" + path
         self._path = path
+        self._max_bytes = max_bytes
 
     def fetch(self) -> bytes:
         try:
             with open(self._path, "rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
+                data = handle.read(self._max_bytes + 1)
         except OSError as error:
             raise SourceError("cannot read %s: %s" % (self._path, error.strerror or error)) from None
-        if len(data) > MAX_FILE_BYTES:
-            raise SourceError("%s is larger than %d bytes" % (self._path, MAX_FILE_BYTES))
+        if len(data) > self._max_bytes:
+            raise SourceError("%s is larger than %d bytes" % (self._path, self._max_bytes))
         return data
 
     def close(self) -> None:
         pass
-
-
-class Backoff:
-    """Delays between retries of a failing remote source: doubling, capped, with jitter.
-
-    Jitter ("equal jitter": half fixed, half random) keeps a fleet of hosts that lost the upstream at
-    the same moment from retrying in lockstep.
-    """
-
-    def __init__(self, minimum_s: float, maximum_s: float, uniform: Callable[[float, float], float] = random.uniform):
-        self._minimum = minimum_s
-        self._maximum = max(maximum_s, minimum_s)
-        self._uniform = uniform
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
-        base = min(self._maximum, self._minimum * (2 ** min(max(failures, 1) - 1, 30)))
-        return base / 2 + self._uniform(0, base / 2)
-
-
-def _without_url(error: Exception, url: str) -> str:
-    """requests repeats the whole URL in its messages; the source name already says where."""
-    return str(error).replace(url, "<url>")

@@ -38,6 +38,8 @@ class StatusReport(_StatusBase, total=False):
 
     version: int
     flag_count: int
+    #: The published config has no flags (after flags, flagd publishes ``[]`` only when the API repeated it).
+    empty_config: bool
     source: Optional[str]
     published_at: Optional[str]
     age_s: Optional[float]
@@ -122,10 +124,13 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
         problems.append("the state dir is failing, no last good copy is kept for restarts: %s" % (
             health.last_error if health.last_error_kind == "state_save_failed" else "see flagd's log"))
     degraded = bool(problems) and not stale
+    flag_count = len(snapshot)
     report.update(
         state="stale" if stale else "degraded" if degraded else "ok",
         version=snapshot.version,
-        flag_count=len(snapshot),
+        flag_count=flag_count,
+        # flagd publishes an empty list after flags only when the API confirmed it (docs/flagd.md).
+        empty_config=flag_count == 0,
         source=document.get("source"),
         published_at=_iso(state.published_at_ns or snapshot.created_ns),
         age_s=_age_s(now, state.published_at_ns or snapshot.created_ns),

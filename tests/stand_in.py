@@ -24,9 +24,16 @@ class _Server(ThreadingHTTPServer):
 
 
 class Answer:
-    """One scripted response: status, body (bytes, str or JSON-able), headers and an optional delay."""
+    """One scripted response: status, body (bytes, str or JSON-able), headers and an optional delay.
 
-    def __init__(self, status: int = 200, body: Any = b"", headers: Optional[Dict[str, str]] = None, delay: float = 0.0):
+    ``trickle`` sends the body one byte every that many seconds after the headers (a server that
+    outlives a per-read timeout), and with ``trickle_headers`` the status line and headers too;
+    ``declare_length=False`` sends no Content-Length and closes the
+    connection after the body, so a client learns the size only by reading.
+    """
+
+    def __init__(self, status: int = 200, body: Any = b"", headers: Optional[Dict[str, str]] = None, delay: float = 0.0,
+                 trickle: float = 0.0, declare_length: bool = True, trickle_headers: bool = False):
         self.status = status
         if isinstance(body, bytes):
             self.body = body
@@ -36,6 +43,9 @@ class Answer:
             self.body = json.dumps(body).encode()
         self.headers = headers or {}
         self.delay = delay
+        self.trickle = trickle
+        self.trickle_headers = trickle_headers
+        self.declare_length = declare_length
 
 
 class Seen:
@@ -140,12 +150,30 @@ class StandIn:
                 if answer.delay:
                     time.sleep(answer.delay)
                 try:
+                    if answer.trickle_headers:
+                        head = ("HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (answer.status, len(answer.body))).encode()
+                        for index in range(len(head)):  # bounded by the header's length
+                            time.sleep(answer.trickle)
+                            self.wfile.write(head[index:index + 1])
+                        self.wfile.write(answer.body)
+                        return
                     self.send_response(answer.status)
                     for name, value in answer.headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(answer.body)))
+                    if answer.declare_length:
+                        self.send_header("Content-Length", str(len(answer.body)))
+                    else:
+                        self.send_header("Connection", "close")
+                        self.close_connection = True
                     self.end_headers()
-                    self.wfile.write(answer.body)
+                    if answer.trickle:
+                        self.wfile.flush()
+                        for index in range(len(answer.body)):  # bounded by the body's length
+                            time.sleep(answer.trickle)
+                            self.wfile.write(answer.body[index:index + 1])
+                            self.wfile.flush()
+                    else:
+                        self.wfile.write(answer.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 

@@ -1,4 +1,4 @@
-"""The public API is the reference's (reference-sdk.md §1): names, import paths, defaults, shapes."""
+"""The public API is the reference's (docs/compatibility.md, 'Public API'): names, import paths, defaults, shapes."""
 
 import importlib
 import json
@@ -71,7 +71,7 @@ def test_fetch_exception_carries_status():
     assert isinstance(error, Exception)
 
 
-# --- Variant (§1.4) ------------------------------------------------------------------------------
+# --- Variant (docs/compatibility.md, 'Public API') ------------------------------------------------
 
 
 def test_variant_positional_order_is_value_first():
@@ -102,7 +102,7 @@ def test_variant_str_mentions_its_fields():
     assert "k" in text and "v" in text and "p" in text
 
 
-# --- User (§1.3) ---------------------------------------------------------------------------------
+# --- User (docs/compatibility.md, 'Public API') ---------------------------------------------------
 
 USER_FIELDS = ["device_id", "user_id", "country", "city", "region", "dma", "language", "platform", "version", "os",
                "device_manufacturer", "device_brand", "device_model", "carrier", "library", "ip_address",
@@ -134,7 +134,7 @@ def test_user_has_identity_equality():
     assert User(user_id="u") != User(user_id="u")
 
 
-# --- Experiment factory (§1.2) -------------------------------------------------------------------
+# --- Experiment factory (docs/compatibility.md, 'Public API') -------------------------------------
 
 
 def test_factory_returns_the_same_instance_and_ignores_later_configs():
@@ -160,7 +160,7 @@ def test_clients_reject_empty_keys():
             cls("")
 
 
-# --- configs (§1.6, §1.9, §1.12) -----------------------------------------------------------------
+# --- configs (docs/compatibility.md, 'Public API') ------------------------------------------------
 
 
 def test_remote_config_defaults():
@@ -231,7 +231,7 @@ def test_cookie_is_exposed():
     assert AmplitudeCookie.cookie_name("1234567") == "amp_123456"
 
 
-# --- LocalEvaluationClient behaviour (§1.10, §1.13) ----------------------------------------------
+# --- LocalEvaluationClient behaviour (docs/compatibility.md, 'Public API', 'Deprecated filters') ---
 
 FLAGS = [
     {"key": "on-flag", "metadata": {"deployed": True}, "variants": {"on": {"key": "on", "value": "on"}},

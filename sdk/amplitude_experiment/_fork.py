@@ -23,5 +23,4 @@ def notice_fork() -> None:
     FORKS.generation += 1
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=notice_fork)
+os.register_at_fork(after_in_child=notice_fork)

@@ -1,10 +1,13 @@
-"""The SDK's one logger rule, shared by every config (reference-sdk.md §6.1)."""
+"""The SDK's one logger rule (docs/compatibility.md, "Logging"), and what keeps secrets out of messages."""
 
 import logging
 import sys
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 SDK_LOGGER_NAME = "Amplitude"
+#: A run of this many consecutive characters of a secret is treated as the secret itself.
+SECRET_RUN = 8
+REDACTED = "<redacted>"
 
 
 class FallbackStderrHandler(logging.StreamHandler):
@@ -48,8 +51,35 @@ def resolve_logger(debug: bool, logger: Optional[logging.Logger]) -> logging.Log
     return shared
 
 
-def redact_key(key: Optional[str]) -> str:
-    """A deployment key shortened for logs: enough to tell keys apart, never enough to use one."""
-    if not key:
-        return "<empty>"
-    return key[:4] + "…" if len(key) > 8 else "…"
+def redact(text: str, secret: str) -> str:
+    """``text`` with every run of ``SECRET_RUN`` or more consecutive characters of ``secret`` replaced.
+
+    A whole secret, a secret cut short by truncation, or a piece of one echoed back by a server all
+    become ``<redacted>``. A secret shorter than ``SECRET_RUN`` is matched whole only.
+    """
+    if not secret or not text:
+        return text
+    run = min(SECRET_RUN, len(secret))
+    pieces = {secret[i:i + run] for i in range(len(secret) - run + 1)}
+    spans: List[Tuple[int, int]] = []
+    for start in range(len(text) - run + 1):
+        if text[start:start + run] in pieces:
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], start + run)
+            else:
+                spans.append((start, start + run))
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end in spans:
+        out.append(text[last:start])
+        out.append(REDACTED)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def report_problems(logger: logging.Logger, flags: Any, origin: str) -> None:
+    """Log what is wrong with a newly loaded flag set (a ``FlagSet``: its ``problems``), once per version."""
+    for problem in flags.problems:
+        logger.error("[Experiment] %s: %s", origin, problem)

@@ -1,4 +1,4 @@
-"""Reading and writing the identity cookie of Amplitude's browser SDKs (reference-sdk.md §5).
+"""Reading and writing the identity cookie of Amplitude's browser SDKs (docs/compatibility.md, 'Cookies').
 
 Two formats exist. The old JavaScript SDK stores ``deviceId.base64(userId).optOut.sessionId...``
 in ``amp_<first 6 key chars>``; Browser SDK 2 stores base64(URL-encoded JSON) in

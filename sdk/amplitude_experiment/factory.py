@@ -1,7 +1,6 @@
 import threading
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-from ._logging import redact_key
 from .local.client import LocalEvaluationClient
 from .local.config import LocalEvaluationConfig
 from .remote.client import RemoteEvaluationClient
@@ -43,8 +42,10 @@ def _one_per_key(registry: Dict[str, Client], api_key: str, build: Callable[[], 
             return client
     existing: Any = client
     if config is not None and config is not existing.config:
+        from .snapshot.layout import key_hash  # the key's one public name (flagd's logs use it too)
+
         existing.logger.warning(
-            "[Experiment] Experiment.%s(%s, config): a client for this deployment key already exists; it is "
-            "returned and the new config is ignored. Build the client once (or call %s without a config).",
-            caller, redact_key(api_key), caller)
+            "[Experiment] Experiment.%s(<key hash %s>, config): a client for this deployment key already exists; "
+            "it is returned and the new config is ignored. Build the client once (or call %s without a config).",
+            caller, key_hash(api_key), caller)
     return client

@@ -1,8 +1,8 @@
 """Differential test: the reference SDK (amplitude-experiment==1.13.0) and ours evaluate the same
 generated flag configs for the same users, whole config, with ``flag_keys`` subsets and through the
-deprecated ``evaluate`` (default/undeployed filter, §1.13), and must
+deprecated ``evaluate`` (default/undeployed filter, docs/compatibility.md, 'Deprecated filters'), and must
 agree exactly on which flags appear, in which order, and on key, value, payload and metadata
-(reference-sdk.md "exact parity"; style.md §6 item 14).
+(docs/compatibility.md: evaluation results exactly as the reference).
 
 The reference runs in its own interpreter (benchmarks/reference_env.py, benchmarks/_ref_eval.py)
 and loads the configs through its own poller from a 127.0.0.1 server; ours loads them through our
@@ -43,7 +43,7 @@ CASES = [
 FUZZ_CASES = [(9, 1200, 250)]
 
 
-# (seed, flags, users): a second poll reorders, drops, changes and adds flags (§2.10 storage order).
+# (seed, flags, users): a second poll reorders, drops, changes and adds flags (docs/compatibility.md, 'Storage order').
 UPDATE_CASES = [(12, 50, 300)]
 
 

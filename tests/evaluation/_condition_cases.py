@@ -2,8 +2,7 @@
 
 Pure data with no imports, so that the same table can be replayed against the reference SDK's
 engine when the expectations are revisited (every row was checked against 1.13.0). The property
-is ``user_properties["p"]``; a row without ``"value"`` leaves it missing. Sources: reference-sdk.md
-§3.5-§3.9 and the worked examples of §3.13.
+is ``user_properties["p"]``; a row without ``"value"`` leaves it missing. Sources: docs/compatibility.md, 'Condition matching', 'Missing values', 'Operators', 'Semantic versions' and the worked examples the reference was checked with.
 """
 
 OPERATORS = (
@@ -14,7 +13,7 @@ OPERATORS = (
     "regex match", "regex does not match",
 )
 
-# §3.6: what a missing or falsy property gives, with N = "(none)" in the filter values.
+# docs/compatibility.md, 'Missing values': what a missing or falsy property gives, with N = "(none)" in the filter values.
 NULL_IS_N = frozenset(("is", "contains", "less", "less or equal", "greater", "greater or equal",
                        "version less", "version less or equal", "version greater", "version greater or equal",
                        "set is", "set contains", "set contains any"))
@@ -40,7 +39,7 @@ def _missing(ident, op, values, expected):
 
 
 CASES = [
-    # --- is / is not (§3.7.1) and string coercion (§3.5)
+    # --- is / is not (docs/compatibility.md, 'Operators') and string coercion (docs/compatibility.md, 'Condition matching')
     _case("E1 is any of", "team", "is", ["pro", "team"], True),
     _case("E2 zero is treated as null", 0, "is", ["0"], False),
     _case("E2b zero is (none)", 0, "is", ["(none)"], True),
@@ -80,7 +79,7 @@ CASES = [
     _case("list element floats", [1.0, 2], "is", ["1.0"], True),
     _case("list element booleans fold", [True], "is", ["true"], True),
     _case("list element dicts", [{"k": 1}], "is", ['{"k": 1}'], True),
-    # --- contains (§3.7.2)
+    # --- contains (docs/compatibility.md, 'Operators')
     _case("E12 contains is case-insensitive", "United States", "contains", ["STATES"], True),
     _case("no casefolding", "stra\u00dfe", "contains", ["SS"], False),
     _case("empty needle matches", "abc", "contains", [""], True),
@@ -90,7 +89,7 @@ CASES = [
     _case("does not contain absent", "abc", "does not contain", ["x"], True),
     _case("does not contain any-match on lists", ["ab", "cd"], "does not contain", ["a"], True),
     _case("contains on a number", 12345, "contains", ["234"], True),
-    # --- numeric comparisons (§3.7.3)
+    # --- numeric comparisons (docs/compatibility.md, 'Operators')
     _case("E6 numeric less", "9", "less", ["10"], True),
     _case("E6b string fallback", "9a", "less", ["10"], False),
     _case("string fallback against all raw filters", "abc", "greater", ["x", "5"], True),
@@ -113,7 +112,7 @@ CASES = [
     _case("numbers as int", 10, "greater or equal", ["10"], True),
     _case("leading plus", "+5", "greater", ["4"], True),
     _case("bare dot", ".5", "less", ["1"], True),
-    # --- versions (§3.7.4, §3.9)
+    # --- versions (docs/compatibility.md, 'Operators', 'Semantic versions')
     _case("E4 version greater", "1.10.0", "version greater", ["1.9.0"], True),
     _case("E4b trailing hyphen is a pre-release", "1.2.3-", "version greater or equal", ["1.2.3"], False),
     _case("trailing hyphen is less", "1.2.3-", "version less", ["1.2.3"], True),
@@ -136,7 +135,7 @@ CASES = [
     _case("equal versions strict", "1.2.3", "version less", ["1.2.3"], False),
     _case("Unicode digits", "\u0661.\u0662.\u0663", "version greater or equal", ["1.2.3"], True),
     _case("version on a list is any-match", ["1.0.0", "3.0.0"], "version greater", ["2.0.0"], True),
-    # --- regex (§3.7.5)
+    # --- regex (docs/compatibility.md, 'Operators')
     _case("E11 regex match", "a@example.com", "regex match", ["@example\\.com$"], True),
     _case("inline flags", "A@EXAMPLE.COM", "regex match", ["(?i)example"], True),
     _case("unanchored", "xabc", "regex match", ["abc"], True),
@@ -146,7 +145,7 @@ CASES = [
     _case("regex on list any-match", ["x", "ab"], "regex match", ["^a"], True),
     _case("regex on a number", 123, "regex match", ["^\\d+$"], True),
     _case("regex any pattern", "abc", "regex match", ["^z", "c$"], True),
-    # --- set operators (§3.7.6)
+    # --- set operators (docs/compatibility.md, 'Operators')
     _case("E5 set op on scalar is false", "a", "set contains", ["a"], False),
     _case("E5b set op on JSON-string list", '["a","b"]', "set contains", ["a"], True),
     _case("negated set op on scalar is false", "abc", "set does not contain", ["a"], False),

@@ -1,4 +1,4 @@
-"""Builders for evaluation tests: flag JSON in the §3.13 shape and a one-call evaluator."""
+"""Builders for evaluation tests: flag JSON in one common shape and a one-call evaluator."""
 
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -14,7 +14,7 @@ def condition(selector: List[str], op: str, values: List[str]) -> Dict[str, Any]
 
 
 def e_flag(cond: Dict[str, Any], key: str = "F") -> Dict[str, Any]:
-    """reference-sdk.md §3.13's common shape: ``on`` when the condition holds, the default ``off`` otherwise."""
+    """The common shape: ``on`` when the condition holds, the default ``off`` otherwise."""
     return {
         "key": key,
         "metadata": {"flagType": "release", "flagVersion": 1},

@@ -1,4 +1,4 @@
-"""Bad input never raises from evaluate_v2 (style.md §6 item 7): odd users, odd keys, odd configs."""
+"""Bad input never raises from evaluate_v2: odd users, odd keys, odd configs."""
 
 import logging
 import math

@@ -1,4 +1,4 @@
-"""Bucketing (reference-sdk.md §3.10): murmur3 x86_32, allocation = h % 100, distribution = h // 100."""
+"""Bucketing (docs/compatibility.md, 'Bucketing'): murmur3 x86_32, allocation = h % 100, distribution = h // 100."""
 
 import mmh3
 import pytest
@@ -7,7 +7,7 @@ from _flagkit import run
 
 from amplitude_experiment import User
 
-# Vectors from reference-sdk.md §3.10 plus ones computed with the reference's own hash.
+# Vectors from docs/compatibility.md, 'Bucketing' plus ones computed with the reference's own hash.
 VECTORS = {
     "": 0,
     "a": 1009084850,

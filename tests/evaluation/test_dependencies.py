@@ -1,4 +1,4 @@
-"""Which flags run and in what order (reference-sdk.md §3.2-§3.3): dependencies, cycles, subsets, visibility."""
+"""Which flags run and in what order (docs/compatibility.md, 'Flag order and dependencies', 'Evaluating a flag'): dependencies, cycles, subsets, visibility."""
 
 import pytest
 

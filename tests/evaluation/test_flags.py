@@ -1,4 +1,4 @@
-"""Evaluating one flag (reference-sdk.md §3.3, §3.11): segments in order, variants, defaults, metadata merge."""
+"""Evaluating one flag (docs/compatibility.md, 'Evaluating a flag', 'Metadata'): segments in order, variants, defaults, metadata merge."""
 
 from _flagkit import condition, e_flag, run
 

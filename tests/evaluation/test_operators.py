@@ -1,4 +1,4 @@
-"""All 20 operators, null handling, coercions, list-valued properties and selectors (reference-sdk.md §3.4-§3.8)."""
+"""All 20 operators, null handling, coercions, list-valued properties and selectors (docs/compatibility.md, 'Selectors', 'Condition matching', 'Missing values', 'Operators')."""
 
 import pytest
 
@@ -22,7 +22,7 @@ def test_table_covers_every_operator():
 @pytest.mark.parametrize("values", [["x"], ["x", "(none)"], ["(none)"], []], ids=["x", "x+none", "none", "empty"])
 @pytest.mark.parametrize("value", FALSY_VALUES + (None, "missing"), ids=repr)
 def test_null_matching_for_every_operator(op, values, value):
-    """Missing, None and every falsy value (Q8) are the same null (§3.6)."""
+    """Missing, None and every falsy value (Q8) are the same null (docs/compatibility.md, 'Missing values')."""
     user = User(user_properties={}) if value == "missing" else with_property(value)
     assert holds(condition(PROPERTY, op, values), user) is null_expectation(op, values)
 
@@ -52,7 +52,7 @@ def test_nested_dict_selection():
 
 def test_top_level_attributes_and_extras():
     user = User(user_id="u1", country="United States", version="1.10.0")
-    user.plan_tier = "gold"  # extra attributes reach the context (§3.1)
+    user.plan_tier = "gold"  # extra attributes reach the context (docs/compatibility.md, 'Evaluation context')
     assert holds(condition(["context", "user", "country"], "contains", ["STATES"]), user)
     assert holds(condition(["context", "user", "version"], "version greater", ["1.9.0"]), user)
     assert holds(condition(["context", "user", "plan_tier"], "is", ["gold"]), user)

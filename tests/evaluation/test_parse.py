@@ -1,4 +1,4 @@
-"""The flag-config parser (reference-sdk.md §2.9, §2.10): what is accepted, ignored and rejected."""
+"""The flag-config parser (docs/compatibility.md, 'Flag-config validation', 'Storage order'): what is accepted, ignored and rejected."""
 
 import copy
 
@@ -122,7 +122,7 @@ def test_unknown_fields_are_ignored(path):
 
 
 def test_storage_order_keeps_positions_of_replaced_flags():
-    """§2.10: store [a,b,c], then [d,c,a] → order a, c, d."""
+    """docs/compatibility.md, 'Storage order': store [a,b,c], then [d,c,a] → order a, c, d."""
     first = compile_flags([simple_flag(k) for k in "abc"])
     second = compile_flags([simple_flag(k) for k in "dca"], previous_order=list(first.flags))
     assert list(second.flags) == ["a", "c", "d"]

@@ -1,4 +1,4 @@
-"""Semantic versions as the reference reads them (reference-sdk.md §3.9), quirk Q9 included."""
+"""Semantic versions as the reference reads them (docs/compatibility.md, 'Semantic versions'), quirk Q9 included."""
 
 import pytest
 

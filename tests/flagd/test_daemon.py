@@ -64,7 +64,7 @@ def test_polls_api_with_reference_headers_and_publishes_once_per_change(stand_in
 
 
 def test_storage_order_is_stable_across_updates(stand_in, flagd, shm_prefix, deployment_key):
-    """Existing flags keep their position and new ones are appended (reference-sdk.md §2.10)."""
+    """Existing flags keep their position and new ones are appended (docs/compatibility.md, 'Storage order')."""
     first = marker_flags("a", extra=2)  # marker, extra-0, extra-1
     stand_in.answer("GET", FLAGS, Answer(200, first))
     daemon = flagd(*api_args(stand_in)).start()

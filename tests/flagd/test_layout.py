@@ -1,4 +1,4 @@
-"""The rules flagd's layering promises (style.md §6 item 12), checked on the source itself."""
+"""The rules flagd's layering promise, checked on the source itself."""
 
 import ast
 import pathlib

@@ -85,7 +85,7 @@ def test_polls_at_the_interval_and_picks_up_changes(stand_in):
 @pytest.mark.parametrize(
     "bad_answer, logged",
     [
-        (Answer(500, "upstream broke"), "answered 500: upstream broke"),
+        (Answer(500, "upstream broke"), "HTTP 500: upstream broke"),
         (Answer(200, "<html>not json"), "not JSON"),
         (Answer(200, {"flags": []}), "must be a JSON array"),
         (Answer(200, [flag("good"), {"key": "broken", "variants": {}, "segments": None}]), "flag 'broken': segments"),
@@ -158,7 +158,7 @@ def test_stop_ends_polling(stand_in):
 
 
 def test_storage_order_follows_the_reference(stand_in):
-    """Flags already held keep their position, new ones are appended (reference-sdk.md §2.10)."""
+    """Flags already held keep their position, new ones are appended (docs/compatibility.md, 'Storage order')."""
     first = [flag("a"), flag("b"), flag("c")]
     second = [flag("d"), flag("c"), flag("a")]
     stand_in.answer("GET", FLAGS_PATH, Answer(200, first), Answer(200, second))
@@ -235,6 +235,45 @@ def test_unknown_fields_in_a_config_are_ignored(stand_in):
     with client_for(stand_in) as client:
         client.start()
         assert keys_and_values(client.evaluate_v2(User())) == {"a": "on"}
+
+
+@pytest.mark.parametrize("flag_source", ["poll", "auto"])
+def test_forks_while_polls_fail_never_leave_a_child_hanging(stand_in, tmp_path, shm_prefix, flag_source):
+    """Issue 10, item 6: a fork landing while the poller thread logs must not copy a held stream lock."""
+    import subprocess
+    import sys
+
+    stand_in.answer("GET", FLAGS_PATH, Answer(503, "down"))
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fork_while_polling.py")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(root, "sdk"), root]))
+    with open(str(tmp_path / "stderr"), "wb") as stderr:
+        completed = subprocess.run([sys.executable, script, stand_in.url, "300", "5", flag_source, shm_prefix],
+                                   env=env, stdout=subprocess.PIPE, stderr=stderr, timeout=300, check=True)
+    hung, polls = (int(word) for word in completed.stdout.split())
+    assert polls > 100  # the poller kept failing (and logging) while the forks went on
+    assert hung == 0
+
+
+def test_a_trickling_answer_is_cut_at_the_request_timeout(stand_in):
+    """Issue 10, item 5: a server sending a byte every 20 ms never trips a per-read timeout of 300 ms."""
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, b"[" + b" " * 200 + b"]", trickle=0.02))
+    with client_for(stand_in, interval_ms=60000, timeout_ms=300) as client:
+        client.start()
+        status = client._source.status()
+    assert status["consecutive_failures"] == 1 and "timed out" in status["last_error"], status
+
+
+def test_an_error_page_echoing_the_key_is_redacted_in_the_poll_error(stand_in, caplog):
+    """Issue 10, item 3: the poller's error holds no 8-character run of the deployment key."""
+    key = "server-key-123"
+    head = "<html>" + "x" * 100 + " Authorization: Api-Key "
+    stand_in.answer("GET", FLAGS_PATH, Answer(502, head + "y" * (200 - len(head) - len(key) + 2) + key))
+    with caplog.at_level(logging.ERROR, logger="Amplitude"):
+        with client_for(stand_in) as client:
+            client.start()
+    assert not any(key[i:i + 8] in caplog.text for i in range(len(key) - 7)), caplog.text
+    assert "HTTP 502" in caplog.text
 
 
 def test_a_poll_that_changes_one_flag_compiles_one_flag(stand_in):

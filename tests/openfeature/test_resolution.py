@@ -161,7 +161,7 @@ def test_provider_not_ready_until_the_first_flags_load(stand_in, events):
     of = api.get_client()
     assert of.get_provider_status() == ProviderStatus.ERROR
     error = events.wait_for(ProviderEvent.PROVIDER_ERROR)
-    assert error.error_code == ErrorCode.PROVIDER_NOT_READY and "answered 503" in error.message
+    assert error.error_code == ErrorCode.PROVIDER_NOT_READY and "HTTP 503" in error.message
     details = of.get_boolean_details("bool-on", False)
     assert (details.value, details.reason, details.error_code) == (False, Reason.ERROR, ErrorCode.PROVIDER_NOT_READY)
     stand_in.answer("GET", FLAGS_PATH, Answer(200, typed_flags()))

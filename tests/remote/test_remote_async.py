@@ -1,4 +1,4 @@
-"""``fetch_async_v2`` and the deprecated ``fetch``/``fetch_async``: callbacks, futures, the executor (§1.7, §1.13, §2.6).
+"""``fetch_async_v2`` and the deprecated ``fetch``/``fetch_async``: callbacks, futures, the executor (docs/compatibility.md, 'Public API', 'Deprecated filters', 'Remote results and retries').
 
 Every test waits on the returned future, which completes after the callback has returned.
 """

@@ -1,4 +1,4 @@
-"""``RemoteEvaluationConfig``: the documented options, their defaults, the EU zone and the logger (§1.6, §6.1)."""
+"""``RemoteEvaluationConfig``: the documented options, their defaults, the EU zone and the logger (docs/compatibility.md, 'Public API', 'Logging')."""
 
 import logging
 

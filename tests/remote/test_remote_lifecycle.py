@@ -1,4 +1,4 @@
-"""Connections, concurrency, ``close()``, the context manager and ``fork()`` (§1.7, §2.7)."""
+"""Connections, concurrency, ``close()``, the context manager and ``fork()`` (docs/compatibility.md, 'Public API', 'Connection pool')."""
 
 import os
 import threading

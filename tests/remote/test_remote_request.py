@@ -1,4 +1,4 @@
-"""What the client sends: path, headers and body, as the stand-in recorded them (reference-sdk.md §2.2)."""
+"""What the client sends: path, headers and body, as the stand-in recorded them (docs/compatibility.md, 'Remote requests')."""
 
 import base64
 import json

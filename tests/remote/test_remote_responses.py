@@ -1,4 +1,4 @@
-"""What ``fetch_v2`` makes of each answer, and how many attempts the stand-in saw (§2.3-§2.5, Q1, Q2)."""
+"""What ``fetch_v2`` makes of each answer, and how many attempts the stand-in saw (docs/compatibility.md, 'Remote results and retries', Q1, Q2)."""
 
 import logging
 

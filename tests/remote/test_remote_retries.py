@@ -1,4 +1,4 @@
-"""Retries: how many attempts, and the gaps between them, read from the stand-in's arrival times (§2.4, Q3).
+"""Retries: how many attempts, and the gaps between them, read from the stand-in's arrival times (docs/compatibility.md, 'Remote results and retries', Q3).
 
 The gaps include each failed attempt's own round trip, so they are checked against the backoff
 from below tightly and from above with room for a loaded machine.

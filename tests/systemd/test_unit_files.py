@@ -1,7 +1,7 @@
 """The files in systemd/: the flagd template unit, the sysusers.d file, the reader examples, the env file.
 
 Two tiers. The directive tests parse every file and run everywhere; they hold the settings that keep
-shared memory working (design.md §5) and reject any directive or value our table does not know.
+shared memory working (docs/systemd.md) and reject any directive or value our table does not know.
 Where systemd is installed, ``systemd-analyze verify`` and ``systemd-sysusers --root`` check the
 same files with systemd's own parsers.
 """
@@ -90,7 +90,7 @@ def test_flagd_keeps_shared_memory_alive_across_restarts():
     # Group-readable, never group- or world-writable (readers refuse writable segments).
     umask = int(last(flagd, "Service", "UMask"), 8)
     assert umask & 0o022 == 0o022 and umask & 0o007 == 0o007 and umask & 0o040 == 0
-    # Safe by design.md §5: the private /dev keeps the host's /dev/shm; strict leaves /dev writable.
+    # Safe by docs/systemd.md: the private /dev keeps the host's /dev/shm; strict leaves /dev writable.
     assert last(flagd, "Service", "PrivateDevices") == "yes"
     assert last(flagd, "Service", "ProtectSystem") == "strict"
     # Needs AF_UNIX for NOTIFY_SOCKET and the journal, AF_INET* for Amplitude.

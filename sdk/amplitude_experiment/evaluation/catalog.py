@@ -211,7 +211,7 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
         any(compiled[key].needs_exact_user_entry for key in ordered_keys))
 
 
-# --- dependency order (docs/compatibility.md, "Dependencies") ----------------------------------
+# --- dependency order (docs/compatibility.md, "Flag order and dependencies") ----------------------------------
 
 
 def flags_on_cycles(keys: Sequence[str], dependencies: Mapping[str, Sequence[str]]) -> frozenset:

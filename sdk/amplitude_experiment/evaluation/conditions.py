@@ -1,4 +1,4 @@
-"""Conditions compiled into predicates over an evaluation target (reference-sdk.md §3.4-§3.8).
+"""Conditions compiled into predicates over an evaluation target (docs/compatibility.md, 'Selectors', 'Condition matching', 'Missing values', 'Operators').
 
 Everything that depends only on the flag config (filter value sets, parsed numbers and versions,
 compiled regexes, the answer for a missing property) is computed once here, so a predicate call
@@ -41,7 +41,7 @@ REGEX_DOES_NOT_MATCH = "regex does not match"
 SET_OPERATORS = frozenset(
     (SET_IS, SET_IS_NOT, SET_CONTAINS, SET_DOES_NOT_CONTAIN, SET_CONTAINS_ANY, SET_DOES_NOT_CONTAIN_ANY)
 )
-# What a condition answers when the property is missing or falsy (§3.6): "(none)" in the values
+# What a condition answers when the property is missing or falsy (docs/compatibility.md, 'Missing values'): "(none)" in the values
 # for these, its negation for the next set, and false for every other operator.
 _NULL_MEANS_NONE_LISTED = frozenset(
     (IS, CONTAINS, LESS, LESS_OR_EQUAL, GREATER, GREATER_OR_EQUAL, VERSION_LESS, VERSION_LESS_OR_EQUAL,
@@ -63,7 +63,7 @@ _VERSION_ORDERINGS = {
     VERSION_GREATER_OR_EQUAL: GREATER_OR_EQUAL,
 }
 
-# --- selection (§3.4) -------------------------------------------------------------------------
+# --- selection (docs/compatibility.md, 'Selectors') -----------------------------------------------
 
 
 def compile_selector(path: Sequence[str]) -> Callable[[Any], Any]:
@@ -141,7 +141,7 @@ def _get(value: Any, element: str) -> Any:
         return None
 
 
-# --- coercion (§3.5) --------------------------------------------------------------------------
+# --- coercion (docs/compatibility.md, 'Condition matching') ---------------------------------------
 
 
 def coerce_string(value: Any) -> Optional[str]:
@@ -188,10 +188,10 @@ def _parse_number(text: str) -> Optional[float]:
         return None
 
 
-# --- single-string matchers (§3.7) ------------------------------------------------------------
+# --- single-string matchers (docs/compatibility.md, 'Operators') ----------------------------------
 
 
-# `is not`, `does not contain` and `regex does not match` negate per element (§3.5), so each
+# `is not`, `does not contain` and `regex does not match` negate per element (docs/compatibility.md, 'Condition matching'), so each
 # matcher takes `negate` and answers the negated question itself: no wrapper call per test.
 
 
@@ -295,7 +295,7 @@ def _string_matcher(op: str, values: Sequence[str]) -> Tuple[Optional[StringMatc
     return None, []
 
 
-# --- set matchers (§3.7.6) --------------------------------------------------------------------
+# --- set matchers (docs/compatibility.md, 'Operators') --------------------------------------------
 
 
 def _set_matcher(op: str, values: Sequence[str]) -> Callable[[List[str]], bool]:
@@ -351,7 +351,7 @@ def compile_condition(selector: Sequence[str], op: str, values: Sequence[str]) -
     else:
         matches, invalid = _string_matcher(op, values)
         test = _TEST_STRING
-        if matches is None:  # unknown operator: false whatever the property holds (§3.6)
+        if matches is None:  # unknown operator: false whatever the property holds (docs/compatibility.md, 'Missing values')
             return _always_false, []
     if not _selectable(selector):
         return (_always_true if if_missing else _always_false), invalid
@@ -407,7 +407,7 @@ def _whole_result_predicate(selector: Sequence[str], matches: StringMatcher, if_
 
 
 def _match_elements(prop: Any, matches: StringMatcher) -> bool:
-    """A non-set operator on a value that is not a plain string: any element of a list matches (§3.5)."""
+    """A non-set operator on a value that is not a plain string: any element of a list matches (docs/compatibility.md, 'Condition matching')."""
     props = _coerce_list(prop)
     if props is None:
         return matches(coerce_string(prop))

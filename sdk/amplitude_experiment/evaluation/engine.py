@@ -1,4 +1,4 @@
-"""Evaluate a flag set for one context: pure, no I/O, no logging (docs/compatibility.md, "Evaluation")."""
+"""Evaluate a flag set for one context: pure, no I/O, no logging (docs/compatibility.md, "Flag order and dependencies", "Evaluating a flag")."""
 
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 

@@ -3,7 +3,7 @@
 flagd (before it publishes), the SDK's poller and the shared-memory reader all compile through
 :func:`compile_flag`; whole-config work (storage order, dependencies, cycles, digests) lives in
 ``catalog.py``. A flag with a wrong type anywhere is rejected, naming the flag and the field;
-unknown fields are ignored (docs/compatibility.md, "Flag configs").
+unknown fields are ignored (docs/compatibility.md, "Flag-config validation").
 """
 
 import contextlib
@@ -232,7 +232,7 @@ def _compile_flag(flag: Any, index: int) -> CompiledFlag:
 
 
 class _ResultCache:
-    """Builds each (segment, variant) result once, with its metadata merged (§3.11)."""
+    """Builds each (segment, variant) result once, with its metadata merged (docs/compatibility.md, "Metadata")."""
 
     def __init__(self, variants: Mapping[str, Any], flag_metadata: Optional[Mapping[str, Any]]):
         self.variants = variants

@@ -1,4 +1,4 @@
-"""Semantic versions as the reference reads them (reference-sdk.md §3.9), quirks included.
+"""Semantic versions as the reference reads them (docs/compatibility.md, 'Semantic versions'), quirks included.
 
 A version is ``MAJOR.MINOR[.PATCH[-PRE]]``; ``PRE`` keeps its leading hyphen, so ``1.2.3-`` is a
 pre-release (quirk Q9), and pre-releases compare as plain strings. The pattern is the reference's

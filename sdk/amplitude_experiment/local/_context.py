@@ -1,4 +1,4 @@
-"""A ``User`` as the evaluation context the rules select from (reference-sdk.md §3.1)."""
+"""A ``User`` as the evaluation context the rules select from (docs/compatibility.md, 'Evaluation context')."""
 
 from typing import Any, Dict, Mapping
 

@@ -2,33 +2,52 @@
 
 Differences from the reference (docs/compatibility.md): a failed poll is retried with bounded
 exponential backoff instead of a zero-delay loop (Q4), missed ticks are not replayed as a burst,
-``start()`` logs a failed first fetch instead of raising, and the poller restarts by itself in a
-child process after ``fork()``.
+``start()`` logs a failed first fetch instead of raising, a poll ends within its timeout whatever
+the server sends, and the poller restarts by itself in a child process after ``fork()``.
 """
 
 import hashlib
 import logging
-import random
+import os
 import threading
 import time
 from typing import Callable, Optional
 
 import requests
 
+from .._flag_api import FLAGS_PATH, MAX_FLAG_CONFIG_BYTES, Backoff
 from .._fork import FORKS
-from .._http import base_url, excerpt
+from .._http import FlagConfigFetcher, FlagFetchError, base_url, excerpt
+from .._logging import report_problems
 from ..evaluation import CompiledFlagCache, FlagConfigError, FlagSet, decode_config, plan_flags
-from ..version import LIBRARY
-from ._sources import report_problems
 from .config import LocalEvaluationConfig
 from .status import FlagSourceStatus, empty_status
 
-FLAGS_PATH = "/sdk/v2/flags?v=0"
 MIN_RETRY_SECONDS = 0.5
+RETRY_JITTER = 0.2
+
+# fork() copies the memory of every thread but runs only the forking one: a lock another thread
+# held at that instant stays held in the child for ever. Poller threads do their logging and I/O
+# (stream buffers, HTTP) under this lock, and fork() waits for it (at most one poll, which the
+# whole-request timeout bounds), so a child never inherits a stream lock the poller held.
+_POLL_IO_LOCK = threading.RLock()
 
 
-class FlagFetchError(Exception):
-    """A poll that produced no usable flag config."""
+def _before_fork() -> None:
+    _POLL_IO_LOCK.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _POLL_IO_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    global _POLL_IO_LOCK
+    _POLL_IO_LOCK = threading.RLock()  # the forking thread's hold is meaningless here
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 class PollingFlagSource:
@@ -45,17 +64,15 @@ class PollingFlagSource:
         logger: logging.Logger,
         session_factory: Callable[[], requests.Session] = requests.Session,
         wall_clock: Callable[[], float] = time.time,
+        max_bytes: int = MAX_FLAG_CONFIG_BYTES,
     ):
         self._url = base_url(config.server_url, "server_url") + FLAGS_PATH
-        self._headers = {
-            "Authorization": "Api-Key " + api_key,
-            "Content-Type": "application/json;charset=utf-8",
-            "X-Amp-Exp-Library": LIBRARY,
-        }
         self._interval = max(config.flag_config_polling_interval_millis, 1) / 1000.0
         self._timeout = max(config.flag_config_poller_request_timeout_millis, 1) / 1000.0
+        self._fetcher = FlagConfigFetcher(self._url, api_key, self._timeout, max_bytes, session_factory)
+        self._secret = api_key
+        self._backoff = Backoff(min(MIN_RETRY_SECONDS, self._interval), self._interval, RETRY_JITTER)
         self._logger = logger
-        self._session_factory = session_factory
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._flags: Optional[FlagSet] = None
@@ -80,7 +97,7 @@ class PollingFlagSource:
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._session: Optional[requests.Session] = None
+        self._fetcher.forget_session()
 
     # --- FlagSource ---------------------------------------------------------------------------
 
@@ -102,12 +119,11 @@ class PollingFlagSource:
             if self._stopped:
                 return
             self._stopped = True
-            thread, session = self._thread, self._session
+            thread = self._thread
         self._wakeup.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self._timeout + 1.0)
-        if session is not None:
-            session.close()
+        self._fetcher.close()
 
     def status(self) -> FlagSourceStatus:
         flags = self._flags
@@ -157,10 +173,13 @@ class PollingFlagSource:
     def _next_delay(self) -> float:
         if self._failures == 0:
             return self._interval
-        backoff = min(self._interval, MIN_RETRY_SECONDS * (2 ** min(self._failures - 1, 16)))
-        return backoff * random.uniform(0.8, 1.0)
+        return self._backoff.delay(self._failures)
 
     def _poll_once(self) -> bool:
+        with _POLL_IO_LOCK:
+            return self._poll_locked()
+
+    def _poll_locked(self) -> bool:
         self._polls += 1
         try:
             self._fetch_and_install()
@@ -169,9 +188,10 @@ class PollingFlagSource:
             self._last_error = str(error)
             self._last_error_at = self._wall_clock()
             self._logger.error(
-                "[Experiment] flag config poll failed (%d in a row), keeping the %s: %s",
+                "[Experiment] flag config poll failed (%d in a row), keeping the %s: GET %s: %s",
                 self._failures,
                 "last good flags" if self._flags is not None else "empty config",
+                self._url,
                 error,
             )
             return False
@@ -181,23 +201,14 @@ class PollingFlagSource:
         return True
 
     def _fetch_and_install(self) -> None:
-        session = self._session
-        if session is None:
-            session = self._session = self._session_factory()
-        try:
-            response = session.get(self._url, headers=self._headers, timeout=self._timeout)
-        except requests.RequestException as error:
-            raise FlagFetchError("GET %s failed: %s" % (self._url, error)) from None
-        if response.status_code != 200:
-            raise FlagFetchError("GET %s answered %d: %s" % (self._url, response.status_code, excerpt(response)))
-        body = response.content
+        body = self._fetcher.fetch()
         digest = hashlib.blake2b(body, digest_size=16).digest()
         if digest == self._body_digest:
             return
         try:
             raw = decode_config(body)
         except FlagConfigError:
-            raise FlagFetchError("GET %s answered 200 with a body that is not JSON: %s" % (self._url, excerpt(response))) from None
+            raise FlagFetchError("answered 200 with a body that is not JSON: %s" % excerpt(body, self._secret)) from None
         previous = self._flags
         try:
             catalog = plan_flags(raw, previous.catalog.keys() if previous is not None else (), self._compiled)

@@ -21,7 +21,7 @@ from ..snapshot import FlagTable, IndexState, SnapshotError, SnapshotFollower, S
 from ..snapshot.health import read_health
 from ..snapshot.host import list_published
 from ..snapshot.reader import CHECK_EVERY, STALE_INTERVALS
-from ._sources import report_problems
+from .._logging import report_problems
 from .config import LocalEvaluationConfig
 from .status import FlagSourceStatus, empty_status, publisher_trouble
 

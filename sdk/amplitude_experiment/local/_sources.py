@@ -8,6 +8,8 @@ import logging
 from typing import Any, Dict, Optional, Protocol
 
 from ..evaluation import FlagSet
+from ._poller import PollingFlagSource
+from ._shared_source import AutoFlagSource, SharedSnapshotSource
 from .config import LocalEvaluationConfig
 
 
@@ -29,24 +31,14 @@ class FlagSource(Protocol):
 
 def build_flag_source(api_key: str, config: LocalEvaluationConfig, logger: logging.Logger) -> FlagSource:
     """The source ``config.flag_source`` asks for: "poll", "flagd" (shared snapshot only) or "auto"."""
-    # Imported here: both modules import this one for report_problems.
     if config.flag_source == "poll":
-        from ._poller import PollingFlagSource
-
         return PollingFlagSource(api_key, config, logger)
     from .._coexist import conflict_message
-    from ._shared_source import AutoFlagSource, SharedSnapshotSource
 
     conflict = conflict_message()
     if conflict:
         logger.warning("[Experiment] %s", conflict.split(": ", 1)[1])
-
     if config.flag_source == "flagd":
         return SharedSnapshotSource(api_key, config, logger)
     return AutoFlagSource(api_key, config, logger)
 
-
-def report_problems(logger: logging.Logger, flags: FlagSet, origin: str) -> None:
-    """Log what is wrong with a newly loaded flag set, once per version."""
-    for problem in flags.problems:
-        logger.error("[Experiment] %s: %s", origin, problem)

@@ -162,7 +162,7 @@ def _is_default_or_undeployed(variant: Variant) -> bool:
 
 
 def _warn_deprecated(message: str) -> None:
-    """Warn even where DeprecationWarning is filtered out, as the reference does (reference-sdk.md §6.4)."""
+    """Warn even where DeprecationWarning is filtered out, as the reference does (docs/compatibility.md, 'Deprecated filters')."""
     with warnings.catch_warnings():
         warnings.simplefilter("always", DeprecationWarning)
         warnings.warn(message, DeprecationWarning, stacklevel=3)

@@ -1,20 +1,18 @@
 import logging
 from typing import Optional, Union
 
+from .._flag_api import DEFAULT_SERVER_URL, DEFAULT_SHM_PREFIX, EU_SERVER_URL
 from .._logging import resolve_logger
 from ..assignment import AssignmentConfig
 from ..cohort.cohort_sync_config import DEFAULT_COHORT_SYNC_URL, EU_COHORT_SYNC_URL, CohortSyncConfig
 from ..exposure import ExposureConfig
 from ..server_zone import ServerZone
 
-DEFAULT_SERVER_URL = "https://api.lab.amplitude.com"
-EU_SERVER_URL = "https://flag.lab.eu.amplitude.com"
 DEFAULT_STREAM_URL = "https://stream.lab.amplitude.com"
 EU_STREAM_SERVER_URL = "https://stream.lab.eu.amplitude.com"
 
 #: Where a local client takes its flags from; see docs/shared-mode.md.
 FLAG_SOURCES = ("auto", "flagd", "poll")
-DEFAULT_SHM_PREFIX = "amplitude-flagd"
 
 
 class LocalEvaluationConfig:

@@ -1,7 +1,6 @@
 """Remote evaluation: ask Amplitude's evaluation servers for a user's variants over HTTP.
 
-The request, the results and the failure outcomes are the reference's (reference-sdk.md
-§2.2-§2.6, quirks Q2 and Q11 kept). Operational differences, all listed in docs/compatibility.md
+The request, the results and the failure outcomes are the reference's (docs/compatibility.md, 'Remote requests', 'Remote results and retries', quirks Q2 and Q11 kept). Operational differences, all listed in docs/compatibility.md
 ("Remote evaluation"): every response body is read so keep-alive connections stay usable (Q1),
 retries use ``fetch_retry_timeout_millis`` (Q3), the pool holds 10 connections by default,
 ``fetch_async_v2`` runs on a bounded executor, and bad input fails before any request is sent.
@@ -20,7 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .._fork import FORKS
-from .._http import base_url
+from .._http import base_url, excerpt
 from ..exception import FetchException
 from ..user import User
 from ..variant import Variant
@@ -51,7 +50,7 @@ class _Rejected(Exception):
 def is_retryable(error: Exception) -> bool:
     """Whether a failed first attempt is retried: the one place that classifies fetch errors.
 
-    As in the reference (§2.4): 429, 5xx and non-4xx statuses are retried, other 4xx are not, and
+    As in the reference (docs/compatibility.md, 'Remote results and retries'): 429, 5xx and non-4xx statuses are retried, other 4xx are not, and
     every error without a status (network, timeout, a body that is not the expected JSON) is.
     """
     if isinstance(error, FetchException):
@@ -229,7 +228,7 @@ class RemoteEvaluationClient:
         return request
 
     def _fetch(self, request: requests.PreparedRequest) -> Variants:
-        """The first attempt, then the retries (§2.4); raises :class:`_Rejected` for a permanent 4xx."""
+        """The first attempt, then the retries (docs/compatibility.md, 'Remote results and retries'); raises :class:`_Rejected` for a permanent 4xx."""
         try:
             return self._attempt(request, self._timeout)
         except Exception as error:
@@ -278,7 +277,7 @@ class RemoteEvaluationClient:
             raise ConnectionError("[Experiment] POST %s failed: %s" % (self._url, error)) from error
         finally:
             slots.release()
-        variants = _variants_from(response)
+        variants = _variants_from(response, self.api_key)
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("[Experiment] fetched %d variants in %.1f ms",
                               len(variants), (time.monotonic() - started) * 1000)
@@ -406,7 +405,7 @@ def _seconds(millis: Any, option: str) -> float:
 
 
 def _encode_flag_keys(flag_keys: Any) -> str:
-    """The ``X-Amp-Exp-Flag-Keys`` value: compact JSON, UTF-8, URL-safe base64 without padding (§2.2)."""
+    """The ``X-Amp-Exp-Flag-Keys`` value: compact JSON, UTF-8, URL-safe base64 without padding (docs/compatibility.md, 'Remote requests')."""
     try:
         text = json.dumps(list(flag_keys), separators=(",", ":"))
     except (TypeError, ValueError) as error:
@@ -414,43 +413,38 @@ def _encode_flag_keys(flag_keys: Any) -> str:
     return base64.urlsafe_b64encode(text.encode("utf-8")).rstrip(b"=").decode("ascii")
 
 
-def _variants_from(response: requests.Response) -> Variants:
-    """Turn a response into variants, or raise a :class:`FetchException` carrying its status."""
+def _variants_from(response: requests.Response, secret: str) -> Variants:
+    """Turn a response into variants, or raise a :class:`FetchException` carrying its status.
+
+    Body excerpts in the message have ``secret`` (the deployment key) redacted: error pages echo headers.
+    """
     status = response.status_code
     if status != 200:
-        detail = ": " + _excerpt(response.content) if response.content else ""
+        detail = ": " + excerpt(response.content, secret) if response.content else ""
         raise FetchException(status, "Fetch error response: status=%d %s%s" % (status, response.reason or "", detail))
     try:
         raw = json.loads(response.content)
     except ValueError:
         raise FetchException(status, "Fetch response is not JSON: status=%d, body: %s"
-                             % (status, _excerpt(response.content))) from None
+                             % (status, excerpt(response.content, secret))) from None
     if not isinstance(raw, dict):
         raise FetchException(status, "Fetch response is not a JSON object of variants: status=%d, body: %s"
-                             % (status, _excerpt(response.content)))
+                             % (status, excerpt(response.content, secret)))
     variants: Variants = {}
     for key, fields in raw.items():
         if not isinstance(fields, dict):
             raise FetchException(status, "Fetch response has a variant that is not a JSON object (%r): status=%d, "
-                                 "body: %s" % (key, status, _excerpt(response.content)))
+                                 "body: %s" % (key, status, excerpt(response.content, secret)))
         value = fields.get("value")
         if value is not None and not isinstance(value, str):
-            value = json.dumps(value, separators=(",", ":"))  # remote values are strings (§2.3)
+            value = json.dumps(value, separators=(",", ":"))  # remote values are strings (docs/compatibility.md, 'Remote results and retries')
         variants[key] = Variant(key=fields.get("key"), value=value, payload=fields.get("payload"),
                                 metadata=fields.get("metadata"))
     return variants
 
 
-def _excerpt(body: bytes, limit: int = 200) -> str:
-    """The start of a body for an error message, as UTF-8 whatever it claims to be (no guessing)."""
-    if not body:
-        return "(empty body)"
-    text = body[: limit * 4].decode("utf-8", "replace")
-    return text if len(text) <= limit and len(body) <= limit * 4 else text[:limit] + "…"
-
-
 def _without_defaults(variants: Variants) -> Variants:
-    """Drop what the deprecated methods hid: variants marked default on flags not deployed (§1.13)."""
+    """Drop what the deprecated methods hid: variants marked default on flags not deployed (docs/compatibility.md, 'Deprecated filters')."""
     kept: Variants = {}
     for key, variant in variants.items():
         metadata = variant.metadata if isinstance(variant.metadata, dict) else {}

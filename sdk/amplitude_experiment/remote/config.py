@@ -8,7 +8,7 @@ DEFAULT_SERVER_URL = "https://api.lab.amplitude.com"
 EU_SERVER_URL = "https://api.lab.eu.amplitude.com"
 
 # The reference defaults to 1, which serialises every fetch of a process on one connection
-# (reference-sdk.md §2.7). Ten lets a threaded server fetch concurrently; an explicit value, 1
+# (docs/compatibility.md, 'Connection pool'). Ten lets a threaded server fetch concurrently; an explicit value, 1
 # included, is honoured (docs/compatibility.md, "Remote evaluation").
 DEFAULT_CONNECTION_POOL_MAX_SIZE = 10
 

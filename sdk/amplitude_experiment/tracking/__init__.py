@@ -1,4 +1,4 @@
-"""Assignment and exposure events for local evaluation (reference-sdk.md §4).
+"""Assignment and exposure events for local evaluation (docs/compatibility.md, 'Tracking events').
 
 The local client calls :meth:`EvaluationTracker.track` after every ``evaluate_v2``. The tracker
 deduplicates on the caller's thread (a string join, a digest and a locked dict lookup) and hands

@@ -13,16 +13,11 @@ import threading
 import time
 from collections import deque
 from concurrent import futures as _futures
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, List, Optional, Protocol
 
 import amplitude
 
 from .._fork import FORKS
-
-try:
-    from typing import Protocol
-except ImportError:  # pragma: no cover - Python < 3.8
-    Protocol = object  # type: ignore[assignment,misc]
 
 #: Results waiting to be turned into events, per pipeline and process; more are dropped.
 MAX_PENDING = 10000

@@ -1,4 +1,4 @@
-"""Assignment events (deprecated by Amplitude): one event per evaluation result (reference-sdk.md §4.3)."""
+"""Assignment events (deprecated by Amplitude): one event per evaluation result (docs/compatibility.md, 'Tracking events')."""
 
 from typing import Any, Dict, Optional
 

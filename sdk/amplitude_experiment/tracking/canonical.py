@@ -7,7 +7,7 @@ from .dedup import DAY_MILLIS, DedupFilter
 
 
 def canonicalize(user_id: Any, device_id: Any, results: Mapping[str, Any]) -> str:
-    """``"<uid> <did> "`` then ``"<flag> <variant key> "`` per result in flag-key order (reference-sdk.md §4.1).
+    """``"<uid> <did> "`` then ``"<flag> <variant key> "`` per result in flag-key order (docs/compatibility.md, 'Tracking events').
 
     Empty ids print as ``None`` and variants without a key are skipped, as in the reference, so
     insert ids computed from this string match the reference's and Amplitude deduplicates across

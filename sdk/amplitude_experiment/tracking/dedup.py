@@ -9,7 +9,7 @@ DAY_MILLIS = 24 * 60 * 60 * 1000
 
 
 class DedupFilter:
-    """An LRU set of canonical results with a sliding TTL (reference-sdk.md §4.1).
+    """An LRU set of canonical results with a sliding TTL (docs/compatibility.md, 'Tracking events').
 
     Thread-safe, unlike the reference's cache: evaluations run on many threads at once. Keys are
     stored as 16-byte digests of the canonical string, so the memory of a full cache does not grow

@@ -1,4 +1,4 @@
-"""Exposure events: one per flag the user was actually exposed to (reference-sdk.md §4.2)."""
+"""Exposure events: one per flag the user was actually exposed to (docs/compatibility.md, 'Tracking events')."""
 
 from typing import Any, Callable, Dict, List, Optional
 

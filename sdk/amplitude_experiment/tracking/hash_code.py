@@ -1,4 +1,4 @@
-"""The 32-bit string hash inside assignment and exposure insert ids (reference-sdk.md §4.1).
+"""The 32-bit string hash inside assignment and exposure insert ids (docs/compatibility.md, 'Tracking events').
 
 Java's ``String.hashCode`` recurrence ``h = 31*h + c``, but over Python code points and kept
 unsigned, so ``"polygenelubricants"`` hashes to 2147483648 where Java gives -2147483648. Amplitude
