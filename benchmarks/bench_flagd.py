@@ -136,7 +136,7 @@ def run_ours(server: StandIn, script: str, count: int, interval_ms: int, window_
         cwd=ROOT, env=dict(os.environ, AMPLITUDE_DEPLOYMENT_KEY=KEY), stdout=subprocess.DEVNULL)
     workers = None
     try:
-        from amplitude_experiment.snapshot.segment import SnapshotReader
+        from amplitude_experiment.snapshot import SnapshotReader
 
         reader = SnapshotReader(prefix, KEY)
         deadline = time.monotonic() + 30
@@ -151,7 +151,7 @@ def run_ours(server: StandIn, script: str, count: int, interval_ms: int, window_
             workers.kill()
         flagd.terminate()
         flagd.wait(10)
-        from amplitude_experiment.snapshot.segment import remove_all
+        from amplitude_experiment.snapshot import remove_all
 
         remove_all(prefix, KEY)
         from flagd.config import Config

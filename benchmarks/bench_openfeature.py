@@ -169,9 +169,9 @@ def main() -> int:
     except ImportError:
         print("openfeature-sdk is not installed (pip install '.[openfeature]'): skipped")
         return 0
-    from amplitude_experiment.snapshot.segment import SnapshotWriter
+    from amplitude_experiment.snapshot import SnapshotWriter
 
-    from amplitude_experiment.snapshot.segment import remove_all
+    from amplitude_experiment.snapshot import remove_all
 
     flags = flaggen.generate_flags(7, FLAG_COUNT)
     rich = contexts_for(flaggen.generate_users(11, USERS))

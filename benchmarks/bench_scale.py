@@ -152,7 +152,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
 
-    from amplitude_experiment.snapshot.segment import SnapshotReader, remove_all
+    from amplitude_experiment.snapshot import SnapshotReader, remove_all
 
     flags = for_a_flags_file(flaggen.generate_flags(7, args.flags))
     keys = [flag["key"] for flag in flags if flag.get("dependencies")][:10]

@@ -6,7 +6,7 @@
 3. The demo edits the copy (ships `new-dashboard` to everyone); flagd publishes a new version and
    every worker serves it on its next request. The workers never ask for flags themselves: they
    point at a local stand-in for Amplitude that counts requests, and it stays at zero.
-4. Everything stops; the shared-memory segments of the demo are removed.
+4. Everything stops; the shared-memory files of the demo are removed.
 
 Exits 0 when all of that happened, 1 (with the reason) otherwise. Runs in a few seconds.
 """

@@ -29,7 +29,7 @@ COMMANDS = {
     "run": "publish flag configs into shared memory until stopped",
     "status": "report version, age, flag count and publisher liveness; non-zero exit when stale or absent",
     "dump": "print the current snapshot as JSON",
-    "clean": "remove the segments of a key whose flagd is gone (refuses while it runs)",
+    "clean": "remove the shared-memory files of a key whose flagd is gone (refuses while it runs)",
 }
 CHECK_SUMMARY = ("check a flags file without publishing it: one line per problem naming flag and field; "
                  "exit 0 when it is fine, 7 when it has problems (needs no deployment key)")
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="every key published on this host (all prefixes unless --shm-prefix); no key needed")
         if command in ("status", "clean"):
             sub.add_argument("--key-hash", metavar="HASH",
-                             help="the key whose hash (status, logs, segment names) is HASH; no key needed")
+                             help="the key whose hash (status, logs, file names) is HASH; no key needed")
         if command == "dump":
             sub.add_argument("--flags-only", action="store_true",
                              help="print only the flag list (usable as a --flags-file)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from amplitude_experiment._flag_api import DEFAULT_SERVER_URL, DEFAULT_SHM_PREFIX, EU_SERVER_URL, FLAGS_PATH
-from amplitude_experiment.snapshot.segment import key_hash
+from amplitude_experiment.snapshot import key_hash
 
 __all__ = ["Config", "ConfigError", "ExitCode", "DEFAULT_SERVER_URL", "EU_SERVER_URL", "DEFAULT_SHM_PREFIX"]
 
@@ -30,7 +30,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     ERROR = 1  # unexpected failure
     USAGE = 2  # bad option or environment value, no deployment key (argparse also exits 2)
-    STARTUP_FAILURE = 3  # segments or state directory could not be set up
+    STARTUP_FAILURE = 3  # shared memory or state directory could not be set up
     ALREADY_RUNNING = 4  # another flagd holds the lock for this deployment key and prefix
     STALE = 5  # status: a snapshot is published, but its heartbeat is old or its publisher is gone
     ABSENT = 6  # status/dump: nothing is published for this deployment key
@@ -74,13 +74,13 @@ class Config:
         None, "directory for the last good snapshot, re-published at start when the upstream is down "
         "(default: $STATE_DIRECTORY under systemd, else none)", metavar="DIR")
     shm_prefix: str = _option(DEFAULT_SHM_PREFIX, "shared-memory namespace; workers use the same value", ALL)
-    group: Optional[str] = _option(None, "group (name or gid) given to new segments so workers can read them")
+    group: Optional[str] = _option(None, "group (name or gid) given to the shared-memory files so workers can read them")
     log_level: str = _option("info", "logging level", ALL, choices=("debug", "info", "warning", "error"))
     metrics_address: Optional[str] = _option(
         None, "serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9464 (needs prometheus_client, the "
         "metrics extra); off by default", metavar="HOST:PORT")
     flagd_owner: Optional[str] = _option(
-        None, "status, dump: the user (name or uid) flagd runs as; a segment is trusted only when the caller's uid, "
+        None, "status, dump: the user (name or uid) flagd runs as; a shared-memory file is trusted only when the caller's uid, "
         "root or this user owns it (default: amplitude-flagd, when that user exists)", ("status", "dump"),
         metavar="USER")
     max_age_ms: Optional[int] = _option(
@@ -122,7 +122,7 @@ class Config:
 
     @property
     def key_hash(self) -> str:
-        """The hash that names this key's segments and files, and stands for the key in logs."""
+        """The hash that names this key's shared-memory files, and stands for the key in logs."""
         return key_hash(self.deployment_key)
 
     @classmethod

@@ -1,8 +1,8 @@
 """The publish loop: fetch flag configs, validate them with the SDK's parser, publish new versions.
 
-``Daemon(config).run()`` goes through startup (lock, segments, adopt what is already published, first
+``Daemon(config).run()`` goes through startup (lock, shared memory, adopt what is already published, first
 fetch, fall back to the last good snapshot on disk), the loop (poll, publish on change, heartbeat,
-watchdog) and shutdown (leave every segment in place so workers keep serving). Signals are handled
+watchdog) and shutdown (leave every shared-memory file in place so workers keep serving). Signals are handled
 here and nowhere else: SIGTERM/SIGINT stop, SIGHUP re-reads the source at once.
 """
 
@@ -31,7 +31,7 @@ from amplitude_experiment.snapshot.health import (
     record_failing,
     record_problems,
 )
-from amplitude_experiment.snapshot.segment import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
+from amplitude_experiment.snapshot import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
 
 from .check import check_flags, summarize
 from .config import Config, ExitCode
@@ -157,7 +157,7 @@ class Daemon:
                     self._main_loop()
                 except _Interrupted:
                     pass
-                except Exception:  # a bug: say so in the log's format, leave the segments to the workers
+                except Exception:  # a bug: say so in the log's format, leave the shared-memory files to the workers
                     logger.exception("event=crashed version=%d", self._version)
                     self._shutdown()
                     return ExitCode.ERROR
@@ -203,7 +203,7 @@ class Daemon:
             logger.error("event=%s key_hash=%s error=%s", event, self._key_hash, Quoted(error))
             return ExitCode.ALREADY_RUNNING
         except Exception as error:
-            logger.error("event=startup_failed step=segments error=%s", Quoted(error))
+            logger.error("event=startup_failed step=shared_memory error=%s", Quoted(error))
             return ExitCode.STARTUP_FAILURE
         self._note_health()  # a previous flagd's failures are not this one's; its last error text stays
         self._check_state_dir()
@@ -410,10 +410,10 @@ class Daemon:
         started = self._monotonic()
         version = self._writer.publish(meta, catalog=catalog)
         if self._metrics is not None:
-            from .metrics import segment_path
+            from .metrics import version_file_path
 
             self._metrics.published(version, raw if raw is not None else [catalog.config(key) for key in catalog.keys()],
-                                    segment_path(self._config.shm_prefix, self._key_hash, version),
+                                    version_file_path(self._config.shm_prefix, self._key_hash, version),
                                     self._wall_clock_ns() / 1e9, self._monotonic() - started)
         previous, self._version = self._version, version
         self._flag_count = len(catalog)
@@ -457,10 +457,10 @@ class Daemon:
         self._published_content = content_digest(snapshot)
         self._last_fetch_ns = int(meta.get("fetched_at_ns") or 0)
         if self._metrics is not None:
-            from .metrics import segment_path
+            from .metrics import version_file_path
 
             self._metrics.adopted(snapshot.version, snapshot.flags(),
-                                  segment_path(self._config.shm_prefix, self._key_hash, snapshot.version))
+                                  version_file_path(self._config.shm_prefix, self._key_hash, snapshot.version))
         logger.info("event=adopted version=%d flags=%d source=%s", snapshot.version, self._flag_count,
                     Quoted(meta.get("source", "")))
 

@@ -10,7 +10,7 @@ metric                                     type     meaning
 flagd_published_version                    gauge    version workers are told to serve (0: none)
 flagd_flags                                gauge    flags in that version
 flagd_cohorts                              gauge    distinct cohort ids its conditions name
-flagd_snapshot_bytes                       gauge    size of that version's data segment
+flagd_snapshot_bytes                       gauge    size of that version's version file
 flagd_last_success_timestamp_seconds       gauge    last successful fetch (unchanged content too)
 flagd_last_publish_timestamp_seconds       gauge    when the current version was published
 flagd_consecutive_failures                 gauge    failed polls in a row (0: the last one worked)
@@ -62,7 +62,7 @@ class DaemonMetrics:
         self.flags = Gauge("flagd_flags", "Flags in the published version", registry=registry)
         self.cohorts = Gauge("flagd_cohorts", "Distinct cohort ids the published flags' conditions name",
                              registry=registry)
-        self.snapshot_bytes = Gauge("flagd_snapshot_bytes", "Size of the published version's data segment",
+        self.snapshot_bytes = Gauge("flagd_snapshot_bytes", "Size of the published version's version file",
                                     registry=registry)
         self.last_success = Gauge("flagd_last_success_timestamp_seconds",
                                   "Last successful fetch from the source (content changed or not)", registry=registry)
@@ -110,25 +110,25 @@ class DaemonMetrics:
 
     # --- what the daemon reports --------------------------------------------------------------
 
-    def published(self, version: int, flags: Iterable[Any], segment_path: str, at_s: float, seconds: float) -> None:
+    def published(self, version: int, flags: Iterable[Any], version_file_path: str, at_s: float, seconds: float) -> None:
         flags = list(flags)
         self.published_version.set(version)
         self.flags.set(len(flags))
         self.cohorts.set(len(cohort_ids(flags)))
         try:
-            self.snapshot_bytes.set(os.stat(segment_path).st_size)
+            self.snapshot_bytes.set(os.stat(version_file_path).st_size)
         except OSError:
             pass
         self.last_publish.set(at_s)
         self.publish_duration.observe(seconds)
 
-    def adopted(self, version: int, flags: Iterable[Any], segment_path: str) -> None:
+    def adopted(self, version: int, flags: Iterable[Any], version_file_path: str) -> None:
         flags = list(flags)
         self.published_version.set(version)
         self.flags.set(len(flags))
         self.cohorts.set(len(cohort_ids(flags)))
         try:
-            self.snapshot_bytes.set(os.stat(segment_path).st_size)
+            self.snapshot_bytes.set(os.stat(version_file_path).st_size)
         except OSError:
             pass
 
@@ -163,6 +163,6 @@ def cohort_ids(flags: Iterable[Any]) -> Set[str]:
     return found
 
 
-def segment_path(prefix: str, key_hash: str, version: int) -> Optional[str]:
-    """Where a version's data segment is visible as a file (Linux's /dev/shm)."""
+def version_file_path(prefix: str, key_hash: str, version: int) -> Optional[str]:
+    """Where a version's version file is visible as a file (Linux's /dev/shm)."""
     return "/dev/shm/%s.%s.v%d" % (prefix, key_hash, version)

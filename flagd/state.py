@@ -14,7 +14,7 @@ import stat
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from amplitude_experiment.snapshot import segment
+from amplitude_experiment.snapshot import host as shm_files
 
 __all__ = ["AlreadyRunning", "InstanceLock", "LastGood", "lock_directory", "lock_paths"]
 
@@ -37,7 +37,7 @@ class AlreadyRunning(Exception):
 def lock_directory(state_dir: Optional[str]) -> str:
     """Where the lock file lives: the first of /dev/shm, /run/amplitude-flagd, ``state_dir``, a tmp dir.
 
-    /dev/shm comes first because the lock guards the segments there: two daemons on one host that
+    /dev/shm comes first because the lock guards the shared-memory files there: two daemons on one host that
     were given different state directories must still exclude each other.
     """
     paths = lock_paths("", state_dir)
@@ -46,9 +46,9 @@ def lock_directory(state_dir: Optional[str]) -> str:
 
 def lock_paths(name: str, state_dir: Optional[str]) -> List[str]:
     """Where the lock named ``name`` may live, in the order :class:`InstanceLock` tries them:
-    beside the segments first, then /run/amplitude-flagd, ``state_dir`` and a directory of this uid's own
+    beside the shared-memory files first, then /run/amplitude-flagd, ``state_dir`` and a directory of this uid's own
     in $TMPDIR (used when a place holds a file this uid did not create)."""
-    directories = [d for d in (segment.SHM_DIR, RUN_DIR, state_dir)
+    directories = [d for d in (shm_files.SHM_DIR, RUN_DIR, state_dir)
                    if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK)]
     private = _private_directory()
     if private:
@@ -82,7 +82,7 @@ class InstanceLock:
     so a second instance can say who is running. A file at that path this uid did not create (in
     world-writable /dev/shm anyone can plant one, and hold a ``flock`` on it) is skipped for the
     next path: :attr:`skipped` lists ``(path, owner uid)``, and :attr:`path` is None when every path
-    was taken that way (the segment writer's live-pid check still refuses a second writer). The
+    was taken that way (the file writer's live-pid check still refuses a second writer). The
     file itself is left in place on exit: unlinking it would let a third process lock a fresh inode
     while a second still waits on the old one.
 

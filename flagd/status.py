@@ -1,14 +1,14 @@
-"""What ``amplitude-flagd status`` and ``dump`` report, read from the segments like a worker would.
+"""What ``amplitude-flagd status`` and ``dump`` report, read from the shared-memory files like a worker would.
 
 Both only read: they never create, lock or unlink anything, so they are safe next to a running
-daemon and under another user (a member of the segments' group).
+daemon and under another user (a member of the files' group).
 """
 
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
 from amplitude_experiment.snapshot.health import read_health
-from amplitude_experiment.snapshot.segment import (
+from amplitude_experiment.snapshot import (
     IndexState,
     SnapshotReader,
     list_published,
@@ -83,13 +83,13 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
                        alive: Callable[[IndexState], Optional[bool]] = publisher_alive,
                        owner: Optional[str] = None) -> Tuple[ExitCode, StatusReport]:
     """:func:`status` for the key whose hash is ``hashed`` (``status --key-hash``: the secret is not
-    needed), with a worker's trust rule for the segments' owner (``--flagd-owner``)."""
+    needed), with a worker's trust rule for the shared-memory files' owner (``--flagd-owner``)."""
     report: Any = {"key_hash": hashed, "shm_prefix": prefix}
     try:
         reader = SnapshotReader(prefix, "", owner=_owner(owner), hashed_key=hashed)
         state = reader.state()
         snapshot = reader.load() if state.version else None
-    except Exception as error:  # no index, unreadable segment: nothing a worker could serve
+    except Exception as error:  # no index, unreadable file: nothing a worker could serve
         report.update(state="absent", problems=["no snapshot: %s" % (error or type(error).__name__)])
         return ExitCode.ABSENT, report
     if snapshot is None:
@@ -161,7 +161,7 @@ def host_status(prefix: Optional[str] = None, max_age_ms: Optional[int] = None,
 
 
 def clean(prefix: str, hashed: str) -> Tuple[ExitCode, List[str], str]:
-    """Remove the segments of a key whose publisher is gone: (exit code, names removed, why not).
+    """Remove the shared-memory files of a key whose publisher is gone: (exit code, names removed, why not).
 
     Refuses (ALREADY_RUNNING) while the publisher runs: stop that flagd first. Workers that mapped
     a version keep serving it; they find nothing new until a flagd publishes this key again.

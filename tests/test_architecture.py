@@ -150,9 +150,9 @@ PLANTS = [
     ("sdk/amplitude_experiment/evaluation/conditions.py", "def _late():\n    from .. import remote\n",
      "evaluation is pure"),
     ("sdk/amplitude_experiment/evaluation/engine.py", "import logging\n", "evaluation is pure"),
-    ("sdk/amplitude_experiment/snapshot/segment.py",
+    ("sdk/amplitude_experiment/snapshot/writer.py",
      "def _late():\n    from ..local._poller import PollingFlagSource\n", "snapshot knows no SDK client"),
-    ("sdk/amplitude_experiment/snapshot/segment.py", "import importlib\n"
+    ("sdk/amplitude_experiment/snapshot/writer.py", "import importlib\n"
      "def _late():\n    importlib.import_module('amplitude_experiment.remote.client')\n", "snapshot knows no SDK client"),
     ("sdk/amplitude_experiment/local/client.py", "def _late():\n    from flagd import sources\n",
      "no SDK module imports flagd"),

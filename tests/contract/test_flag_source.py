@@ -12,7 +12,7 @@ import pytest
 from amplitude_experiment import LocalEvaluationConfig
 from amplitude_experiment.evaluation import FlagConfigError
 from amplitude_experiment.local._sources import build_flag_source
-from amplitude_experiment.snapshot.segment import SnapshotWriter
+from amplitude_experiment.snapshot import SnapshotWriter
 from stand_in import Answer
 from waiting import wait_until  # noqa: E402
 

@@ -23,7 +23,7 @@ from stand_in import Answer
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
 from amplitude_experiment.evaluation import plan_flags
-from amplitude_experiment.snapshot.segment import SnapshotWriter
+from amplitude_experiment.snapshot import SnapshotWriter
 
 pytestmark = pytest.mark.differential
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from amplitude_experiment.snapshot.segment import SnapshotReader
+from amplitude_experiment.snapshot import SnapshotReader
 from waiting import wait_until  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from amplitude_experiment.snapshot.segment import SnapshotReader
+from amplitude_experiment.snapshot import SnapshotReader
 from flagd_kit import marker_flags, run_cli
 
 from flagd.check import check_flags

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from amplitude_experiment.snapshot.segment import SnapshotReader, remove_all
+from amplitude_experiment.snapshot import SnapshotReader, remove_all
 from flagd_kit import marker_flags, run_cli, wait_until
 from stand_in import Answer
 
@@ -184,7 +184,7 @@ def test_second_instance_exits_naming_the_running_pid(stand_in, flagd, shm_prefi
     assert second.returncode == ExitCode.ALREADY_RUNNING
     assert "event=already_running" in second.stderr
     assert "pid=%d" % first.pid in second.stderr
-    # A different state directory does not get around the lock: it guards the segments.
+    # A different state directory does not get around the lock: it guards the shared-memory files.
     third = run_cli("run", "--shm-prefix", shm_prefix, "--state-dir", str(tmp_path / "other"), *api_args(stand_in),
                     key=deployment_key)
     assert third.returncode == ExitCode.ALREADY_RUNNING

@@ -4,7 +4,7 @@ import json
 import logging
 from typing import List
 
-from amplitude_experiment.snapshot.segment import SnapshotReader
+from amplitude_experiment.snapshot import SnapshotReader
 from flagd_kit import marker_flags
 
 from flagd.config import Config, ExitCode

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from amplitude_experiment.snapshot.segment import key_hash
+from amplitude_experiment.snapshot import key_hash
 from flagd_kit import marker_flags, run_cli
 from waiting import wait_until
 

@@ -9,7 +9,7 @@ import time
 from amplitude_experiment import LocalEvaluationConfig
 from amplitude_experiment.local._shared_source import SharedSnapshotSource
 from amplitude_experiment.snapshot.health import read_health, record_error, record_failing
-from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter
+from amplitude_experiment.snapshot import SnapshotReader, SnapshotWriter
 from flagd_kit import marker_flags, run_cli
 from waiting import wait_until
 

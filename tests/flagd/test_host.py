@@ -8,7 +8,7 @@ import pytest
 
 from amplitude_experiment import FlagdUnavailableError, LocalEvaluationConfig
 from amplitude_experiment.local._shared_source import AutoFlagSource, SharedSnapshotSource
-from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, key_hash
+from amplitude_experiment.snapshot import SnapshotReader, SnapshotWriter, key_hash
 from flagd_kit import marker_flags, run_cli
 
 from flagd.config import ExitCode

@@ -14,8 +14,9 @@ import time
 
 import posix_ipc
 
-from amplitude_experiment.snapshot import segment
-from amplitude_experiment.snapshot.segment import SnapshotReader, SnapshotWriter, key_hash
+from amplitude_experiment import snapshot
+from amplitude_experiment.snapshot import host as shm_files
+from amplitude_experiment.snapshot import SnapshotReader, SnapshotWriter, key_hash
 from flagd_kit import marker_flags
 from other_user import FLAGD_UID, NOBODY, as_user, require_root
 from test_daemon_inprocess import make
@@ -102,7 +103,7 @@ def run_daemon_as_flagd_user(prefix: str, answers: list) -> dict:
     code = daemon.run()
     reader = SnapshotReader(prefix, KEY)
     return {"code": int(code), "version": reader.current_version(), "fetches": source.fetches,
-            "kept": segment.list_versions(prefix, KEY, owner_uid=os.geteuid())}
+            "kept": snapshot.list_versions(prefix, KEY, owner_uid=os.geteuid())}
 
 
 def test_planted_versions_do_not_make_flagd_publish_every_poll(shm_prefix):
@@ -147,7 +148,7 @@ def test_one_name_for_the_key_hash():
 
 
 def test_one_shm_dir(monkeypatch, tmp_path):
-    monkeypatch.setattr(segment, "SHM_DIR", str(tmp_path))
+    monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
     assert state.lock_directory(None) == str(tmp_path)
 
 

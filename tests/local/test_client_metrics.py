@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from amplitude_experiment.snapshot.segment import SnapshotWriter
+from amplitude_experiment.snapshot import SnapshotWriter
 
 pytest.importorskip("prometheus_client")
 

@@ -15,7 +15,7 @@ from amplitude_experiment.local import _shared_source
 from amplitude_experiment.local._poller import PollingFlagSource
 from amplitude_experiment.local._shared_source import AutoFlagSource, FlagdUnavailableError, SharedSnapshotSource
 from amplitude_experiment.local._sources import build_flag_source
-from amplitude_experiment.snapshot.segment import SnapshotWriter, index_name, remove_all
+from amplitude_experiment.snapshot import SnapshotWriter, index_name, remove_all
 from waiting import wait_until  # noqa: E402
 
 KEY = "server-shared-mode-test-key-0001"
@@ -249,7 +249,7 @@ def test_status_reports_version_age_and_publisher(shm_prefix, writer):
     assert status["source"] == "flagd" and status["version"] == 1 and status["flags"] == 1
     assert status["publisher_pid"] == os.getpid() and status["publisher_alive"] is True
     assert 0 <= status["age_seconds"] < 60 and 0 <= status["heartbeat_age_seconds"] < 60
-    assert status["segment"] == index_name(shm_prefix, KEY) and status["upstream"] == "file:/etc/flags.json"
+    assert status["index"] == index_name(shm_prefix, KEY) and status["upstream"] == "file:/etc/flags.json"
     assert status["poll_interval_seconds"] == 1.0
     writer.close()
     assert client.flag_source_status["publisher_alive"] is False

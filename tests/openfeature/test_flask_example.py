@@ -13,7 +13,7 @@ from openfeature import api  # noqa: E402
 
 import amplitude_experiment  # noqa: E402
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig  # noqa: E402
-from amplitude_experiment.snapshot.segment import SnapshotWriter  # noqa: E402
+from amplitude_experiment.snapshot import SnapshotWriter  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEY = "server-flask-example-0001"

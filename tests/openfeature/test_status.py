@@ -21,7 +21,7 @@ from stand_in import Answer
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig
 from amplitude_experiment.openfeature import AmplitudeProvider
-from amplitude_experiment.snapshot.segment import SnapshotWriter
+from amplitude_experiment.snapshot import SnapshotWriter
 from waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

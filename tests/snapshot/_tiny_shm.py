@@ -11,13 +11,13 @@ import sys
 
 import posix_ipc
 
-from amplitude_experiment.snapshot.segment import (
+from amplitude_experiment.snapshot import (
     W_VERSION,
-    SegmentCorruptError,
+    SnapshotCorruptError,
     SnapshotError,
     SnapshotReader,
     SnapshotWriter,
-    data_name,
+    version_name,
     index_name,
     list_versions,
     remove_all,
@@ -43,7 +43,7 @@ def fill(prefix: str) -> int:
 
 
 def unbacked(name: str, size: int) -> None:
-    """A segment of ``size`` bytes with no page behind it (created by ftruncate, never touched)."""
+    """A shared-memory file of ``size`` bytes with no page behind it (created by ftruncate, never touched)."""
     posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o640, size=size).close_fd()
     os.chmod("/dev/shm" + name, 0o640)
 
@@ -84,13 +84,13 @@ def unbacked_index(prefix: str) -> dict:
 
 def unbacked_data(prefix: str) -> dict:
     writer = SnapshotWriter(prefix, KEY)
-    unbacked(data_name(prefix, KEY, 1), 2 * PAGE)
+    unbacked(version_name(prefix, KEY, 1), 2 * PAGE)
     outcome = {"filler_pages": fill(prefix)}
     writer._words[W_VERSION] = 1  # the index names it, as a writer that skipped fallocate would
     try:
         SnapshotReader(prefix, KEY).load()
         outcome["load"] = "loaded"
-    except SegmentCorruptError as error:
+    except SnapshotCorruptError as error:
         outcome["load"] = str(error)
     return outcome
 

@@ -1,4 +1,4 @@
-"""Other local users against the segments: squatted names, planted version numbers, foreign owners.
+"""Other local users against the shared-memory files: squatted names, planted version numbers, foreign owners.
 
 /dev/shm is writable by every local user. The planting steps run as a real other uid (``nobody``)
 in a forked child (tests/other_user.py); without root they skip with the reason.
@@ -11,15 +11,16 @@ import sys
 import posix_ipc
 import pytest
 
-from amplitude_experiment.snapshot import host, segment
-from amplitude_experiment.snapshot.segment import (
+from amplitude_experiment import snapshot
+from amplitude_experiment.snapshot import host
+from amplitude_experiment.snapshot import (
     RETIRED,
     W_VERSION,
-    SegmentPermissionError,
+    SnapshotPermissionError,
     SnapshotReader,
     SnapshotWriter,
     WriterConflictError,
-    data_name,
+    version_name,
     index_name,
     key_hash,
     list_versions,
@@ -59,7 +60,7 @@ def shm_exists(prefix: str, suffix: str) -> bool:
 def test_a_reader_refuses_segments_squatted_by_another_user(shm_prefix):
     assert as_user(NOBODY, squat_with_a_forged_snapshot, shm_prefix) == 1
     reader = SnapshotReader(shm_prefix, KEY)  # the default config, as root: trusts root and itself only
-    with pytest.raises(SegmentPermissionError, match="flagd_owner") as refused:
+    with pytest.raises(SnapshotPermissionError, match="flagd_owner") as refused:
         reader.load()
     assert "uid %d" % NOBODY in str(refused.value) and "nobody" in str(refused.value)
 
@@ -75,7 +76,7 @@ def test_the_default_flagd_user_is_trusted_when_it_exists(shm_prefix, monkeypatc
     monkeypatch.setattr(host, "DEFAULT_FLAGD_USER", "nobody")  # as if sysusers.d had made it
     assert SnapshotReader(shm_prefix, KEY).load().version == 1
     monkeypatch.setattr(host, "DEFAULT_FLAGD_USER", "no-such-flagd-user")  # absent: not an error
-    with pytest.raises(SegmentPermissionError, match="flagd_owner"):
+    with pytest.raises(SnapshotPermissionError, match="flagd_owner"):
         SnapshotReader(shm_prefix, KEY).load()
 
 
@@ -89,7 +90,7 @@ def test_a_reader_always_trusts_its_own_uid_and_root(shm_prefix):
         return SnapshotReader(prefix, KEY).load().version
 
     os.chmod("/dev/shm" + index_name(shm_prefix, KEY), 0o644)
-    os.chmod("/dev/shm" + data_name(shm_prefix, KEY, 1), 0o644)
+    os.chmod("/dev/shm" + version_name(shm_prefix, KEY, 1), 0o644)
     assert as_user(FLAGD_UID, read_as_flagd_user, shm_prefix) == 1
 
 
@@ -190,11 +191,11 @@ def test_publish_never_raises_after_the_version_is_stored(shm_prefix, monkeypatc
 
 
 def test_version_numbers_stay_below_retired():
-    top = segment.MAX_VERSION
+    top = snapshot.MAX_VERSION
     assert top < RETIRED
-    assert segment.parse_version("%d" % top) == top
+    assert snapshot.parse_version("%d" % top) == top
     for text in ("%d" % (top + 1), "%d" % RETIRED, "0", "007", "", "1a", "\u00b2", "+1", " 1"):
-        assert segment.parse_version(text) is None, text
+        assert snapshot.parse_version(text) is None, text
 
 
 # --- 13. one owner per idea ---------------------------------------------------------------------
@@ -228,7 +229,7 @@ def test_a_reader_keeps_only_what_the_docs_say(shm_prefix):
         assert held == []
     else:
         names = sorted(os.readlink("/proc/self/fd/%d" % fd) for fd in held)
-        assert names == sorted(["/dev/shm" + index_name(shm_prefix, KEY), "/dev/shm" + data_name(shm_prefix, KEY, 1)])
+        assert names == sorted(["/dev/shm" + index_name(shm_prefix, KEY), "/dev/shm" + version_name(shm_prefix, KEY, 1)])
         for fd in held:
             with open("/proc/self/fdinfo/%d" % fd) as info:
                 flags = int([line for line in info if line.startswith("flags:")][0].split()[1], 8)
@@ -238,7 +239,7 @@ def test_a_reader_keeps_only_what_the_docs_say(shm_prefix):
 def test_one_publisher_alive_by_psutil(shm_prefix):
     import flagd.status
 
-    assert flagd.status.publisher_alive is segment.publisher_alive
+    assert flagd.status.publisher_alive is snapshot.publisher_alive
     import inspect
 
-    assert not hasattr(segment, "_process_state") and "/proc/" not in inspect.getsource(segment)
+    assert not hasattr(host, "_process_state") and "/proc/" not in inspect.getsource(host)

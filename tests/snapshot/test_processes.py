@@ -15,13 +15,13 @@ from typing import Any, Dict
 import posix_ipc
 import pytest
 
-from amplitude_experiment.snapshot.segment import (
-    SegmentCorruptError,
-    SegmentPermissionError,
+from amplitude_experiment.snapshot import (
+    SnapshotCorruptError,
+    SnapshotPermissionError,
     SnapshotReader,
     SnapshotWriter,
     WriterConflictError,
-    data_name,
+    version_name,
     index_name,
     list_versions,
 )
@@ -79,7 +79,7 @@ def read_loop(prefix: str, go: Any, seconds: float, conn: Any) -> None:
         except posix_ipc.ExistentialError:
             counts["retries"] += 1  # unlinked (KEEP=2) between our index read and our open
             continue
-        except SegmentCorruptError:
+        except SnapshotCorruptError:
             counts["caught"] += 1
             continue
         counts["reads"] += 1
@@ -148,12 +148,12 @@ def stopped(pid: int, deadline: float) -> bool:
 def stop_mid_publish(pid: int, prefix: str, reader: SnapshotReader, deadline: float) -> None:
     """Freeze the writer between shm_open(O_CREX) of the next segment and its index store.
 
-    Spot the next data segment appearing while the index still names the previous version, SIGSTOP,
+    Spot the next version file appearing while the index still names the previous version, SIGSTOP,
     and check that this still holds once stopped; otherwise let it run and try the next publish.
     """
     for _ in range(200):
         current = reader.current_version()
-        pending = "/dev/shm/" + data_name(prefix, KEY, current + 1).lstrip("/")
+        pending = "/dev/shm/" + version_name(prefix, KEY, current + 1).lstrip("/")
         while not os.path.exists(pending) and time.monotonic() < deadline:
             pass
         os.kill(pid, signal.SIGSTOP)
@@ -175,7 +175,7 @@ def test_sigkill_mid_publish_leaves_a_valid_snapshot_and_orphans_are_removed(shm
         writer = CTX.Process(target=publish_loop, args=(shm_prefix, go, 20.0, 512 * 1024, 4 * 1024 * 1024, send))
         writer.start()
         go.set()
-        # A random number of publishes in, kill it: usually mid-write of the next data segment.
+        # A random number of publishes in, kill it: usually mid-write of the next version file.
         target = reader.current_version() + rng.randint(1, 4)
         deadline = time.monotonic() + 20
         while reader.current_version() < target and time.monotonic() < deadline and writer.is_alive():
@@ -224,14 +224,14 @@ def test_second_writer_is_refused_while_the_first_lives(shm_prefix):
 
 
 def worker_as_nobody(prefix: str, conn: Any) -> None:
-    """Drop to the unprivileged uid a web worker would run as, in the segments' group, and try to write."""
+    """Drop to the unprivileged uid a web worker would run as, in the files' group, and try to write."""
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
     outcome = {}
     snapshot = SnapshotReader(prefix, KEY).load()
     outcome["read_version"] = snapshot.version if snapshot else None
-    for label, name in (("index", index_name(prefix, KEY)), ("data", data_name(prefix, KEY, 1))):
+    for label, name in (("index", index_name(prefix, KEY)), ("data", version_name(prefix, KEY, 1))):
         try:
             posix_ipc.SharedMemory(name, flags=0).close_fd()  # O_RDWR
             outcome[label] = "opened for writing"
@@ -240,10 +240,10 @@ def worker_as_nobody(prefix: str, conn: Any) -> None:
     try:
         SnapshotReader(prefix, OTHER_KEY).load()
         outcome["other_group"] = "read"
-    except SegmentPermissionError as error:
+    except SnapshotPermissionError as error:
         outcome["other_group"] = "refused: may not read" if "may not read" in str(error) else str(error)
     try:
-        posix_ipc.unlink_shared_memory(data_name(prefix, KEY, 1))
+        posix_ipc.unlink_shared_memory(version_name(prefix, KEY, 1))
         outcome["unlink"] = "unlinked"
     except posix_ipc.PermissionsError:
         outcome["unlink"] = "refused"

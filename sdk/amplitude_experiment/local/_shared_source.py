@@ -73,7 +73,7 @@ class SharedSnapshotSource:
             wall_clock_ns=wall_clock_ns)
         #: THE hot path: the follower's own method, one 8-byte load and an int compare per call.
         self.current: Callable[[], Optional[FlagSet]] = self._follower.current
-        self.segment = reader.index_name
+        self.index_name = reader.index_name
 
     # --- FlagSource ---------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ class SharedSnapshotSource:
                     "%.1f s (%s; index %s). Start flagd for this key with the same prefix, e.g. "
                     "`AMPLITUDE_DEPLOYMENT_KEY=... amplitude-flagd run --shm-prefix %s`, or use "
                     "flag_source='auto' to poll Amplitude when flagd is absent.%s"
-                    % (self._timeout, self._follower.last_problem or "nothing published", self.segment,
+                    % (self._timeout, self._follower.last_problem or "nothing published", self.index_name,
                        self._prefix, " " + (self.other_keys_hint() or "")))
             self._sleep(min(START_POLL_SECONDS, remaining))
 
@@ -142,7 +142,7 @@ class SharedSnapshotSource:
             flags=len(flags) if flags is not None else None,
             flags_compiled=self._compiled.compiles,
             upstream=meta.get("source"),
-            segment=self.segment,
+            index=self.index_name,
             last_error=problem if flags is not None or problem is None
             else ("%s %s" % (problem, self.other_keys_hint() or "")).strip(),
             last_error_at=follower.last_problem_at if problem is not None else None,
@@ -156,7 +156,7 @@ class SharedSnapshotSource:
     def other_keys_hint(self) -> Optional[str]:
         """When flagd publishes other keys under this prefix but not ours, a sentence saying so
         (key hashes only); None otherwise. Lists /dev/shm: for start-up and status, not the hot path."""
-        ours = self.segment.lstrip("/")
+        ours = self.index_name.lstrip("/")
         others = [hashed for prefix, hashed in list_published(self._prefix) if "%s.%s.idx" % (prefix, hashed) != ours]
         if not others or self._follower.reader.attached:
             return None
@@ -175,7 +175,7 @@ class SharedSnapshotSource:
         report_problems(self._logger, flags, "flagd snapshot v%d" % table.version)
         if self._logger.isEnabledFor(logging.DEBUG):
             self._logger.debug("[Experiment] mapped flagd snapshot v%d (%s): %d flag configs, %d bytes",
-                               table.version, self.segment, len(table), table.size)
+                               table.version, self.index_name, len(table), table.size)
         return flags
 
     def _flag_problem(self, message: str) -> None:
@@ -192,10 +192,10 @@ class SharedSnapshotSource:
             self._logger.warning(
                 "[Experiment] flagd heartbeat in %s is %.1f s old (more than %d poll intervals of %.1f s): "
                 "%s. Serving %s meanwhile.",
-                self.segment, age_ns / 1e9, STALE_INTERVALS, interval_s, self._trouble(),
+                self.index_name, age_ns / 1e9, STALE_INTERVALS, interval_s, self._trouble(),
                 _describe(self._follower.table))
         else:
-            self._logger.info("[Experiment] flagd heartbeat in %s is fresh again", self.segment)
+            self._logger.info("[Experiment] flagd heartbeat in %s is fresh again", self.index_name)
 
     def _trouble(self) -> str:
         """What the index tells about why the heartbeat is old (a syscall and a /proc read: warnings only)."""
@@ -282,7 +282,7 @@ class AutoFlagSource:
         self.current = shared.current
         snapshot = shared.snapshot
         self._logger.info("[Experiment] using flagd snapshot v%d from %s%s",
-                          snapshot.version if snapshot is not None else 0, shared.segment,
+                          snapshot.version if snapshot is not None else 0, shared.index_name,
                           "; polling stopped" if self._poller_started else "")
         if self._poller_started and stop_poller_inline:
             self._poller.stop()  # on the poller thread itself: nothing to join
@@ -300,7 +300,7 @@ class AutoFlagSource:
             status = self._shared.status()
         else:
             status = self._poller.status()
-            status["segment"] = self._shared.segment
+            status["index"] = self._shared.index_name
         status["flag_source"] = "auto"
         return status
 

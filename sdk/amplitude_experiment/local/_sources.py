@@ -1,7 +1,7 @@
 """Where a local client's flags come from: the seam between the client and its flag sources.
 
 The client asks ``current()`` on every evaluation, so implementations keep it to attribute loads
-(and, in shared mode, one 8-byte read of the segment index).
+(and, in shared mode, one 8-byte read of the file index).
 """
 
 import logging

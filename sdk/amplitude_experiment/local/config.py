@@ -22,7 +22,7 @@ class LocalEvaluationConfig:
         deployment key when one is published and polls Amplitude itself otherwise; ``"flagd"``
         only uses the snapshot; ``"poll"`` always polls, like Amplitude's SDK.
     :param shm_prefix: the shared-memory namespace flagd publishes under (its ``--shm-prefix``).
-    :param flagd_owner: uid or user name flagd runs as. A segment is trusted only when this
+    :param flagd_owner: uid or user name flagd runs as. A shared-memory file is trusted only when this
         process's own uid, root or that user owns it (and no one else can write it); by default
         that user is ``amplitude-flagd`` (the system user of systemd/sysusers.d) when it exists.
         Anything else is refused: /dev/shm is writable by every local user.

@@ -23,7 +23,7 @@ class FlagSourceStatus(TypedDict):
     - ``age_seconds``: poll: since the last successful poll; flagd: since the served version was published.
     - ``last_success``: when flags were last fetched successfully (by this process or by flagd).
     - ``last_error`` / ``last_error_at``: this process's last problem (a failed poll, a refused
-      segment) and when, None when there was none or it was resolved.
+      shared-memory file) and when, None when there was none or it was resolved.
     - ``consecutive_failures``: this process's failed polls in a row (0 in shared mode).
     - ``flags_compiled``: flags this process compiled so far (a flag is compiled when a request
       first needs it, and again only when its content changes).
@@ -31,7 +31,7 @@ class FlagSourceStatus(TypedDict):
     Shared mode (None while polling): ``published_version`` (what the index names now; equals
     ``version`` unless a newer one was refused), ``publisher_pid``, ``publisher_alive``,
     ``heartbeat_age_seconds``, ``last_fetch_age_seconds``, ``poll_interval_seconds`` (flagd's),
-    ``upstream`` (where flagd got the flags: a URL or ``file:<path>``), ``segment`` (the index
+    ``upstream`` (where flagd got the flags: a URL or ``file:<path>``), ``index`` (the index's
     name; also set in auto mode while polling), ``publisher_last_error`` /
     ``publisher_last_error_at`` / ``publisher_consecutive_failures`` / ``publisher_failing``
     (flagd's own health, read from the index).
@@ -57,7 +57,7 @@ class FlagSourceStatus(TypedDict):
     last_fetch_age_seconds: Optional[float]
     poll_interval_seconds: Optional[float]
     upstream: Optional[str]
-    segment: Optional[str]
+    index: Optional[str]
     publisher_last_error: Optional[str]
     publisher_last_error_at: Optional[float]
     publisher_consecutive_failures: Optional[int]
@@ -72,7 +72,7 @@ def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
         source=source, flag_source=flag_source, healthy=False, version=None, flags=None, age_seconds=None,
         last_success=None, last_error=None, last_error_at=None, consecutive_failures=0, flags_compiled=None,
         published_version=None, publisher_pid=None, publisher_alive=None, heartbeat_age_seconds=None,
-        last_fetch_age_seconds=None, poll_interval_seconds=None, upstream=None, segment=None,
+        last_fetch_age_seconds=None, poll_interval_seconds=None, upstream=None, index=None,
         publisher_last_error=None, publisher_last_error_at=None, publisher_consecutive_failures=None,
         publisher_failing=None, url=None, polls=None,
     )

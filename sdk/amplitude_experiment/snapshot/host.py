@@ -35,7 +35,7 @@ OwnerSpec = Optional[Union[int, str]]
 
 
 def list_versions(prefix: str, deployment_key: str, owner_uid: Optional[int] = None) -> List[int]:
-    """Versions whose data segments exist for this key, optionally only those ``owner_uid`` owns
+    """Versions whose version files exist for this key, optionally only those ``owner_uid`` owns
     (needs /dev/shm; empty where there is none). Names that are no valid version are left out."""
     stem = "%s.%s.v" % (prefix, key_hash(deployment_key))
     try:
@@ -91,7 +91,7 @@ def unlink(name: str) -> bool:
         return False
 
 def is_backed(stat: os.stat_result) -> bool:
-    """Whether every page of the segment is allocated: touching a page that is not (a hole) makes
+    """Whether every page of the file is allocated: touching a page that is not (a hole) makes
     tmpfs allocate it, and a full /dev/shm answers that with SIGBUS. Pages are whole, so with any
     hole st_blocks * 512 falls below st_size."""
     return not _CHECK_BACKED or stat.st_blocks * 512 >= stat.st_size
@@ -158,10 +158,10 @@ def resolve_gid(group: OwnerSpec) -> Optional[int]:
         raise SnapshotError("group %r does not exist" % group) from None
 
 def trusted_owners(owner: OwnerSpec = None) -> FrozenSet[int]:
-    """The uids a reader accepts as a segment's owner: its own, root's, and flagd's.
+    """The uids a reader accepts as a file's owner: its own, root's, and flagd's.
 
     flagd's user is ``owner`` when given (uid or name), else :data:`DEFAULT_FLAGD_USER` when that
-    user exists on this host. Anyone else may have planted the segment (/dev/shm is writable by
+    user exists on this host. Anyone else may have planted the file (/dev/shm is writable by
     every local user), so it is refused.
 
     :raises SnapshotPermissionError: ``owner`` names a user this host does not know.
@@ -179,13 +179,13 @@ def trusted_owners(owner: OwnerSpec = None) -> FrozenSet[int]:
     return frozenset(uids)
 
 def check_owner(name: str, stat: os.stat_result, trusted: FrozenSet[int]) -> None:
-    """Refuse a segment others could have written, or that no trusted user owns."""
+    """Refuse a shared-memory file others could have written, or that no trusted user owns."""
     if stat.st_mode & 0o022:
         raise SnapshotPermissionError(
             "%s has mode %o: group or others can write it, refusing to read it" % (name, stat.st_mode & 0o777))
     if stat.st_uid not in trusted:
         raise SnapshotPermissionError(
-            "%s is owned by %s, which this process does not trust: a flagd segment must belong to this "
+            "%s is owned by %s, which this process does not trust: a flagd shared-memory file must belong to this "
             "process's uid, root or the flagd user (%s). If flagd runs as that user, say so: "
             "LocalEvaluationConfig(flagd_owner=...) in the SDK, --flagd-owner (FLAGD_FLAGD_OWNER) for "
             "`amplitude-flagd status` and `dump`. Otherwise another local user created it: remove it "

@@ -70,9 +70,9 @@ class SnapshotReader:
     memoryview, which callers may also hold themselves as :attr:`words`). ``load()`` validates and
     decodes the current version, once per version. Opens lazily, in the process that first asks.
 
-    :param owner: uid or user name flagd runs as. Segments are trusted only when this process's
+    :param owner: uid or user name flagd runs as. Files are trusted only when this process's
         uid, root or that user owns them (by default :data:`DEFAULT_FLAGD_USER`, when it exists).
-        Whoever owns them, a segment that group or others can write is refused, and data segments
+        Whoever owns them, a shared-memory file that group or others can write is refused, and version files
         must have the index's owner.
     """
 
@@ -105,7 +105,7 @@ class SnapshotReader:
         not fully there yet (being created, or not backed by memory: nothing is published then).
 
         :raises SnapshotPermissionError: the index is writable by others or no trusted user owns it.
-        :raises SnapshotCorruptError: the segment is not a flagd index.
+        :raises SnapshotCorruptError: the file is not a flagd index.
         """
         if self.words is not _NOT_MAPPED and self.words[W_VERSION] != RETIRED:
             return True
@@ -133,7 +133,7 @@ class SnapshotReader:
         """Open ``name`` read-only, check who may have written it and that every page is backed,
         map it ACCESS_READ, close the fd.
 
-        The mapping is None for an empty segment (mmap cannot map 0 bytes) and for one whose pages
+        The mapping is None for an empty file (mmap cannot map 0 bytes) and for one whose pages
         are not all allocated (reading a hole on a full /dev/shm is a SIGBUS).
         """
         if self._trusted is None:
@@ -142,14 +142,14 @@ class SnapshotReader:
             shm = posix_ipc.SharedMemory(name, flags=0, read_only=True)
         except posix_ipc.PermissionsError:
             raise SnapshotPermissionError(
-                "%s exists but this process (uid %d) may not read it: add the user to the segments' group "
+                "%s exists but this process (uid %d) may not read it: add the user to the files' group "
                 "(flagd --group)" % (name, os.geteuid())) from None
         try:
             stat = os.fstat(shm.fd)
             check_owner(name, stat, self._trusted)
             if stat.st_size == 0 or not is_backed(stat):
                 return None, stat
-            # PROT_READ + O_RDONLY fd: this process cannot write the segment at the API or MMU level.
+            # PROT_READ + O_RDONLY fd: this process cannot write the file at the API or MMU level.
             mm = mmap.mmap(shm.fd, stat.st_size, access=mmap.ACCESS_READ, **_NO_FD_KEPT)
         finally:
             shm.close_fd()  # the mapping survives (CPython < 3.13's mmap keeps its own duplicate fd)
@@ -177,8 +177,8 @@ class SnapshotReader:
         If the named version keeps vanishing (a writer publishing faster than this reader opens),
         the previous snapshot is returned after :data:`OPEN_ATTEMPTS` tries.
 
-        :raises SnapshotCorruptError: the segment the index names fails validation.
-        :raises SnapshotPermissionError: a segment has an unsafe mode or the wrong owner.
+        :raises SnapshotCorruptError: the file the index names fails validation.
+        :raises SnapshotPermissionError: a shared-memory file has an unsafe mode or the wrong owner.
         """
         for _ in range(OPEN_ATTEMPTS):
             version = self.current_version()
@@ -203,7 +203,7 @@ class SnapshotReader:
     def read(self, version: int) -> Snapshot:
         """Open, validate and map ``version`` now, bypassing the cache (``flagd dump``, tests).
 
-        :raises posix_ipc.ExistentialError: that version's segment does not exist (any more).
+        :raises posix_ipc.ExistentialError: that version's file does not exist (any more).
         :raises SnapshotCorruptError: it fails validation.
         :raises SnapshotPermissionError: it has an unsafe mode or the wrong owner.
         """

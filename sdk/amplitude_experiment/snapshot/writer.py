@@ -72,10 +72,10 @@ CREATE_ATTEMPTS = 3
 
 
 def remove_all(prefix: str, deployment_key: str) -> None:
-    """Unlink this key's index and every data segment (``flagd`` cleanup, tests).
+    """Unlink this key's index and every version file (``flagd`` cleanup, tests).
 
     Mapped readers are told first (version word set to RETIRED) so they re-open by name. Only
-    segments this process's uid owns are touched: names other users planted stay.
+    files this process's uid owns are touched: names other users planted stay.
     """
     name = index_name(prefix, deployment_key)
     uid = os.geteuid()
@@ -138,10 +138,10 @@ def remove_by_key_hash(prefix: str, hashed: str) -> List[str]:
 
 class SnapshotWriter:
     """flagd's side. One per (prefix, key) and process: creates the index (0640, optional group),
-    publishes immutable per-version data segments, refreshes the heartbeat, removes old versions,
+    publishes immutable per-version version files, refreshes the heartbeat, removes old versions,
     and at start removes the orphans of a crashed predecessor.
 
-    :param group: gid or group name given to every segment (readers are its members).
+    :param group: gid or group name given to every file (readers are its members).
     :param poll_interval_ms: flagd's upstream poll interval, stored in the index so readers know
         when a heartbeat is overdue (they warn at three intervals).
     :raises WriterConflictError: another live process publishes for this key;
@@ -251,7 +251,7 @@ class SnapshotWriter:
         return ForeignIndexError(
             "%s belongs to %s, not to this process's uid %d. Either that user's flagd publishes this key "
             "(run flagd as that user, or stop it), or another local user created the name to feed workers "
-            "forged flags: workers refuse it either way. Remove it and any segments beside it as root "
+            "forged flags: workers refuse it either way. Remove it and any files beside it as root "
             "(rm %s%s.*), then start flagd again."
             % (self.index_name, owner_name(uid), self._uid, SHM_DIR, self.index_name.rsplit(".", 1)[0]))
 
@@ -302,7 +302,7 @@ class SnapshotWriter:
                 header = image.header(version, now)
                 mm[len(header):] = image.body
                 mm[:len(header)] = header
-            # munmap above is a syscall: the kernel orders every byte of the segment before the index
+            # munmap above is a syscall: the kernel orders every byte of the file before the index
             # store below, on any CPU. Readers only ever open the version the index names.
         finally:
             shm.close_fd()
@@ -347,11 +347,11 @@ class SnapshotWriter:
             self._last = version  # never reused, even if this publish fails below
             return shm, version
         self._last = version - 1
-        raise WriterConflictError("could not create a data segment after %d attempts (up to v%d): someone keeps "
+        raise WriterConflictError("could not create a version file after %d attempts (up to v%d): someone keeps "
                                   "creating the next version names" % (CREATE_ATTEMPTS, self._last))
 
     def _allocate(self, fd: int, name: str, size: int) -> None:
-        """Reserve every page of a new segment before it is touched (tmpfs allocates on first touch;
+        """Reserve every page of a new version file before it is touched (tmpfs allocates on first touch;
         a full /dev/shm would otherwise kill this process with SIGBUS in the middle of the copy).
 
         On ENOSPC the retained older versions are dropped and the allocation tried once more: the
@@ -400,7 +400,7 @@ class SnapshotWriter:
         self._words[W_HEARTBEAT] = self._clock_ns()
 
     def close(self) -> None:
-        """Unmap; leaves every segment in place so workers keep serving. Idempotent."""
+        """Unmap; leaves every file in place so workers keep serving. Idempotent."""
         words, self._words = getattr(self, "_words", None), None
         if words is not None:
             if words[W_PID] == self._pid:

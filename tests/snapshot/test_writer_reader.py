@@ -11,17 +11,17 @@ import psutil
 import pytest
 
 from amplitude_experiment.evaluation import plan_flags
-from amplitude_experiment.snapshot import segment
+from amplitude_experiment import snapshot
 from amplitude_experiment.snapshot.layout import HEADER, encode_version
-from amplitude_experiment.snapshot.segment import (
+from amplitude_experiment.snapshot import (
     INDEX_SIZE,
     RETIRED,
     W_VERSION,
-    SegmentCorruptError,
-    SegmentPermissionError,
+    SnapshotCorruptError,
+    SnapshotPermissionError,
     SnapshotReader,
     SnapshotWriter,
-    data_name,
+    version_name,
     index_name,
     key_hash,
     list_versions,
@@ -51,13 +51,13 @@ def test_names_hide_the_key(shm_prefix):
     assert len(key_hash(KEY)) == 16
     name = index_name(shm_prefix, KEY)
     assert name == "/%s.%s.idx" % (shm_prefix, key_hash(KEY))
-    assert KEY not in name and KEY not in data_name(shm_prefix, KEY, 7)
+    assert KEY not in name and KEY not in version_name(shm_prefix, KEY, 7)
 
 
 def test_key_never_appears_in_segments(shm_prefix, writer):
     writer.publish(document(1))
     for version in [0] + list_versions(shm_prefix, KEY):
-        name = index_name(shm_prefix, KEY) if version == 0 else data_name(shm_prefix, KEY, version)
+        name = index_name(shm_prefix, KEY) if version == 0 else version_name(shm_prefix, KEY, version)
         with open(shm_path(name), "rb") as handle:
             assert KEY.encode() not in handle.read()
 
@@ -103,9 +103,9 @@ def test_live_writer_state_and_liveness(shm_prefix, writer):
     state = SnapshotReader(shm_prefix, KEY).state()
     assert state.publisher_pid == os.getpid()
     assert state.publisher_start_ns > 0 and state.poll_interval_ms == 4000
-    assert segment.publisher_alive(state) is True
+    assert snapshot.publisher_alive(state) is True
     state.publisher_start_ns -= 3600 * 10 ** 9  # same pid, different start: a reused pid
-    assert segment.publisher_alive(state) is False
+    assert snapshot.publisher_alive(state) is False
 
 
 def test_segments_are_0640_and_take_the_group(shm_prefix):
@@ -116,7 +116,7 @@ def test_segments_are_0640_and_take_the_group(shm_prefix):
             writer.publish(document(1))
     finally:
         os.umask(old)
-    for name in (index_name(shm_prefix, KEY), data_name(shm_prefix, KEY, 1)):
+    for name in (index_name(shm_prefix, KEY), version_name(shm_prefix, KEY, 1)):
         stat = os.stat(shm_path(name))
         assert stat.st_mode & 0o777 == 0o640 and stat.st_gid == gid
 
@@ -133,7 +133,7 @@ def test_restart_continues_numbering_and_removes_orphans(shm_prefix, writer):
     writer.close()
     # A crashed predecessor: a half-written v6 never published, and an ancient v1 it failed to unlink.
     for version in (1, 6):
-        shm = posix_ipc.SharedMemory(data_name(shm_prefix, KEY, version), posix_ipc.O_CREX, mode=0o640, size=100)
+        shm = posix_ipc.SharedMemory(version_name(shm_prefix, KEY, version), posix_ipc.O_CREX, mode=0o640, size=100)
         shm.close_fd()
     assert list_versions(shm_prefix, KEY) == [1, 3, 4, 5, 6]
     with SnapshotWriter(shm_prefix, KEY) as restarted:
@@ -144,7 +144,7 @@ def test_restart_continues_numbering_and_removes_orphans(shm_prefix, writer):
 
 def test_squatted_version_is_skipped(shm_prefix, writer):
     writer.publish(document(1))
-    shm = posix_ipc.SharedMemory(data_name(shm_prefix, KEY, 2), posix_ipc.O_CREX, mode=0o644, size=64)
+    shm = posix_ipc.SharedMemory(version_name(shm_prefix, KEY, 2), posix_ipc.O_CREX, mode=0o644, size=64)
     shm.close_fd()
     assert writer.publish(document(2)) == 3
     assert SnapshotReader(shm_prefix, KEY).load().version == 3
@@ -162,11 +162,11 @@ def test_reader_maps_read_only(shm_prefix, writer):
     assert reader.current_version() == 1
     with pytest.raises(TypeError):
         reader.words[W_VERSION] = 99
-    mm, _ = reader._map(data_name(shm_prefix, KEY, 1))
+    mm, _ = reader._map(version_name(shm_prefix, KEY, 1))
     with pytest.raises(TypeError):
         mm[0:1] = b"x"
     # The fd a reader gets is O_RDONLY: the MMU refuses a writable mapping too.
-    shm = posix_ipc.SharedMemory(data_name(shm_prefix, KEY, 1), flags=0, read_only=True)
+    shm = posix_ipc.SharedMemory(version_name(shm_prefix, KEY, 1), flags=0, read_only=True)
     try:
         with pytest.raises(PermissionError):
             mmap.mmap(shm.fd, 64)
@@ -178,11 +178,11 @@ def test_reader_maps_read_only(shm_prefix, writer):
 def test_reader_refuses_segments_others_can_write(shm_prefix, writer, mode):
     writer.publish(document(1))
     os.chmod(shm_path(index_name(shm_prefix, KEY)), mode)
-    with pytest.raises(SegmentPermissionError, match="group or others can write"):
+    with pytest.raises(SnapshotPermissionError, match="group or others can write"):
         SnapshotReader(shm_prefix, KEY).attach()
     os.chmod(shm_path(index_name(shm_prefix, KEY)), 0o640)
-    os.chmod(shm_path(data_name(shm_prefix, KEY, 1)), mode)
-    with pytest.raises(SegmentPermissionError):
+    os.chmod(shm_path(version_name(shm_prefix, KEY, 1)), mode)
+    with pytest.raises(SnapshotPermissionError):
         SnapshotReader(shm_prefix, KEY).load()
 
 
@@ -193,20 +193,20 @@ def test_reader_checks_the_configured_owner(shm_prefix, writer):
     assert SnapshotReader(shm_prefix, KEY, owner=pwd.getpwuid(me).pw_name).load().version == 1
     # Its own uid (and root) a reader always trusts; other owners: tests/snapshot/test_hostile.py.
     assert SnapshotReader(shm_prefix, KEY, owner=me + 4242).load().version == 1
-    with pytest.raises(SegmentPermissionError, match="not a known user"):
+    with pytest.raises(SnapshotPermissionError, match="not a known user"):
         SnapshotReader(shm_prefix, KEY, owner="no-such-user-here").attach()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_reader_refuses_data_owned_by_someone_else_than_the_index(shm_prefix, writer):
     writer.publish(document(1))
-    os.chown(shm_path(data_name(shm_prefix, KEY, 1)), 65534, -1)
-    with pytest.raises(SegmentPermissionError, match="the index by uid"):
+    os.chown(shm_path(version_name(shm_prefix, KEY, 1)), 65534, -1)
+    with pytest.raises(SnapshotPermissionError, match="the index by uid"):
         SnapshotReader(shm_prefix, KEY, owner=65534).load()  # a trusted owner, but not the index's
 
 
 def forge(shm_prefix: str, version: int, n: int = 2, tamper=None, **overrides) -> None:
-    """Write a data segment by hand (as a buggy or hostile writer would) and point the index at it.
+    """Write a version file by hand (as a buggy or hostile writer would) and point the index at it.
 
     ``overrides`` replace header fields; ``tamper(bytearray)`` changes the bytes after the header.
     """
@@ -218,7 +218,7 @@ def forge(shm_prefix: str, version: int, n: int = 2, tamper=None, **overrides) -
     body = bytearray(image.body)
     if tamper is not None:
         tamper(body)
-    shm = posix_ipc.SharedMemory(data_name(shm_prefix, KEY, version), posix_ipc.O_CREX, mode=0o640,
+    shm = posix_ipc.SharedMemory(version_name(shm_prefix, KEY, version), posix_ipc.O_CREX, mode=0o640,
                                  size=HEADER.size + len(body))
     os.fchmod(shm.fd, 0o640)
     with mmap.mmap(shm.fd, HEADER.size + len(body)) as mm:
@@ -247,7 +247,7 @@ def test_reader_rejects_a_bad_segment_and_keeps_nothing_half_read(shm_prefix, wr
     reader = SnapshotReader(shm_prefix, KEY)
     assert reader.load().version == 1
     forge(shm_prefix, 2, **override)
-    with pytest.raises(SegmentCorruptError, match=message):
+    with pytest.raises(SnapshotCorruptError, match=message):
         reader.load()
 
 
@@ -262,7 +262,7 @@ def test_meta_that_is_not_a_map_is_rejected(shm_prefix, writer):
 
     forge(shm_prefix, 2, tamper=tamper, meta_length=len(meta),
           directory_crc=zlib.crc32(_tampered_directory(tamper)))
-    with pytest.raises(SegmentCorruptError, match="expected a map"):
+    with pytest.raises(SnapshotCorruptError, match="expected a map"):
         SnapshotReader(shm_prefix, KEY).load()
 
 
@@ -291,9 +291,9 @@ def test_vanished_version_keeps_the_previous_snapshot(shm_prefix, writer):
     reader = SnapshotReader(shm_prefix, KEY)
     first = reader.load()
     writer.publish(document(2))
-    posix_ipc.unlink_shared_memory(data_name(shm_prefix, KEY, 2))  # as if unlinked before we opened it
+    posix_ipc.unlink_shared_memory(version_name(shm_prefix, KEY, 2))  # as if unlinked before we opened it
     assert reader.load() is first
-    assert reader.retries == segment.OPEN_ATTEMPTS
+    assert reader.retries == snapshot.OPEN_ATTEMPTS
 
 
 def test_remove_all_retires_the_index_for_mapped_readers(shm_prefix, writer):
@@ -316,7 +316,7 @@ def test_writer_refuses_an_index_owned_by_someone_else(shm_prefix):
     with SnapshotWriter(shm_prefix, KEY):
         pass
     os.chown(shm_path(index_name(shm_prefix, KEY)), 65534, -1)
-    with pytest.raises(segment.WriterConflictError, match="belongs to uid"):
+    with pytest.raises(snapshot.WriterConflictError, match="belongs to uid"):
         SnapshotWriter(shm_prefix, KEY)
 
 
@@ -329,7 +329,7 @@ def test_full_shared_memory_fails_the_publish_not_the_process(shm_prefix, writer
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", no_space)
-    with pytest.raises(segment.SnapshotError, match="no room"):
+    with pytest.raises(snapshot.SnapshotError, match="no room"):
         writer.publish(document(2))
     assert list_versions(shm_prefix, KEY) == [1]
     assert SnapshotReader(shm_prefix, KEY).load().version == 1
@@ -387,7 +387,7 @@ def test_a_closed_writer_raises_a_typed_error(shm_prefix):
     writer = SnapshotWriter(shm_prefix, KEY)
     writer.close()
     writer.close()  # idempotent
-    with pytest.raises(segment.SnapshotError, match="closed"):
+    with pytest.raises(snapshot.SnapshotError, match="closed"):
         writer.publish(document(1))
-    with pytest.raises(segment.SnapshotError, match="closed"):
+    with pytest.raises(snapshot.SnapshotError, match="closed"):
         writer.heartbeat()
