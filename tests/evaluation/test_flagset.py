@@ -108,9 +108,10 @@ def test_records_round_trip_what_msgpack_cannot_hold():
     assert decode_flag(encode_flag(plain)) == plain
 
 
-def test_a_poller_plan_keeps_no_records_and_says_so():
+def test_a_plan_without_records_compiles_everything_and_says_so():
     cache = CompiledFlagCache()
-    catalog = plan_flags([flag("a")], (), cache, keep_records=False)
+    catalog = plan_flags([flag("a"), flag("b")], (), cache, records=False)
+    assert cache.compiles == 2 and catalog.digest("a") != catalog.digest("b")
     with pytest.raises(KeyError, match="no record kept"):
         catalog.config("a")
     assert FlagSet(catalog, cache).compiled("a") is not None  # from the cache

@@ -165,16 +165,16 @@ class PlannedCatalog:
 
 
 def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[CompiledFlagCache]" = None,
-               keep_records: bool = True) -> PlannedCatalog:
+               records: bool = True) -> PlannedCatalog:
     """Validate a flag-config list (the JSON of ``GET /sdk/v2/flags``) and plan it.
 
     Validating is compiling: every flag goes through the one parser. With a ``cache``, a flag
     whose record did not change since the cache last saw it is not compiled again, and every
     flag compiled here is put in the cache.
 
-    :param keep_records: False for a caller whose cache will always hold every flag of the plan
-        (the poller): the records are then not kept, and ``config()`` has nothing to answer.
-
+    :param records: False for a one-off compile whose flags are all compiled here and never
+        compared with another version's (``compile_flags``): no record is encoded, ``config()``
+        has nothing to answer, and digests only tell this plan's flags apart.
     :param previous_order: keys of the flags held before this update. Flags already held keep
         their position and new ones are appended, as in the reference's flag storage
         (docs/compatibility.md, "Storage order"); evaluation order, and so which results a later
@@ -183,11 +183,19 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
     """
     if not isinstance(raw, list):
         raise FlagConfigError("flag configs must be a JSON array of flags, got %s" % _type_name(raw))
-    records: Dict[str, bytes] = {}
+    encoded: Dict[str, bytes] = {}
     digests: Dict[str, bytes] = {}
     compiled: Dict[str, CompiledFlag] = {}
     with collector_paused():
         for index, flag in enumerate(raw):
+            if not records:
+                flag_plan = _compile_flag(flag, index)
+                key = flag_plan.key
+                digests[key] = b"#%d" % index
+                compiled[key] = flag_plan
+                if cache is not None:
+                    cache.put(key, digests[key], flag_plan)
+                continue
             record = encode_flag(flag)
             digest = flag_digest(record)
             key = flag.get("key") if isinstance(flag, dict) else None
@@ -199,15 +207,15 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
                 if cache is not None:
                     cache.put(flag_plan.key, digest, flag_plan)
             key = flag_plan.key
-            records[key] = record
+            encoded[key] = record
             digests[key] = digest
             compiled[key] = flag_plan
-    ordered_keys = [key for key in previous_order if key in records]
+    ordered_keys = [key for key in previous_order if key in compiled]
     held = set(ordered_keys)
-    ordered_keys.extend(key for key in records if key not in held)
+    ordered_keys.extend(key for key in compiled if key not in held)
     problems = [problem for key in ordered_keys for problem in compiled[key].problems]
     return PlannedCatalog(
-        ordered_keys, records if keep_records else {}, digests, {key: compiled[key].dependencies for key in ordered_keys}, problems,
+        ordered_keys, encoded, digests, {key: compiled[key].dependencies for key in ordered_keys}, problems,
         any(compiled[key].needs_exact_user_entry for key in ordered_keys))
 
 

@@ -146,9 +146,10 @@ class FlagSet:
 
 
 def compile_flags(raw: Any, previous_order: Iterable[str] = ()) -> FlagSet:
-    """Validate, plan and compile a whole flag-config list (see :func:`~.catalog.plan_flags`).
+    """Validate, plan and compile a whole flag-config list (see :func:`~.catalog.plan_flags`), for
+    a flag set used on its own: no record is kept, so its ``raw`` configs cannot be read back.
 
     :raises FlagConfigError: naming the first flag and field that is not of the expected type.
     """
     cache = CompiledFlagCache()
-    return FlagSet(plan_flags(raw, previous_order, cache), cache)
+    return FlagSet(plan_flags(raw, previous_order, cache, records=False), cache)
