@@ -9,6 +9,7 @@ unknown fields are ignored (docs/compatibility.md, "Flag-config validation").
 import contextlib
 import functools
 import gc
+import sys
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import mmh3
@@ -115,7 +116,10 @@ class _Where:
         self.exact_user_entry = False
 
     def selector(self, path: "Path", value: Any) -> Tuple[str, ...]:
-        selector = _strings(self, path, value)
+        # Interned: a selector's names are looked up in every evaluation's context dicts, whose
+        # keys are mostly interned already (attribute names), and an identical key object is
+        # found without comparing text. A decoded record's strings are not interned by msgpack.
+        selector = tuple(map(sys.intern, _strings(self, path, value)))
         if not self.exact_user_entry and _tells_user_entries_apart(selector):
             self.exact_user_entry = True
         return selector
