@@ -458,9 +458,10 @@ def _class_ranges(escape: str, ascii_only: bool, last: int = _LAST_CODE_POINT) -
     return tuple((match.start(), match.end() - 1) for match in finder.finditer(text))
 
 
-@functools.lru_cache(maxsize=1)
 def _every_code_point() -> str:
-    """Every code point in order, surrogates included: the text the class tables are read from."""
+    """Every code point in order, surrogates included: the text the class tables are read from.
+
+    Not kept: it is 4.4 MB, and each class table it serves is computed once per process anyway."""
     return array.array("I", range(_LAST_CODE_POINT + 1)).tobytes().decode("utf-32-le", "surrogatepass")
 
 
