@@ -111,18 +111,12 @@ class DaemonMetrics:
     # --- what the daemon reports --------------------------------------------------------------
 
     def published(self, version: int, flags: Iterable[Any], version_file_path: str, at_s: float, seconds: float) -> None:
-        flags = list(flags)
-        self.published_version.set(version)
-        self.flags.set(len(flags))
-        self.cohorts.set(len(cohort_ids(flags)))
-        try:
-            self.snapshot_bytes.set(os.stat(version_file_path).st_size)
-        except OSError:
-            pass
+        self.adopted(version, flags, version_file_path)
         self.last_publish.set(at_s)
         self.publish_duration.observe(seconds)
 
     def adopted(self, version: int, flags: Iterable[Any], version_file_path: str) -> None:
+        """The version served now (published by this flagd or found at start), its flags and size."""
         flags = list(flags)
         self.published_version.set(version)
         self.flags.set(len(flags))
@@ -164,5 +158,7 @@ def cohort_ids(flags: Iterable[Any]) -> Set[str]:
 
 
 def version_file_path(prefix: str, key_hash: str, version: int) -> Optional[str]:
-    """Where a version's version file is visible as a file (Linux's /dev/shm)."""
-    return "/dev/shm/%s.%s.v%d" % (prefix, key_hash, version)
+    """Where a version file shows in the file system (Linux's /dev/shm)."""
+    from amplitude_experiment.snapshot.host import SHM_DIR
+
+    return "%s/%s.%s.v%d" % (SHM_DIR, prefix, key_hash, version)

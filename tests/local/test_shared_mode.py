@@ -8,6 +8,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 import pytest
+from forking import reap, run_in_child
 from stand_in import Answer
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
@@ -364,35 +365,6 @@ def test_auto_mode_falls_back_to_polling_when_the_segment_is_refused(shm_prefix,
 
 
 # --- fork -------------------------------------------------------------------------------------
-
-
-def run_in_child(body: Any, seconds: float = 20.0) -> Any:
-    """Fork; run ``body(send)`` in the child, which reports through a pipe; return what it sent."""
-
-    recv, send = multiprocessing.Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 0
-        try:
-            body(send)
-        except BaseException as error:  # report anything to the parent
-            send.send(("error", repr(error)))
-            code = 1
-        finally:
-            os._exit(code)
-    return recv, pid
-
-
-def reap(pid: int, seconds: float = 20.0) -> int:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    raise AssertionError("child %d did not exit in time" % pid)
 
 
 @pytest.mark.multiprocess

@@ -13,6 +13,7 @@ import time
 from typing import Any, Dict, List
 
 import pytest
+from forking import reap, run_in_child
 from openfeature_kit import FLAGS_PATH, KEY, all_users, set_provider_and_wait, typed_flags
 from openfeature import api
 from openfeature.event import ProviderEvent
@@ -230,34 +231,6 @@ def test_flagd_killed_goes_stale_and_comes_back_ready(shm_prefix, tmp_path, even
 
 
 # --- pre-fork ---------------------------------------------------------------------------------
-
-
-def run_in_child(body: Any) -> Any:
-    """Fork; run ``body(send)`` in the child, which reports through a pipe; never return into pytest there."""
-    recv, send = multiprocessing.Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            body(send)
-        except BaseException as error:
-            send.send(("error", repr(error)))
-            code = 1
-        finally:
-            os._exit(code)
-    return recv, pid
-
-
-def reap(pid: int, seconds: float = 20.0) -> int:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError("child %d did not exit in time" % pid)
 
 
 def child_resolves(go: Any) -> Any:
