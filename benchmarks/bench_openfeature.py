@@ -34,6 +34,7 @@ sys.path.insert(0, HERE)
 
 import flaggen  # noqa: E402
 from _timing import measure  # noqa: E402
+from bench_shared import StaticSource  # noqa: E402 (one in-process flag set for both benchmarks)
 
 FLAG_COUNT = 1000
 USERS = 200
@@ -42,23 +43,6 @@ KEY = "server-BENCH" + uuid.uuid4().hex[:8]
 PREFIX = "bench-of-" + uuid.uuid4().hex[:8]
 
 
-class StaticSource:
-    """An in-process FlagSet, as in bench_shared.py."""
-
-    def __init__(self, flags: Any) -> None:
-        self._flags = flags
-
-    def start(self) -> None:
-        pass
-
-    def current(self) -> Any:
-        return self._flags
-
-    def stop(self) -> None:
-        pass
-
-    def status(self) -> Dict[str, Any]:
-        return {"source": "static"}
 
 
 def contexts_for(specs: List[Dict[str, Any]]) -> List[Any]:

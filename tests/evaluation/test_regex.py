@@ -170,19 +170,10 @@ _ASCII_TEXT = [c for c in _TEXT if c.isascii()] + list("AZaz09_!~\x7f\x00\x1f")
 def test_the_ascii_text_translation_answers_as_re_on_ascii_text(seed):
     """What deferred_search uses until a non-ASCII text arrives: exact on ASCII text, built without
     the Unicode tables (and so without scanning every code point)."""
-    rng = random.Random(seed)
     wrong = []
-    for _ in range(700):
-        pattern = rng.choice(_FLAGS) + "".join(_random_piece(rng, 0) for _ in range(rng.randint(1, 4)))
-        try:
-            reference = re.compile(pattern)
-        except re.error:
-            continue
+    for pattern, reference, texts in _random_cases(seed, _ASCII_TEXT):
         search = compile_search(pattern, ascii_text=True)
-        for _ in range(20):
-            text = "".join(rng.choice(_ASCII_TEXT) for _ in range(rng.randint(0, 8)))
-            if search.search(text) is not (reference.search(text) is not None):
-                wrong.append((pattern, text))
+        wrong.extend((pattern, text) for text in texts if search.search(text) is not (reference.search(text) is not None))
     for letter in _CASE_SAMPLE:  # non-ASCII pattern letters that match ASCII text under (?i): K, ſ
         for flags in ("(?i)", "(?ai)"):
             pattern = flags + re.escape(letter)
@@ -210,23 +201,27 @@ def test_a_deferred_search_needs_no_unicode_table_until_non_ascii_text_arrives(m
 @pytest.mark.parametrize("seed", [1, 2, 4])
 def test_random_patterns_answer_as_re(seed):
     """Random patterns from the constructs RE2 takes, on random short texts (bounded: 700 x 20)."""
-    rng = random.Random(seed)
     wrong = []
     on_re2 = 0
+    for pattern, reference, texts in _random_cases(seed, _TEXT):
+        search = compile_search(pattern)
+        on_re2 += search.engine == "re2"
+        wrong.extend((pattern, text) for text in texts if search.search(text) is not (reference.search(text) is not None))
+    assert wrong == []
+    assert on_re2 > 600
+
+
+def _random_cases(seed, alphabet):
+    """700 random patterns that ``re`` compiles (fewer: the others are skipped), each with its
+    compiled ``re`` and 20 random texts of up to 8 characters from ``alphabet``."""
+    rng = random.Random(seed)
     for _ in range(700):
         pattern = rng.choice(_FLAGS) + "".join(_random_piece(rng, 0) for _ in range(rng.randint(1, 4)))
         try:
             reference = re.compile(pattern)
         except re.error:
             continue
-        search = compile_search(pattern)
-        on_re2 += search.engine == "re2"
-        for _ in range(20):
-            text = "".join(rng.choice(_TEXT) for _ in range(rng.randint(0, 8)))
-            if search.search(text) is not (reference.search(text) is not None):
-                wrong.append((pattern, text))
-    assert wrong == []
-    assert on_re2 > 600
+        yield pattern, reference, ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(20)]
 
 
 def test_regex_conditions_still_negate_per_element():
