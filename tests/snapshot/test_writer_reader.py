@@ -225,6 +225,11 @@ def forge(shm_prefix: str, version: int, n: int = 2, tamper=None, **overrides) -
         mm[HEADER.size:] = bytes(body)
         HEADER.pack_into(mm, 0, *fields.values())
     shm.close_fd()
+    store_version_word(shm_prefix, version)
+
+
+def store_version_word(shm_prefix: str, version: int) -> None:
+    """Store ``version`` into the index's version word by hand, as only a writer would."""
     index = posix_ipc.SharedMemory(index_name(shm_prefix, KEY), flags=0)
     with mmap.mmap(index.fd, INDEX_SIZE) as mm:
         view = memoryview(mm).cast("Q")
@@ -340,12 +345,7 @@ def test_full_shared_memory_fails_the_publish_not_the_process(shm_prefix, writer
 def test_an_interrupted_remove_all_is_recovered(shm_prefix, writer):
     writer.publish(document(1))
     writer.close()
-    index = posix_ipc.SharedMemory(index_name(shm_prefix, KEY), flags=0)
-    with mmap.mmap(index.fd, INDEX_SIZE) as mm:
-        view = memoryview(mm).cast("Q")
-        view[W_VERSION] = RETIRED
-        view.release()
-    index.close_fd()
+    store_version_word(shm_prefix, RETIRED)
     with SnapshotWriter(shm_prefix, KEY) as again:
         assert again.version == 0
         assert again.publish(document(2)) == 2

@@ -58,6 +58,7 @@ def list_versions(prefix: str, deployment_key: str, owner_uid: Optional[int] = N
         versions.append(version)
     return sorted(versions)
 
+
 def list_published(prefix: Optional[str] = None) -> List[Tuple[str, str]]:
     """``(prefix, key hash)`` of every index on this host (of ``prefix`` only, when given).
 
@@ -90,11 +91,13 @@ def unlink(name: str) -> bool:
         logger.warning("could not unlink %s: %s", name, error)
         return False
 
+
 def is_backed(stat: os.stat_result) -> bool:
     """Whether every page of the file is allocated: touching a page that is not (a hole) makes
     tmpfs allocate it, and a full /dev/shm answers that with SIGBUS. Pages are whole, so with any
     hole st_blocks * 512 falls below st_size."""
     return not _CHECK_BACKED or stat.st_blocks * 512 >= stat.st_size
+
 
 def owner_name(uid: int) -> str:
     import pwd
@@ -104,6 +107,7 @@ def owner_name(uid: int) -> str:
     except KeyError:
         return "uid %d" % uid
 
+
 def process_start_ns(pid: int) -> int:
     """When ``pid`` started, on the wall clock in ns, as psutil tells it (0 where it cannot)."""
     import psutil  # only flagd's start and status reports get here, never a worker's hot path
@@ -112,6 +116,7 @@ def process_start_ns(pid: int) -> int:
         return int(psutil.Process(pid).create_time() * 1e9)
     except psutil.Error:
         return 0
+
 
 def publisher_alive(state: IndexState) -> Optional[bool]:
     """Whether the process that published ``state`` still runs (None: nothing published).
@@ -137,6 +142,7 @@ def publisher_alive(state: IndexState) -> Optional[bool]:
         return True  # exists, but we may not inspect it
     return not state.publisher_start_ns or abs(created - state.publisher_start_ns / 1e9) <= 2.0
 
+
 def resolve_uid(owner: OwnerSpec) -> Optional[int]:
     if owner is None or isinstance(owner, int):
         return owner
@@ -147,6 +153,7 @@ def resolve_uid(owner: OwnerSpec) -> Optional[int]:
     except KeyError:
         raise SnapshotPermissionError("flagd owner %r is not a known user" % owner) from None
 
+
 def resolve_gid(group: OwnerSpec) -> Optional[int]:
     if group is None or isinstance(group, int):
         return group
@@ -156,6 +163,7 @@ def resolve_gid(group: OwnerSpec) -> Optional[int]:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise SnapshotError("group %r does not exist" % group) from None
+
 
 def trusted_owners(owner: OwnerSpec = None) -> FrozenSet[int]:
     """The uids a reader accepts as a file's owner: its own, root's, and flagd's.
@@ -177,6 +185,7 @@ def trusted_owners(owner: OwnerSpec = None) -> FrozenSet[int]:
     else:
         uids.add(resolve_uid(owner))
     return frozenset(uids)
+
 
 def check_owner(name: str, stat: os.stat_result, trusted: FrozenSet[int]) -> None:
     """Refuse a shared-memory file others could have written, or that no trusted user owns."""

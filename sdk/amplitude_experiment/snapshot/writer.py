@@ -103,6 +103,7 @@ def remove_all(prefix: str, deployment_key: str) -> None:
     for version in list_versions(prefix, deployment_key, owner_uid=uid):
         unlink(version_name(prefix, deployment_key, version))
 
+
 def remove_by_key_hash(prefix: str, hashed: str) -> List[str]:
     """Like :func:`remove_all` for the key whose ``key_hash`` is ``hashed``; returns the names unlinked."""
     removed = []
