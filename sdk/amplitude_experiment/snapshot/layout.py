@@ -21,7 +21,19 @@ The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``):
                               three intervals old
           9..15 flagd's health: last error, when, what fails now (``health.py``);
                   bytes 1024..2047 hold the last error's text
-          16.. reserved (0)
+          16..23 cohorts: 16 cohort_version, the current cohort directory ``.k<N>`` (0 = none);
+                 stored last when cohorts are published, like ``version`` for flags.
+                 17..23 reserved for cohort health
+          24..31 transport: 24 how flags arrive now (TRANSPORT_*), 25 since when (ns);
+                 26..31 reserved for the stream's health; bytes 2048..2559 its last error's text
+          32..47 events: 32 the hash of the analytics API key flagd delivers for (0 = none,
+                 :func:`analytics_key_hash`), 33 the hash of its analytics endpoint URL,
+                 34..47 event counters
+          48.. reserved (0)
+
+Other names a key's files may take (all under the same ``/<prefix>.<keyhash>.`` stem):
+``.k<N>`` a cohort directory, ``.c<N>`` one cohort's members, ``.q`` the event queue (a POSIX
+message queue, not a file).
 
 A version file holds one version of one key's flags. flagd writes it once
 (:func:`encode_version`) and never changes it; a worker maps it read-only and answers
@@ -65,7 +77,7 @@ import msgpack
 
 from ..evaluation.catalog import DIGEST_SIZE, PlannedCatalog, content_digest, decode_flag, flag_digest
 
-__all__ = ["DATA_FORMAT", "DATA_MAGIC", "ENTRY", "HEADER", "INDEX_SIZE", "MAX_VERSION", "RETIRED", "FlagTable",
+__all__ = ["DATA_FORMAT", "analytics_key_hash", "DATA_MAGIC", "ENTRY", "HEADER", "INDEX_SIZE", "MAX_VERSION", "RETIRED", "FlagTable",
            "IndexState", "TableCorruptError", "VersionImage", "encode_version", "index_name", "key_hash",
            "lookup_hash", "parse_version", "version_name"]
 
@@ -87,6 +99,13 @@ def version_name(prefix: str, deployment_key: str, version: int) -> str:
     return "/%s.%s.v%d" % (prefix, key_hash(deployment_key), version)
 
 
+def analytics_key_hash(api_key: str) -> int:
+    """The u64 a worker compares with index word 32 to learn whether flagd delivers its events
+    (0 is never returned: it means "no key")."""
+    digest = blake2b(api_key.encode("utf-8"), digest_size=8, person=b"amp-events").digest()
+    return int.from_bytes(digest, "little") or 1
+
+
 def parse_version(text: str) -> Optional[int]:
     """The version a ``v<N>`` name holds, or None when it is not one a writer could have made
     (not canonical decimal, 0, or above :data:`MAX_VERSION`)."""
@@ -104,6 +123,13 @@ INDEX_SIZE = 4096
 INDEX_WORDS = INDEX_SIZE // 8
 # Word positions in the index.
 W_MAGIC, W_LAYOUT, W_VERSION, W_PID, W_START, W_PUBLISHED, W_FETCH, W_HEARTBEAT, W_POLL = range(9)
+#: Cohorts: the current cohort directory (its own publish point); 17..23 reserved for cohorts.
+W_COHORT_VERSION = 16
+#: How flags arrive (TRANSPORT_*) and since when; 26..31 reserved for the stream.
+W_TRANSPORT, W_TRANSPORT_SINCE = 24, 25
+TRANSPORT_NONE, TRANSPORT_POLL, TRANSPORT_STREAM, TRANSPORT_FILE = range(4)
+#: Events: hashes of the analytics API key and endpoint flagd delivers for; 34..47 event counters.
+W_ANALYTICS_KEY, W_ANALYTICS_ENDPOINT = 32, 33
 #: Stored in the version word by :func:`remove_all` before unlinking, so mapped readers re-open.
 RETIRED = 2 ** 64 - 1
 #: The highest version number a writer uses, or accepts from a ``v<N>`` name; far below RETIRED.
