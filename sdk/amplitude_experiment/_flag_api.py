@@ -19,6 +19,8 @@ FLAGS_PATH = "/sdk/v2/flags?v=0"
 DEFAULT_SHM_PREFIX = "amplitude-flagd"
 #: A flag-config document larger than this is a fault (of the server, the proxy or the file), not a config.
 MAX_FLAG_CONFIG_BYTES = 64 * 1024 * 1024
+#: The header naming the SDK, on every request to Amplitude's APIs (flag configs and cohorts alike).
+LIBRARY_HEADER = "X-Amp-Exp-Library"
 
 
 def flag_config_headers(deployment_key: str) -> Dict[str, str]:
@@ -26,7 +28,7 @@ def flag_config_headers(deployment_key: str) -> Dict[str, str]:
     return {
         "Authorization": "Api-Key " + deployment_key,
         "Content-Type": "application/json;charset=utf-8",
-        "X-Amp-Exp-Library": LIBRARY,
+        LIBRARY_HEADER: LIBRARY,
     }
 
 

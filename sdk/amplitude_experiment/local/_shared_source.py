@@ -295,6 +295,13 @@ class AutoFlagSource:
         self._poller.stop()
         self._shared.stop()
 
+    def cohort_membership(self) -> Any:
+        """The cohorts of whichever source serves now (flagd's, or this process's cohort sync)."""
+        if self.mode == "flagd":
+            return self._shared.cohort_membership()
+        lookup = getattr(self._poller, "cohort_membership", None)
+        return lookup() if lookup is not None else None
+
     def status(self) -> FlagSourceStatus:
         if self.mode == "flagd":
             status = self._shared.status()

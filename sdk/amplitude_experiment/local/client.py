@@ -5,6 +5,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .._fork import notice_fork
 from ..evaluation import evaluate
+from ..evaluation.cohorts import enrich_user
 from ..tracking import build_tracker
 from ..user import User
 from ..variant import Variant
@@ -73,6 +74,8 @@ class LocalEvaluationClient:
         metrics = self._metrics
         if metrics is not None:
             metrics.evaluated(flags)
+        if flags.cohort_refs:
+            self._enrich_with_cohorts(user, flags.cohort_refs)
         results, failures = evaluate(flags, user_to_context(user, flags.needs_exact_user_entry), flag_keys)
         if failures:
             self._log_failures(flags, failures)
@@ -134,6 +137,14 @@ class LocalEvaluationClient:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+    def _enrich_with_cohorts(self, user: User, references: Dict[str, Any]) -> None:
+        """Fill the user's cohort ids from the loaded cohorts (docs/cohorts.md), when cohorts are
+        loaded: by this process's cohort sync, or by flagd in shared mode."""
+        lookup = getattr(self._source, "cohort_membership", None)
+        membership = lookup() if lookup is not None else None
+        if membership is not None and user is not None:
+            enrich_user(user, references, membership)
 
     def _log_failures(self, flags: Any, failures: List[Any]) -> None:
         """Log each (flag, error type) once per flag set, so a bad user value cannot flood the log."""

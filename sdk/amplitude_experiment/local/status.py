@@ -4,7 +4,7 @@ Every key is present whatever the source; a key that does not apply to the sourc
 None. Times are wall-clock seconds since the epoch, ages seconds.
 """
 
-from typing import List, Optional, TypedDict
+from typing import Any, Dict, List, Optional, TypedDict
 
 __all__ = ["FlagSourceStatus", "empty_status", "publisher_trouble"]
 
@@ -37,6 +37,13 @@ class FlagSourceStatus(TypedDict):
     (flagd's own health, read from the index).
 
     Polling (None in shared mode): ``url`` and ``polls`` (polls attempted by this process).
+
+    Cohorts (None without cohort targeting: no ``cohort_sync_config`` while polling, no cohorts
+    published by flagd in shared mode): ``cohorts`` maps each cohort the flags reference to its
+    state (``group_type``, ``size``, ``last_modified``, ``loaded``, ``stale``, ``last_success``,
+    ``last_error``, ``last_error_at``); ``cohorts_missing`` lists those not loaded (flags evaluate
+    as if no one were in them), ``cohorts_stale`` those whose last refresh is older than two
+    cohort intervals (docs/cohorts.md).
     """
 
     source: str
@@ -64,6 +71,9 @@ class FlagSourceStatus(TypedDict):
     publisher_failing: Optional[List[str]]
     url: Optional[str]
     polls: Optional[int]
+    cohorts: Optional[Dict[str, Any]]
+    cohorts_missing: Optional[List[str]]
+    cohorts_stale: Optional[List[str]]
 
 
 def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
@@ -74,7 +84,7 @@ def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
         published_version=None, publisher_pid=None, publisher_alive=None, heartbeat_age_seconds=None,
         last_fetch_age_seconds=None, poll_interval_seconds=None, upstream=None, index=None,
         publisher_last_error=None, publisher_last_error_at=None, publisher_consecutive_failures=None,
-        publisher_failing=None, url=None, polls=None,
+        publisher_failing=None, url=None, polls=None, cohorts=None, cohorts_missing=None, cohorts_stale=None,
     )
 
 

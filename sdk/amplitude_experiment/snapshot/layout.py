@@ -184,7 +184,7 @@ MAX_DIRECTORY = 2 ** 32 - 1
 
 
 #: Meta entries the layout adds to what the writer gives (see :func:`encode_version`).
-_TABLE_META = frozenset(("problems", "needs_exact_user_entry", "content_digest"))
+_TABLE_META = frozenset(("problems", "needs_exact_user_entry", "content_digest", "cohort_refs"))
 
 
 class TableCorruptError(ValueError):
@@ -238,6 +238,7 @@ def encode_version(catalog: PlannedCatalog, meta: Dict[str, Any]) -> VersionImag
     meta["problems"] = list(catalog.problems)
     meta["needs_exact_user_entry"] = bool(catalog.needs_exact_user_entry)
     meta["content_digest"] = content_digest(catalog)
+    meta["cohort_refs"] = {group_type: list(ids) for group_type, ids in getattr(catalog, "cohort_refs", {}).items()}
     meta_bytes = msgpack.packb(meta, use_bin_type=True)
     encoded_keys = [key.encode("utf-8", "surrogatepass") for key in keys]
     sequences: List[int] = []
@@ -294,7 +295,7 @@ class FlagTable:
     """
 
     __slots__ = ("name", "version", "created_ns", "size", "meta", "problems", "needs_exact_user_entry",
-                 "_buffer", "_count", "_hashes", "_positions", "_entries_at", "_sequences", "_order",
+                 "cohort_refs", "_buffer", "_count", "_hashes", "_positions", "_entries_at", "_sequences", "_order",
                  "_keys_at", "_key_cache", "_mapping", "__weakref__")
 
     def __init__(self, buffer: Any, name: str, version: int, mapping: Any = None):
@@ -341,6 +342,11 @@ class FlagTable:
         self.meta: Dict[str, Any] = meta
         self.problems: List[str] = [str(problem) for problem in meta.get("problems") or ()]
         self.needs_exact_user_entry = bool(meta.get("needs_exact_user_entry"))
+        refs = meta.get("cohort_refs")
+        #: Group type -> cohort ids the flags' cohort conditions name (flagd's plan, stored in meta).
+        self.cohort_refs: Dict[str, Tuple[str, ...]] = {
+            str(group_type): tuple(str(i) for i in ids) for group_type, ids in refs.items()
+            if isinstance(ids, list)} if isinstance(refs, dict) else {}
         self._mapping = mapping
         self._buffer = view
         self._count = count
