@@ -259,3 +259,20 @@ class CohortSync:
     def refresh_soon(self) -> None:
         """Wake the refresh thread for a full round now (tests, operators)."""
         self._wakeup.set()
+
+
+def shared_cohort_fields(entries: List[Dict[str, Any]], now: float) -> Dict[str, Any]:
+    """The cohort keys of ``flag_source_status`` in shared mode, from flagd's cohort directory."""
+    cohorts: Dict[str, CohortState] = {}
+    for entry in entries:
+        interval_s = (entry.get("interval_ms") or 60000) / 1000.0
+        fetched = entry.get("fetched_at_ns") or 0
+        error_at = entry.get("error_at_ns") or 0
+        loaded = bool(entry.get("members"))
+        cohorts[str(entry.get("id"))] = CohortState(
+            group_type=entry.get("group_type"), size=entry.get("size"), last_modified=entry.get("last_modified"),
+            loaded=loaded, stale=loaded and (not fetched or now - fetched / 1e9 > STALE_INTERVALS * interval_s),
+            last_success=fetched / 1e9 if fetched else None, last_error=entry.get("error") or None,
+            last_error_at=error_at / 1e9 if error_at else None)
+    return {"cohorts": cohorts, "cohorts_missing": [c for c, s in cohorts.items() if not s["loaded"]],
+            "cohorts_stale": [c for c, s in cohorts.items() if s["stale"]]}

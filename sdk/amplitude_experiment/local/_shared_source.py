@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from ..evaluation import CompiledFlagCache, FlagSet
 from ..snapshot import FlagTable, IndexState, SnapshotError, SnapshotFollower, SnapshotReader, publisher_alive
+from ..snapshot.reader import CohortFollower
 from ..snapshot.health import read_health
 from ..snapshot.host import list_published
 from ..snapshot.reader import CHECK_EVERY, STALE_INTERVALS
@@ -74,6 +75,9 @@ class SharedSnapshotSource:
         #: THE hot path: the follower's own method, one 8-byte load and an int compare per call.
         self.current: Callable[[], Optional[FlagSet]] = self._follower.current
         self.index_name = reader.index_name
+        #: flagd's cohorts (docs/cohorts.md): read in place, no cohort config needed here.
+        self._cohorts = CohortFollower(reader, on_problem=self._log_problem)
+        self.cohort_membership = self._cohorts.current
 
     # --- FlagSource ---------------------------------------------------------------------------
 
@@ -151,6 +155,11 @@ class SharedSnapshotSource:
             publisher_consecutive_failures=health.consecutive_failures,
             publisher_failing=list(health.failing),
         )
+        view = self._cohorts.current()
+        if view is not None:
+            from ._cohort_sync import shared_cohort_fields
+
+            status.update(shared_cohort_fields(view.cohorts, now / 1e9))
         return status
 
     def other_keys_hint(self) -> Optional[str]:
