@@ -24,6 +24,11 @@ KEY_ENV = "AMPLITUDE_DEPLOYMENT_KEY"
 CREDENTIAL_NAME = "deployment-key"
 ENV_PREFIX = "FLAGD_"
 MAX_KEY_FILE_BYTES = 4096
+#: Cohort credentials (the project's analytics API key and secret key, docs/cohorts.md): option
+#: (a file), environment variable and systemd credential name, looked at in that order.
+COHORT_CREDENTIALS = (("cohort_api_key_file", "AMPLITUDE_COHORT_API_KEY", "cohort-api-key", "cohort API key"),
+                      ("cohort_secret_key_file", "AMPLITUDE_COHORT_SECRET_KEY", "cohort-secret-key",
+                       "cohort secret key"))
 
 COMMANDS = {
     "run": "publish flag configs into shared memory until stopped",
@@ -42,6 +47,15 @@ class _KeyOnCommandLine(argparse.Action):
         parser.error("the deployment key is not accepted on the command line (other users can read it there); "
                      "set %s, use --deployment-key-file PATH or a systemd credential named %s"
                      % (KEY_ENV, CREDENTIAL_NAME))
+
+
+class _SecretOnCommandLine(argparse.Action):
+    """Refuses a cohort credential on the command line without echoing it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        parser.error("cohort credentials are not accepted on the command line (other users can read it there); "
+                     "set AMPLITUDE_COHORT_API_KEY and AMPLITUDE_COHORT_SECRET_KEY, use --cohort-api-key-file and "
+                     "--cohort-secret-key-file, or systemd credentials named cohort-api-key and cohort-secret-key")
 
 
 class _PrintVersion(argparse.Action):
@@ -63,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--deployment-key-file", metavar="PATH",
                          help="file holding the deployment key [env %sDEPLOYMENT_KEY_FILE]" % ENV_PREFIX)
         sub.add_argument("--deployment-key", nargs="?", action=_KeyOnCommandLine, help=argparse.SUPPRESS)
+        if command == "run":
+            for dest, env, credential, what in COHORT_CREDENTIALS:
+                sub.add_argument("--" + dest.replace("_", "-"), metavar="PATH", dest=dest,
+                                 help="file holding the %s, for cohort targeting [env %s%s; or %s, or the "
+                                      "systemd credential %s]" % (what, ENV_PREFIX, dest.upper(), env, credential))
+                sub.add_argument("--" + dest[:-5].replace("_", "-"), nargs="?", action=_SecretOnCommandLine,
+                                 help=argparse.SUPPRESS)
         for name, spec in Config.option_fields(command).items():
             kwargs: Dict[str, Any] = {"dest": name, "default": None, "type": _converter(spec.type)}
             if spec.type is bool:
@@ -110,11 +131,39 @@ def resolve_deployment_key(key_file: Optional[str], environ: Mapping[str, str]) 
                       "named %s (LoadCredential=%s:/path)" % (KEY_ENV, CREDENTIAL_NAME, CREDENTIAL_NAME))
 
 
+def resolve_cohort_credentials(args: argparse.Namespace, environ: Mapping[str, str]) -> Tuple[str, str, str]:
+    """``(api key, secret key, where they came from)``; empty strings when cohort targeting is off.
+
+    Each comes from its file option (or ``FLAGD_COHORT_*_KEY_FILE``), its environment variable, or
+    the systemd credential of its name, in that order. :raises ConfigError: a file cannot be read.
+    """
+    found = []
+    origins = []
+    for dest, env, credential, what in COHORT_CREDENTIALS:
+        path = getattr(args, dest, None) or environ.get(ENV_PREFIX + dest.upper())
+        credentials = environ.get("CREDENTIALS_DIRECTORY")
+        if path:
+            found.append(_read_key_file(path, what))
+            origins.append("file")
+        elif environ.get(env, "").strip():
+            found.append(_check_key(environ[env], env, what))
+            origins.append("environment")
+        elif credentials and os.path.exists(os.path.join(credentials, credential)):
+            found.append(_read_key_file(os.path.join(credentials, credential), what))
+            origins.append("credential")
+        else:
+            found.append("")
+    return found[0], found[1], ",".join(origins)
+
+
 def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Options over ``FLAGD_*`` variables over ``Config``'s defaults. :raises ConfigError:."""
     key, origin = resolve_deployment_key(args.deployment_key_file, environ)
     values: Dict[str, Any] = {"deployment_key": key}
     args.key_origin = origin
+    if args.command == "run":
+        values["cohort_api_key"], values["cohort_secret_key"], args.cohort_origin = \
+            resolve_cohort_credentials(args, environ)
     for name, spec in Config.option_fields(args.command).items():
         value = getattr(args, name, None)
         if value is None and environ.get(_env_name(name), "") != "":
@@ -152,7 +201,8 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     except ConfigError as error:
         print("amplitude-flagd %s: %s" % (args.command, error), file=sys.stderr)
         return ExitCode.USAGE
-    setup_logging(config.log_level, secret=config.deployment_key)
+    handler = setup_logging(config.log_level, secret=config.deployment_key)
+    _redact_cohort_credentials(handler, config)
     if args.command == "run":
         from .daemon import Daemon
 
@@ -165,6 +215,9 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
             return ExitCode.USAGE
 
         logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_hash)
+        if config.cohort_api_key:
+            logger.info("event=cohort_targeting credentials=%s cohort_server=%s", args.cohort_origin,
+                        Quoted(config.cohort_url))
         from amplitude_experiment._coexist import conflict_message
 
         conflict = conflict_message()
@@ -206,8 +259,18 @@ def _print_report(report: Any, as_json: bool) -> None:
     width = max(len(name) for name in report)
     for name, value in report.items():
         if isinstance(value, list):
-            value = "; ".join(value) or "none"
+            value = "; ".join(_cohort_text(item) if isinstance(item, dict) else item for item in value) or "none"
         print("%-*s  %s" % (width, name, "-" if value is None else value))
+
+
+def _cohort_text(cohort: Dict[str, Any]) -> str:
+    """One cohort of ``status``, in words."""
+    return "%s (%s, %s, last modified %s, %s%s)" % (
+        cohort.get("id"), cohort.get("group_type") or "group type unknown",
+        "not loaded" if cohort.get("size") is None else "%s members" % cohort.get("size"),
+        cohort.get("last_modified") or "-",
+        "downloaded %.0f s ago" % cohort["age_s"] if cohort.get("age_s") is not None else "never downloaded",
+        ", last error: %s" % cohort["last_error"] if cohort.get("last_error") else "")
 
 
 #: Worst first: the exit code of `status --all` is the worst of its keys'.
@@ -295,29 +358,42 @@ def _dump(config: Config, flags_only: bool) -> int:
     return code
 
 
-def _read_key_file(path: str) -> str:
+def _read_key_file(path: str, what: str = "deployment key") -> str:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as error:
-        raise ConfigError("cannot read the deployment key file %s: %s" % (path, error.strerror or error)) from None
+        raise ConfigError("cannot read the %s file %s: %s" % (what, path, error.strerror or error)) from None
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise ConfigError("the deployment key file %s is too large to hold a key" % path)
+        raise ConfigError("the %s file %s is too large to hold a key" % (what, path))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError("the deployment key file %s is not UTF-8 text" % path) from None
-    return _check_key(text, path)
+        raise ConfigError("the %s file %s is not UTF-8 text" % (what, path)) from None
+    return _check_key(text, path, what)
 
 
-def _check_key(text: str, origin: str) -> str:
+def _check_key(text: str, origin: str, what: str = "deployment key") -> str:
     """Strip the line break editors add; refuse anything that cannot be a key, without echoing it."""
     key = text.strip()
     if not key:
-        raise ConfigError("the deployment key from %s is empty" % origin)
+        raise ConfigError("the %s from %s is empty" % (what, origin))
     if any(ch.isspace() or not ch.isprintable() for ch in key):
-        raise ConfigError("the deployment key from %s contains whitespace or control characters" % origin)
+        raise ConfigError("the %s from %s contains whitespace or control characters" % (what, origin))
     return key
+
+
+def _redact_cohort_credentials(handler: logging.Handler, config: Config) -> None:
+    """Cohort credentials, and the Basic token made of them, never reach the log either."""
+    from amplitude_experiment._cohort_api import cohort_headers
+
+    from .log import RedactFilter
+
+    if not config.cohort_api_key:
+        return
+    token = cohort_headers(config.cohort_api_key, config.cohort_secret_key)["Authorization"][len("Basic "):]
+    for secret in (config.cohort_api_key, config.cohort_secret_key, token):
+        handler.addFilter(RedactFilter(secret))
 
 
 def _env_name(field_name: str) -> str:
