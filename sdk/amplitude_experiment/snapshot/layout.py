@@ -473,12 +473,13 @@ class FlagTable:
 #                  | length u64 | created_ns u64 | count u32 | fence bits u32 (B) | hash key 16 bytes
 #     offset 64  fences: 2**B + 1 x u32 (padded to 8 bytes): fences[i] is the position of the first
 #                  member whose high half's top B bits are >= i, so a lookup bisects only
-#                  fences[b]..fences[b+1] (about 8 to 16 members)
+#                  fences[b]..fences[b+1] (about 2 to 4 members)
 #     then       high halves: count x u64, ascending
 #     then       low halves:  count x u64, parallel (sorted by (high, low))
 #
-# A member id is stored as the 128-bit keyed BLAKE2b hash of its UTF-8 bytes (the file's own
-# random key; :func:`member_hash`), split into the two u64 halves. A worker bisects the high
+# A member id is stored as the 128-bit keyed BLAKE2b hash of its UTF-8 bytes (with a random key
+# the writer draws once and stores in each file's header; :func:`member_hash`), split into the two
+# u64 halves. A worker bisects the high
 # halves in place (a memoryview of the mapping, nothing copied) and confirms on the low half.
 # A lookup of someone who is not a member is a false positive only when all 128 bits of the
 # hash equal a member's: probability at most n / 2**128 per lookup for a cohort of n members
@@ -514,6 +515,14 @@ def member_hash(hash_key: bytes, member: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+_HALVES = struct.Struct(">QQ").unpack
+
+
+def member_halves(hash_key: bytes, member: str) -> Tuple[int, int]:
+    """:func:`member_hash` as its (high, low) u64 halves, the way lookups use it."""
+    return _HALVES(blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, key=hash_key).digest())
+
+
 class CohortImage:
     """A cohort file's bytes but for the header's number and time."""
 
@@ -541,24 +550,26 @@ def encode_members(member_ids: Any, hash_key: bytes) -> CohortImage:
     """Lay out a cohort's member ids (an iterable of str) as a member file's body."""
     import array
 
-    hashes = sorted({member_hash(hash_key, member) for member in member_ids})
-    count = len(hashes)
+    # Sorting the big-endian digests as bytes sorts them by (high, low): no Python int per member.
+    digests = sorted({blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, key=hash_key).digest()
+                      for member in member_ids})
+    count = len(digests)
     if count >= 2 ** 32:
         raise ValueError("a cohort of %d members does not fit a member file" % count)
+    halves = array.array("Q")
+    if halves.itemsize != 8:  # pragma: no cover - CPython on every 64-bit platform
+        raise ValueError("array 'Q' is not 8 bytes here")
+    halves.frombytes(b"".join(digests))
+    little = struct.pack("=Q", 1) == struct.pack("<Q", 1)
+    if little:
+        halves.byteswap()  # the digests' big-endian halves as numbers
+    highs, lows = halves[0::2], halves[1::2]
     bits = fence_bits(count)
-    highs = array.array("Q", [value >> 64 for value in hashes])
-    lows = array.array("Q", [value & _LOW_MASK for value in hashes])
-    fences = array.array("I", [0] * ((1 << bits) + 1))
     shift = 64 - bits
-    position = 0
-    for bucket in range(1 << bits):  # fences[b]: first member whose top bits are >= b
-        while position < count and (highs[position] >> shift if bits else 0) < bucket:
-            position += 1
-        fences[bucket] = position
-    fences[1 << bits] = count
-    if highs.itemsize != 8 or fences.itemsize != 4:  # pragma: no cover - CPython on every 64-bit platform
-        raise ValueError("array 'Q'/'I' are not 8/4 bytes here")
-    if struct.pack("=Q", 1) != struct.pack("<Q", 1):  # pragma: no cover - big-endian hosts
+    # fences[b]: the first member whose top ``bits`` bits are >= b (bits 0: one fence, [0, count]).
+    fences = array.array("I", [bisect_left(highs, bucket << shift) for bucket in range(1 << bits)] + [count]) \
+        if bits else array.array("I", [0, count])
+    if not little:  # pragma: no cover - big-endian hosts: the file is little-endian
         for part in (highs, lows, fences):
             part.byteswap()
     fence_bytes = fences.tobytes()
@@ -567,8 +578,9 @@ def encode_members(member_ids: Any, hash_key: bytes) -> CohortImage:
 
 
 def fence_bits(count: int) -> int:
-    """Bits of the fence table of a member file of ``count`` members: about 8 to 16 members a fence."""
-    return min(16, max(0, count.bit_length() - 4))
+    """Bits of the fence table of a member file of ``count`` members: about 2 to 4 members a fence
+    (a million members: 2**18 fences, 1 MiB of the file, shared by every worker)."""
+    return min(18, max(0, count.bit_length() - 2))
 
 
 def encode_cohort_directory(cohorts: List[Dict[str, Any]], meta: Dict[str, Any]) -> CohortImage:
@@ -656,19 +668,23 @@ class CohortMembers:
 
     def contains_hash(self, hashed: int) -> bool:
         """Whether a member hashed to ``hashed`` (:func:`member_hash` with :attr:`hash_key`) is in the file."""
-        high = hashed >> 64
+        return self.contains_halves(hashed >> 64, hashed & _LOW_MASK)
+
+    def contains_halves(self, high: int, low: int) -> bool:
+        """:meth:`contains_hash` of the hash's two halves (:func:`member_halves`)."""
         highs = self._highs
+        fences = self._fences
         bucket = high >> self._shift if self._shift < 64 else 0
-        count = self._fences[bucket + 1]
-        index = bisect_left(highs, high, self._fences[bucket], count)
+        count = fences[bucket + 1]
+        index = bisect_left(highs, high, fences[bucket], count)
         while index < count and highs[index] == high:
-            if self._lows[index] == hashed & _LOW_MASK:
+            if self._lows[index] == low:
                 return True
             index += 1
         return False
 
     def contains(self, member: str) -> bool:
-        return self.contains_hash(member_hash(self.hash_key, member))
+        return self.contains_halves(*member_halves(self.hash_key, member))
 
     def __len__(self) -> int:
         return self.count

@@ -46,7 +46,7 @@ from .layout import (
     IndexState,
     TableCorruptError,
     key_hash,
-    member_hash,
+    member_halves,
 )
 
 __all__ = ["OPEN_ATTEMPTS", "CohortFollower", "CohortView", "Snapshot", "SnapshotFollower", "SnapshotReader"]
@@ -292,17 +292,20 @@ class CohortView:
 
     def cohorts_containing(self, group_type: str, member: str, cohort_ids: Iterable[str]) -> List[str]:
         found = []
-        hashes: Dict[bytes, int] = {}
+        hashed_with = None  # flagd hashes every member file with one key: one hash per call
+        halves = (0, 0)
         by_id = self._by_id
         for cohort_id in cohort_ids:
             entry = by_id.get(cohort_id)
-            if entry is None or entry[0] != group_type or entry[1] is None:
+            if entry is None or entry[0] != group_type:
                 continue
             members = entry[1]
-            hashed = hashes.get(members.hash_key)
-            if hashed is None:
-                hashed = hashes[members.hash_key] = member_hash(members.hash_key, member)
-            if members.contains_hash(hashed):
+            if members is None:
+                continue
+            if members.hash_key != hashed_with:
+                hashed_with = members.hash_key
+                halves = member_halves(hashed_with, member)
+            if members.contains_halves(*halves):
                 found.append(cohort_id)
         return found
 

@@ -197,6 +197,9 @@ class SnapshotWriter:
                 self._kept.add(version)
             else:
                 unlink(version_name(prefix, deployment_key, version))
+        #: The key of the member hashes this writer writes: one per writer, so a lookup of one
+        #: member in several cohorts hashes once; random, so no one can aim ids at a collision.
+        self._hash_key = os.urandom(16)
         self._adopt_cohort_files()
         words[W_POLL] = max(int(poll_interval_ms), 0)
         words[W_START] = process_start_ns(self._pid) or clock_ns()
@@ -456,7 +459,7 @@ class SnapshotWriter:
 
         :raises SnapshotError: no room in shared memory.
         """
-        image = encode_members(member_ids, os.urandom(16))
+        image = encode_members(member_ids, self._hash_key)
         number = self._write_cohort_file("c", image)
         self._last_members = max(self._last_members, number)
         return number
