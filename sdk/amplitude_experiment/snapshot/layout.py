@@ -477,12 +477,14 @@ class FlagTable:
 #     then       high halves: count x u64, ascending
 #     then       low halves:  count x u64, parallel (sorted by (high, low))
 #
-# A member id is stored as the 128-bit keyed BLAKE2b hash of its UTF-8 bytes (with a random key
-# the writer draws once and stores in each file's header; :func:`member_hash`), split into the two
-# u64 halves. A worker bisects the high
-# halves in place (a memoryview of the mapping, nothing copied) and confirms on the low half.
-# A lookup of someone who is not a member is a false positive only when all 128 bits of the
-# hash equal a member's: probability at most n / 2**128 per lookup for a cohort of n members
+# A member id is stored as the 128-bit BLAKE2b hash of its UTF-8 bytes, salted with the file's
+# hash key: 16 random bytes the writer draws once and stores in each header (BLAKE2b's salt, not
+# its key: a key costs a second compression per lookup; unpredictable either way, so no one can
+# aim ids at a collision beforehand). See :func:`member_hash`. The hash is split into two u64
+# halves. A worker bisects the high halves in place (a memoryview of the mapping, nothing copied)
+# and confirms on the low half. A lookup of someone who is not a member is a false positive only
+# when all 128 bits of the hash equal a member's: probability at most n / 2**128 per lookup for a
+# cohort of n members
 # (3e-33 for a million), far below 1e-12.
 
 COHORT_DIRECTORY_MAGIC = b"AMPFCDR1"
@@ -511,7 +513,7 @@ def cohort_members_name(prefix: str, deployment_key: str, number: int) -> str:
 
 def member_hash(hash_key: bytes, member: str) -> int:
     """The 128-bit hash a member id is stored as in a member file with ``hash_key``."""
-    digest = blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, key=hash_key).digest()
+    digest = blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, salt=hash_key).digest()
     return int.from_bytes(digest, "big")
 
 
@@ -520,7 +522,7 @@ _HALVES = struct.Struct(">QQ").unpack
 
 def member_halves(hash_key: bytes, member: str) -> Tuple[int, int]:
     """:func:`member_hash` as its (high, low) u64 halves, the way lookups use it."""
-    return _HALVES(blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, key=hash_key).digest())
+    return _HALVES(blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, salt=hash_key).digest())
 
 
 class CohortImage:
@@ -551,7 +553,7 @@ def encode_members(member_ids: Any, hash_key: bytes) -> CohortImage:
     import array
 
     # Sorting the big-endian digests as bytes sorts them by (high, low): no Python int per member.
-    digests = sorted({blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, key=hash_key).digest()
+    digests = sorted({blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, salt=hash_key).digest()
                       for member in member_ids})
     count = len(digests)
     if count >= 2 ** 32:
