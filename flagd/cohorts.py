@@ -123,6 +123,7 @@ class CohortPublisher:
             return
         changed = False
         failed = 0
+        unreachable: Optional[str] = None
         for cohort_id in cohort_ids:
             entry = self._entries.get(cohort_id) or {"id": cohort_id, "group_type": None, "size": None,
                                                        "last_modified": None, "members": 0, "fetched_at_ns": 0,
@@ -130,6 +131,15 @@ class CohortPublisher:
             if cohort_id not in self._entries:
                 self._entries[cohort_id] = entry
                 changed = True
+            if unreachable is not None:
+                # The server gave no answer to the last download: do not wait a timeout per cohort
+                # (the flags are waiting); the next round, on the backoff, tries again.
+                failed += 1
+                if not entry.get("error"):
+                    entry["error"] = "not tried this round: %s" % unreachable
+                    entry["error_at_ns"] = self._wall_clock_ns()
+                    changed = True
+                continue
             before = self._fetcher.requests
             started = self._monotonic()
             try:
@@ -141,6 +151,8 @@ class CohortPublisher:
             except CohortDownloadError as error:
                 failed += 1
                 text = str(error)
+                if error.kind == "transport":
+                    unreachable = "the cohort server did not answer (%s)" % text
                 log = logger.error if error.kind == "too_large" else logger.warning
                 log("event=cohort_failed cohort=%s kind=%s kept=%s error=%s", Quoted(cohort_id), error.kind,
                     "yes" if entry.get("members") else "no", Quoted(text))

@@ -157,3 +157,20 @@ def test_without_cohort_credentials_flagd_downloads_nothing(stand_in, flagd, shm
     assert values(client, User(user_id="alice"))["beta"] == "out"
     assert values(client, User(user_id="alice", cohort_ids=["c1"]))["beta"] == "in"
     assert stand_in.seen("/sdk/v1/cohort/c1") == []
+
+
+def test_a_cohort_server_that_hangs_costs_one_timeout_not_one_per_cohort(stand_in, flagd, shm_prefix, deployment_key):
+    """Flags wait for their new cohorts; a hanging cohort server must not multiply that wait."""
+    import time
+
+    stand_in.answer("GET", FLAGS, Answer(200, cohort_flags(user_cohorts=("c1", "c2", "c3", "c4"))))
+    for cohort_id in ("c1", "c2", "c3", "c4", "g1"):
+        stand_in.answer("GET", "/sdk/v1/cohort/" + cohort_id, Answer(200, b"", delay=5.0))
+    started = time.monotonic()
+    daemon = flagd(*fleet_args(stand_in, "--request-timeout-ms", "500"), env=CREDENTIALS).start()
+    daemon.wait_version(1, timeout=15)
+    assert time.monotonic() - started < 4.5  # one 0.5 s timeout (and start-up), not five
+    client = shared_client(shm_prefix, deployment_key)
+    assert client.flag_source_status["cohorts_missing"] == ["c1", "c2", "c3", "c4", "g1"]
+    errors = [state["last_error"] for state in client.flag_source_status["cohorts"].values()]
+    assert sum("not tried this round" in error for error in errors) == 4
