@@ -23,7 +23,9 @@ The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``):
                   bytes 1024..2047 hold the last error's text
           16..23 cohorts: 16 cohort_version, the current cohort directory ``.k<N>`` (0 = none);
                  stored last when cohorts are published, like ``version`` for flags.
-                 17..23 reserved for cohort health
+                 17..22 cohort health (W_COHORT_*: cohorts listed, not loaded, last full
+                 refresh ns, refresh interval ms, failed rounds in a row, last error ns);
+                 23 reserved. The formats: "cohorts" below
           24..31 transport: 24 how flags arrive now (TRANSPORT_*), 25 since when (ns);
                  26..31 reserved for the stream's health; bytes 2048..2559 its last error's text
           32..47 events: 32 the hash of the analytics API key flagd delivers for (0 = none,
@@ -48,7 +50,8 @@ worker evaluates are ever decoded. All integers are little-endian; every section
                    | order_count u32 | sequence_total u32 | reserved u32
     offset 64    directory, directory_length bytes, crc32 = directory_crc
                    meta        msgpack map (source, fetched_at_ns, poll_interval_ms, problems,
-                               needs_exact_user_entry, content_digest, ...), meta_length bytes
+                               needs_exact_user_entry, content_digest, cohort_refs: group type ->
+                               the cohort ids the flags' cohort conditions name, ...), meta_length bytes
                    key hashes  flag_count x u64, ascending (BLAKE2b-64 of the UTF-8 key)
                    positions   flag_count x u32: the storage position of each hash's flag
                    entries     flag_count x ENTRY (48 bytes), in storage order:

@@ -14,6 +14,12 @@ older than N-2 after each publish, and at start unlinks its own ``v*`` other tha
 one and the two before it (orphans of a crashed writer, including a half-written newest one).
 Names it does not own, and names that are no canonical number in 1..MAX_VERSION, are neither
 counted nor unlinked. Not thread safe.
+
+Cohort files (``.c<M>`` member files, ``.k<N>`` directories; layout.py "cohorts") follow the same
+rules: written whole (allocated first, 0640), never reused numbers, the directory published by
+one store into index word 16; the two directories before the current one and the member files
+any kept directory names stay, the rest is unlinked, and at start only the published directory
+and its member files are kept.
 """
 
 import errno
