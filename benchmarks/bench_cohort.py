@@ -139,18 +139,17 @@ def lookup_cost(prefix: str, rounds: int = 5) -> Dict[str, float]:
     client = LocalEvaluationClient(KEY, LocalEvaluationConfig(flag_source="flagd", shm_prefix=prefix))
     client.start()
     users = [User(user_id="user-%d" % (i * 104729 % 2000000), cohort_ids=[]) for i in range(20000)]
-    source = client._source
-    lookup = source.cohort_membership
+    lookup = client._cohort_membership
     best: Dict[str, float] = {}
     keys = ["cohort-flag"]
     for mode in ("with cohorts", "without") * rounds:
-        source.cohort_membership = lookup if mode == "with cohorts" else (lambda: None)
+        client._cohort_membership = lookup if mode == "with cohorts" else None
         started = time.thread_time()
         for user in users:
             client.evaluate_v2(user, keys)
         elapsed = (time.thread_time() - started) / len(users) * 1e6
         best[mode] = min(best.get(mode, elapsed), elapsed)
-    source.cohort_membership = lookup
+    client._cohort_membership = lookup
     view = lookup()
     started = time.thread_time()
     for user in users:

@@ -93,10 +93,11 @@ def enrich_user(user: Any, references: Mapping[str, Tuple[str, ...]], membership
       cohorts (possibly an empty list).
     """
     user_cohorts = references.get(USER_GROUP_TYPE)
-    user_id = getattr(user, "user_id", None)
-    if user_cohorts and user_id:
-        user.cohort_ids = membership.cohorts_containing(USER_GROUP_TYPE, user_id, user_cohorts) \
-            if isinstance(user_id, str) else []
+    if user_cohorts:
+        user_id = getattr(user, "user_id", None)
+        if user_id:
+            user.cohort_ids = membership.cohorts_containing(USER_GROUP_TYPE, user_id, user_cohorts) \
+                if user_id.__class__ is str or isinstance(user_id, str) else []
     groups = getattr(user, "groups", None)
     if not groups or not hasattr(groups, "items"):
         return

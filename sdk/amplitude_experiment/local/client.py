@@ -39,6 +39,8 @@ class LocalEvaluationClient:
         if self.config.stream_updates:
             self.logger.warning("[Experiment] stream_updates is not supported; flags are polled instead")
         self._source = build_flag_source(api_key, self.config, self.logger)
+        #: The source's loaded cohorts, asked per evaluation of flags with cohort conditions.
+        self._cohort_membership = getattr(self._source, "cohort_membership", None)
         self._tracker = build_tracker(self.config, self.logger)
         # Per-process Prometheus metrics when prometheus_client and PROMETHEUS_MULTIPROC_DIR are there.
         self._metrics = client_metrics(self._source.status, self.config.flag_source)
@@ -74,8 +76,12 @@ class LocalEvaluationClient:
         metrics = self._metrics
         if metrics is not None:
             metrics.evaluated(flags)
-        if flags.cohort_refs:
-            self._enrich_with_cohorts(user, flags.cohort_refs)
+        if flags.cohort_refs and self._cohort_membership is not None and user is not None:
+            # Fill the user's cohort ids from the loaded cohorts (docs/cohorts.md): this process's
+            # cohort sync, or flagd's in shared mode; None when no cohorts are loaded at all.
+            membership = self._cohort_membership()
+            if membership is not None:
+                enrich_user(user, flags.cohort_refs, membership)
         results, failures = evaluate(flags, user_to_context(user, flags.needs_exact_user_entry), flag_keys)
         if failures:
             self._log_failures(flags, failures)
@@ -137,14 +143,6 @@ class LocalEvaluationClient:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
-
-    def _enrich_with_cohorts(self, user: User, references: Dict[str, Any]) -> None:
-        """Fill the user's cohort ids from the loaded cohorts (docs/cohorts.md), when cohorts are
-        loaded: by this process's cohort sync, or by flagd in shared mode."""
-        lookup = getattr(self._source, "cohort_membership", None)
-        membership = lookup() if lookup is not None else None
-        if membership is not None and user is not None:
-            enrich_user(user, references, membership)
 
     def _log_failures(self, flags: Any, failures: List[Any]) -> None:
         """Log each (flag, error type) once per flag set, so a bad user value cannot flood the log."""
