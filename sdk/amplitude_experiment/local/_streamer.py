@@ -106,8 +106,9 @@ class StreamingFlagSource:
             self._starting = False
             live = self.transport == "stream"
         if not live:
-            self._logger.warning("[Experiment] flag stream %s sent no flags within %d ms (%s): polling until it does",
-                                 self._url, self._conn_timeout * 1000, self._stream_error or "still connecting")
+            self._logger.warning("[Experiment] flag stream %s did not deliver flags (%s): polling until it does",
+                                 self._url, self._stream_error or "no message within %d ms, still connecting"
+                                 % (self._conn_timeout * 1000))
             self._fall_back()
 
     def current(self) -> Optional[FlagSet]:
