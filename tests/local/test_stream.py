@@ -88,9 +88,9 @@ def test_a_pushed_change_is_applied_in_storage_order(stand_in):
 def test_keep_alives_keep_the_stream_alive(stand_in):
     stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")], keep_alive_every=0.05))
     stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "polled")]))
-    with streaming_client(stand_in, keep_alive_s=0.3) as client:
+    with streaming_client(stand_in, keep_alive_s=0.8) as client:
         client.start()
-        watched_until = time.monotonic() + 1.5  # five watchdog periods of keep-alives only
+        watched_until = time.monotonic() + 2.4  # three watchdog periods of keep-alives only
         while time.monotonic() < watched_until:
             assert client.flag_source_status["transport"] == "stream"
             time.sleep(0.05)

@@ -103,7 +103,7 @@ def test_pushes_are_published_as_versions_only_when_they_change(stand_in, shm_pr
 def test_a_quiet_stream_with_keep_alives_keeps_the_heartbeat_fresh(stand_in, shm_prefix, deployment_key):
     stand_in.answer("GET", STREAM, EventStream(initial=marker_flags("a"), keep_alive_every=0.05))
     stand_in.answer("GET", FLAGS, Answer(200, marker_flags("polled")))
-    with InProcessFlagd(stand_in, shm_prefix, deployment_key, keep_alive_s=0.5, poll_interval_ms=100) as flagd:
+    with InProcessFlagd(stand_in, shm_prefix, deployment_key, keep_alive_s=1.0, poll_interval_ms=100) as flagd:
         flagd.wait_marker("a")
         first = flagd.reader.state().heartbeat_ns
         # Many poll intervals and watchdog periods with keep-alives only: the heartbeat moves on.
