@@ -90,6 +90,9 @@ def test_pushed_lists_give_the_reference_results_and_storage_order(stand_in, shm
             "shared": Ours(shared_client, lambda: list(shared_client._source.current().catalog.keys())),
         }
         stand_in.wait_streams(3)  # the reference's, our poll-mode client's and flagd's: one each
+        # The same request: the reference's (its client started first) and ours, but for the port.
+        requests = [dict(request.headers, Host=None) for request in stand_in.seen("/sdk/stream/v1/flags")]
+        assert len(requests) == 3 and requests[1] == requests[0] and requests[2] == requests[0], requests
         compared = 0
         for index, (name, flags) in enumerate(lists):
             if index:

@@ -165,3 +165,20 @@ def test_run_stream_as_a_process_reports_the_transport_in_status(stand_in, flagd
     assert process.terminate() == 0
     assert stand_in.seen(FLAGS) == []
     assert deployment_key not in process.log()
+
+
+@pytest.mark.multiprocess
+def test_without_stream_status_names_the_poll_or_the_file(stand_in, flagd, shm_prefix, deployment_key, tmp_path):
+    stand_in.answer("GET", FLAGS, Answer(200, marker_flags("a")))
+    process = flagd("--server-url", stand_in.url).start()
+    process.wait_version(1)
+    report = json.loads(run_cli("status", "--shm-prefix", shm_prefix, "--json", key=deployment_key).stdout)
+    assert report["transport"] == "poll" and report["stream_connects"] == 0
+    assert process.terminate() == 0
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps(marker_flags("b")))
+    process = flagd("--flags-file", str(path)).start()
+    process.wait_version(2)
+    report = json.loads(run_cli("status", "--shm-prefix", shm_prefix, "--json", key=deployment_key).stdout)
+    assert report["transport"] == "file"
+    assert process.terminate() == 0
