@@ -8,7 +8,9 @@ workers serving it; median and p99 over the rounds.
 * ours: one ``python -m flagd run --stream`` and N worker processes with ``flag_source="flagd"``
   (one stream connection for the host);
 * reference: N processes of amplitude-experiment 1.13.0 with ``stream_updates=True`` (one stream
-  connection each).
+  connection each);
+* ours per process: N processes of ours with ``stream_updates=True, flag_source="poll"`` (what the
+  reference does, with our SDK).
 
 Usage: python benchmarks/bench_stream.py [--workers 8] [--pushes 50]
 """
@@ -45,8 +47,10 @@ WORKER = r'''
 import json, os, select, sys, time
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
 server_url, prefix = sys.argv[1], sys.argv[2]
-if prefix == "-":
+if prefix in ("-", "poll"):  # the reference, or ours streaming in each process
     options = dict(server_url=server_url, stream_server_url=server_url, stream_updates=True)
+    if prefix == "poll":
+        options["flag_source"] = "poll"
 else:
     options = dict(flag_source="flagd", shm_prefix=prefix)
 client = LocalEvaluationClient(os.environ["AMPLITUDE_DEPLOYMENT_KEY"], LocalEvaluationConfig(**options))
@@ -194,10 +198,20 @@ def run_reference(server: StandIn, script: str, count: int, pushes: int) -> Opti
         workers.stop()
 
 
+def run_ours_per_process(server: StandIn, script: str, count: int, pushes: int) -> Dict[str, Any]:
+    workers = Workers(sys.executable, script, count, server.url, "poll", dict(os.environ))
+    try:
+        return rounds(server, workers, pushes)
+    finally:
+        workers.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--pushes", type=int, default=50)
+    parser.add_argument("--keep-alive-s", type=float, default=1.0,
+                        help="the stand-in's keep-alive period")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         script = os.path.join(scratch, "worker.py")
@@ -205,14 +219,16 @@ def main() -> int:
             handle.write(WORKER)
         rows = []
         for name, runner in (("ours: flagd --stream + %d workers (shared)" % args.workers, run_ours),
-                             ("reference 1.13.0: %d processes, stream_updates=True" % args.workers, run_reference)):
+                             ("reference 1.13.0: %d processes, stream_updates=True" % args.workers, run_reference),
+                             ("ours: %d processes, stream_updates=True (poll mode)" % args.workers,
+                              run_ours_per_process)):
             with StandIn() as server:
-                server.answer("GET", STREAM_PATH, EventStream(initial=flag_list("v0"), keep_alive_every=1.0,
+                server.answer("GET", STREAM_PATH, EventStream(initial=flag_list("v0"), keep_alive_every=args.keep_alive_s,
                                                               max_seconds=600))
                 server.answer("GET", FLAGS_PATH, Answer(200, flag_list("v0")))
                 rows.append((name, runner(server, script, args.workers, args.pushes)))
-    print("%d pushes of %d flags; latency = push -> the last of %d workers serving it\n"
-          % (args.pushes, OTHER_FLAGS + 1, args.workers))
+    print("%d pushes of %d flags, a keep-alive every %.1f s; latency = push -> the last of %d workers serving it\n"
+          % (args.pushes, OTHER_FLAGS + 1, args.keep_alive_s, args.workers))
     print("| setup | median ms | p99 ms | max ms | stream connections | polls |")
     print("|---|---|---|---|---|---|")
     for name, result in rows:
