@@ -5,7 +5,7 @@ flag API's polls as the fallback (docs/streaming.md).
 which hands over the stream's latest flag list while the stream delivers and polls the API while
 it does not. A thread reads the stream; it never touches shared memory, it only keeps the latest
 message and wakes the loop (``nudge``), so publishing stays single-threaded and a version is
-published only when the content changed.
+published only when the content changed. Imported only with ``--stream`` (it loads ``requests``).
 """
 
 import logging
@@ -20,6 +20,7 @@ from amplitude_experiment._flag_api import (
     STREAM_RETRY_S,
     stream_retry_delay,
 )
+from amplitude_experiment._flag_stream import FlagStream, StreamError
 from amplitude_experiment.snapshot.layout import TRANSPORT_POLL, TRANSPORT_STREAM
 
 from .log import Quoted
@@ -46,8 +47,6 @@ class StreamingSource:
                  keep_alive_s: float = KEEP_ALIVE_S, retry_s: float = STREAM_RETRY_S,
                  retry_jitter_s: float = STREAM_RETRY_JITTER_S, max_retry_s: float = MAX_STREAM_RETRY_S,
                  wall_clock_ns: Callable[[], int] = time.time_ns):
-        from amplitude_experiment._flag_stream import FlagStream  # loads requests: only with --stream
-
         self.name = poll_source.name
         self.stream_url = stream_url
         self._poll_source = poll_source
@@ -109,8 +108,6 @@ class StreamingSource:
         while not self._stopped.is_set():
             self.connects += 1
             delivered = [False]
-            from amplitude_experiment._flag_stream import StreamError
-
             try:
                 self._stream.run_once(lambda data: self._on_message(data, delivered), self._on_event)
                 continue  # renewed after its maximum age, or closed

@@ -186,7 +186,7 @@ class StreamingFlagSource:
             except StreamError as error:
                 if self._stopped or generation != FORKS.generation:
                     return
-                self._stream_failed(str(error), delivered[0])
+                self._stream_failed(str(error))
             if self._wakeup.wait(stream_retry_delay(self._stream_failures, *self._retry)):
                 return
 
@@ -202,12 +202,14 @@ class StreamingFlagSource:
                 if self._stopped:
                     return
                 self._stream_failures = 0
+                back = self.transport != "stream"  # not a renewed connection
                 self._set_transport("stream")
                 self._poller.paused = True  # the stream is back: polling stops
             self._first_outcome.set()
-            self._logger.info("[Experiment] flag stream %s connected; polling stopped", self._url)
+            if back:
+                self._logger.info("[Experiment] flag stream %s connected; polling stopped", self._url)
 
-    def _stream_failed(self, message: str, had_delivered: bool) -> None:
+    def _stream_failed(self, message: str) -> None:
         self._stream_failures += 1
         self._stream_error = message
         self._stream_error_at = self._wall_clock()
