@@ -255,3 +255,38 @@ def test_a_client_started_before_fork_streams_in_the_child(stand_in):
         os.waitpid(pid, 0)
         assert value(client) == "v2"
     assert outcome == "v2"
+
+
+def test_a_rejected_message_keeps_the_last_flags_and_the_stream(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+        stand_in.push("[{not json")
+        wait_until(lambda: client.flag_source_status["stream_messages"] == 2, what="the bad message")
+        assert value(client) == "v1"
+        assert "not JSON" in client.flag_source_status["last_error"]
+        stand_in.push([flag("a", "v2")])
+        wait_until(lambda: value(client) == "v2", what="the next good message")
+        assert client.flag_source_status["last_error"] is None
+    assert stand_in.streams_opened == 1
+
+
+def test_a_connection_is_renewed_quietly_at_its_maximum_age(stand_in):
+    from amplitude_experiment._flag_stream import FlagStream
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a")], keep_alive_every=0.05))
+    stream = FlagStream(stand_in.url + STREAM_PATH, "server-key-123", keep_alive_s=5.0, max_connection_s=0.3,
+                        max_connection_jitter_s=0.0)
+    messages = []
+    stream.run_once(messages.append)  # returns, no StreamError
+    assert len(messages) == 1
+    wait_until(lambda: stand_in.open_streams() == 0, 5, "the server side closed")
+
+
+def test_an_event_over_the_size_cap_ends_the_connection(stand_in):
+    from amplitude_experiment._flag_stream import FlagStream, StreamError
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a-%d" % index) for index in range(50)]))
+    stream = FlagStream(stand_in.url + STREAM_PATH, "server-key-123", keep_alive_s=5.0, max_bytes=1000)
+    with pytest.raises(StreamError, match="larger than the 1000 bytes"):
+        stream.run_once(lambda data: None)
