@@ -262,6 +262,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self._notifier.stopping()
+        if getattr(self._source, "start", None) is not None:
+            self._source.close()  # the stream thread nudges through the signal pipe: end it before the pipe closes
         if self._stop_signal:
             logger.info("event=stopping signal=%s", signal.Signals(self._stop_signal).name)
         if self._writer is not None:
