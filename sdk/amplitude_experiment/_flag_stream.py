@@ -9,6 +9,7 @@ module adds what a long-lived connection needs around it: a keep-alive watchdog 
 a reader blocked in ``recv`` returns at once.
 """
 
+import os
 import random
 import socket
 import threading
@@ -192,6 +193,22 @@ class FlagStream:
             yield chunk
             if self._monotonic() >= renew_at:
                 return  # renew quietly: the caller reconnects at once
+
+    def abandon(self) -> None:
+        """In a fork child: close this process's copy of the parent's connection, without shutting it
+        down (that would end the parent's too) and without taking a lock a parent thread may hold."""
+        self._closed = True
+        cutter = self._cutter
+        if cutter is None:
+            return
+        for sock in (cutter._socket, getattr(cutter._connection, "sock", None)):
+            if sock is not None:
+                try:
+                    # detach(): the response's file object keeps close() from closing the fd, and
+                    # a later close by the garbage collector must not hit a reused fd number.
+                    os.close(sock.detach())
+                except (OSError, ValueError):
+                    pass
 
     def close(self) -> None:
         """End the connection now and for good (any thread)."""

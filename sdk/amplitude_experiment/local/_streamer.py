@@ -155,7 +155,8 @@ class StreamingFlagSource:
     # --- the stream thread --------------------------------------------------------------------
 
     def _restart_after_fork(self) -> None:
-        self._reset_process_state()  # never touch the parent's lock or socket
+        self._stream.abandon()  # the parent's connection: this copy is closed, the parent's left alone
+        self._reset_process_state()  # never touch the parent's lock
         self._poller.current()  # the poller renews its own per-process state first
         if self._started and not self._stopped:
             self._logger.debug("[Experiment] reopening the flag stream in forked process")
