@@ -17,7 +17,15 @@ from amplitude_experiment._cohort_api import (
     EU_COHORT_SERVER_URL,
     MIN_COHORT_POLLING_INTERVAL_MILLIS,
 )
-from amplitude_experiment._flag_api import DEFAULT_SERVER_URL, DEFAULT_SHM_PREFIX, EU_SERVER_URL, FLAGS_PATH
+from amplitude_experiment._flag_api import (
+    DEFAULT_SERVER_URL,
+    DEFAULT_SHM_PREFIX,
+    DEFAULT_STREAM_URL,
+    EU_SERVER_URL,
+    EU_STREAM_URL,
+    FLAGS_PATH,
+    STREAM_PATH,
+)
 from amplitude_experiment.snapshot import key_hash
 
 __all__ = ["Config", "ConfigError", "ExitCode", "DEFAULT_SERVER_URL", "EU_SERVER_URL", "DEFAULT_SHM_PREFIX"]
@@ -100,6 +108,14 @@ class Config:
         "lastModified: unchanged cohorts cost a 204)")
     max_cohort_size: int = _option(DEFAULT_MAX_COHORT_SIZE, "cohorts with more members are not downloaded "
                                    "(flags evaluate as if no one were in them; status names them)")
+    stream: bool = _option(
+        False, "keep one Server-Sent Events connection to Amplitude's flag stream and publish each pushed change "
+        "at once; the API is polled only while the stream is down (docs/streaming.md)")
+    stream_server_url: str = _option(
+        DEFAULT_STREAM_URL, "base URL of the flag stream (--stream); with --server-zone eu and this left at its "
+        "default, the EU stream host is used")
+    stream_conn_timeout_ms: int = _option(
+        1500, "--stream: how long start-up waits for the stream's first message before it polls instead")
     max_age_ms: Optional[int] = _option(
         None, "status: report stale when the last successful fetch is older than this "
         "(default: 3 poll intervals, at least 10 s)", ("status",))
@@ -108,7 +124,7 @@ class Config:
         if not self.deployment_key:
             raise ConfigError("no deployment key")
         for name in ("poll_interval_ms", "request_timeout_ms", "backoff_min_ms", "backoff_max_ms",
-                     "cohort_poll_interval_ms", "max_cohort_size"):
+                     "cohort_poll_interval_ms", "max_cohort_size", "stream_conn_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError("--%s must be positive, got %d" % (name.replace("_", "-"), getattr(self, name)))
         if self.max_age_ms is not None and self.max_age_ms <= 0:
@@ -127,6 +143,13 @@ class Config:
         if bool(self.cohort_api_key) != bool(self.cohort_secret_key):
             raise ConfigError("cohort targeting needs both the cohort API key and the cohort secret key; only one "
                               "was given")
+        if self.stream and self.flags_file:
+            raise ConfigError("--stream reads Amplitude's flag stream; it cannot be combined with --flags-file")
+        stream_url = self.stream_server_url.rstrip("/")
+        if not (stream_url.startswith("http://") or stream_url.startswith("https://")) \
+                or "/" in stream_url.split("://", 1)[1]:
+            raise ConfigError("--stream-server-url must be a scheme and host such as %s, got %r"
+                              % (DEFAULT_STREAM_URL, self.stream_server_url))
         if not self.shm_prefix or "/" in self.shm_prefix:
             raise ConfigError("--shm-prefix must be a non-empty name without '/', got %r" % self.shm_prefix)
 
@@ -146,6 +169,15 @@ class Config:
         if self.server_zone == "eu" and base == DEFAULT_COHORT_SERVER_URL:
             base = EU_COHORT_SERVER_URL
         return base
+
+    @property
+    def stream_url(self) -> str:
+        """The stream URL; ``--server-zone eu`` with the default stream (or API) URL streams from the EU
+        host (the reference keeps the US host there, docs/compatibility.md)."""
+        base = self.stream_server_url.rstrip("/")
+        if self.server_zone == "eu" and base in (DEFAULT_STREAM_URL, DEFAULT_SERVER_URL):
+            base = EU_STREAM_URL
+        return base + STREAM_PATH
 
     @property
     def source_name(self) -> str:

@@ -199,3 +199,23 @@ def test_eu_zone_switches_the_default_cohort_host():
     sync = CohortSyncConfig(API_KEY, SECRET)
     LocalEvaluationConfig(server_zone=ServerZone.EU, cohort_sync_config=sync)
     assert sync.cohort_server_url == "https://cohort-v2.lab.eu.amplitude.com"
+
+
+def test_cohorts_are_targeted_when_the_flags_come_from_the_stream(stand_in):
+    """stream_updates=True: the streamed flags go through the same cohort sync as polled ones."""
+    from stand_in import Answer as StreamAnswer
+
+    body = "data: %s\n\n" % __import__("json").dumps([cohort_flag("beta", ["c1"])])
+    stand_in.answer("GET", "/sdk/stream/v1/flags", StreamAnswer(200, body.encode(), headers={
+        "Content-Type": "text/event-stream"}, declare_length=False))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [cohort_flag("beta", ["c1"])]))
+    serve_cohort(stand_in, "c1", ["alice"])
+    config = LocalEvaluationConfig(
+        server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True, flag_source="poll",
+        flag_config_poller_request_timeout_millis=2000,
+        cohort_sync_config=CohortSyncConfig(API_KEY, SECRET, cohort_server_url=stand_in.url))
+    with LocalEvaluationClient("server-key-123", config) as client:
+        client.start()
+        assert value(client, User(user_id="alice"), "beta") == "in"
+        assert value(client, User(user_id="bob"), "beta") == "out"
+        assert client.flag_source_status["cohorts_missing"] == []

@@ -36,8 +36,6 @@ class LocalEvaluationClient:
         self.api_key = api_key
         self.config = config or LocalEvaluationConfig()
         self.logger: logging.Logger = self.config.logger
-        if self.config.stream_updates:
-            self.logger.warning("[Experiment] stream_updates is not supported; flags are polled instead")
         self._source = build_flag_source(api_key, self.config, self.logger)
         #: The source's loaded cohorts, asked per evaluation of flags with cohort conditions.
         self._cohort_membership = getattr(self._source, "cohort_membership", None)

@@ -38,6 +38,13 @@ class FlagSourceStatus(TypedDict):
 
     Polling (None in shared mode): ``url`` and ``polls`` (polls attempted by this process).
 
+    Transport (docs/streaming.md): ``transport`` is how flags arrive now, ``"stream"`` or
+    ``"poll"`` (in shared mode, flagd's: also ``"file"``), ``transport_since`` since when. With
+    ``stream_updates`` (None otherwise): ``stream_url``, ``stream_last_error`` /
+    ``stream_last_error_at``, ``stream_consecutive_failures``, ``stream_connects`` (connections
+    opened), ``stream_messages`` (flag lists received). In shared mode ``stream_last_error`` and
+    ``stream_last_error_at`` are flagd's.
+
     Cohorts (None without cohort targeting: no ``cohort_sync_config`` while polling, no cohorts
     published by flagd in shared mode): ``cohorts`` maps each cohort the flags reference to its
     state (``group_type``, ``size``, ``last_modified``, ``loaded``, ``stale``, ``last_success``,
@@ -74,6 +81,14 @@ class FlagSourceStatus(TypedDict):
     cohorts: Optional[Dict[str, Any]]
     cohorts_missing: Optional[List[str]]
     cohorts_stale: Optional[List[str]]
+    transport: Optional[str]
+    transport_since: Optional[float]
+    stream_url: Optional[str]
+    stream_last_error: Optional[str]
+    stream_last_error_at: Optional[float]
+    stream_consecutive_failures: Optional[int]
+    stream_connects: Optional[int]
+    stream_messages: Optional[int]
 
 
 def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
@@ -84,7 +99,9 @@ def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
         published_version=None, publisher_pid=None, publisher_alive=None, heartbeat_age_seconds=None,
         last_fetch_age_seconds=None, poll_interval_seconds=None, upstream=None, index=None,
         publisher_last_error=None, publisher_last_error_at=None, publisher_consecutive_failures=None,
-        publisher_failing=None, url=None, polls=None, cohorts=None, cohorts_missing=None, cohorts_stale=None,
+        publisher_failing=None, url=None, polls=None, transport=None, transport_since=None, stream_url=None,
+        stream_last_error=None, stream_last_error_at=None, stream_consecutive_failures=None, stream_connects=None,
+        stream_messages=None, cohorts=None, cohorts_missing=None, cohorts_stale=None,
     )
 
 
