@@ -153,7 +153,9 @@ class CohortPublisher:
                 text = str(error)
                 if error.kind == "transport":
                     unreachable = "the cohort server did not answer (%s)" % text
-                log = logger.error if error.kind == "too_large" else logger.warning
+                # Logged when it starts or changes; a retry that fails the same way is DEBUG.
+                log = logger.debug if entry.get("error") == text else \
+                    logger.error if error.kind == "too_large" else logger.warning
                 log("event=cohort_failed cohort=%s kind=%s kept=%s error=%s", Quoted(cohort_id), error.kind,
                     "yes" if entry.get("members") else "no", Quoted(text))
                 if entry.get("error") != text:

@@ -205,8 +205,11 @@ class CohortSync:
                     future.result(timeout=max(deadline - time.monotonic(), 0.0))
                 except CohortDownloadError as error:
                     failed.append(cohort_id)
+                    repeated = self._errors.get(cohort_id, ("",))[0] == str(error)
                     self._errors[cohort_id] = (str(error), self._wall_clock())
-                    level = logging.ERROR if error.kind == "too_large" else logging.WARNING
+                    # Logged when it starts or changes; a retry that fails the same way is DEBUG.
+                    level = logging.DEBUG if repeated else logging.ERROR if error.kind == "too_large" \
+                        else logging.WARNING
                     self._logger.log(level, "[Experiment] cohort %s could not be downloaded%s: %s", cohort_id,
                                      "; flags evaluate as if no one were in it" if self.store.get(cohort_id) is None
                                      else "; keeping the copy loaded before", error)
