@@ -1,0 +1,240 @@
+"""One exposure per user per host: workers hand tracked results to flagd, which deduplicates host-wide
+and delivers them (issue 14). Real flagd and worker processes against the analytics stand-in."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from typing import Any, Dict, List
+
+import pytest
+from flagd_kit import ROOT
+from stand_in import Answer, StandIn
+from waiting import wait_until
+
+from amplitude_experiment.snapshot import SnapshotReader, key_hash
+from flagd.event_counters import read_counters, remove_queue
+
+pytestmark = pytest.mark.multiprocess
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_events_worker.py")
+ANALYTICS_KEY = "analytics-key-0123456789"
+PATH = "/2/httpapi"
+USERS = 200
+WORKERS = 8
+
+FLAGS = [
+    {"key": "checkout", "metadata": {"flagType": "experiment", "flagVersion": 4, "experimentKey": "exp-4"},
+     "variants": {"control": {"key": "control", "value": "control"}, "treatment": {"key": "treatment", "value": "treatment"}},
+     "bucket": None,
+     "segments": [
+         {"metadata": {"segmentName": "odd plan"},
+          "conditions": [[{"selector": ["context", "user", "user_properties", "plan"], "op": "is", "values": ["pro"]}]],
+          "variant": "treatment"},
+         {"metadata": {"segmentName": "All Other Users"}, "variant": "control"}]},
+    {"key": "banner", "metadata": {"flagType": "release", "flagVersion": 2},
+     "variants": {"on": {"key": "on", "value": "on"}}, "segments": [{"variant": "on"}]},
+    {"key": "slots", "metadata": {"flagType": "mutual-exclusion-group", "flagVersion": 1},
+     "variants": {"a": {"key": "a", "value": "a"}}, "segments": [{"variant": "a", "metadata": {"segmentName": "s"}}]},
+    {"key": "quiet", "metadata": {"flagType": "release", "flagVersion": 1},
+     "variants": {"off": {"key": "off", "metadata": {"default": True}}}, "segments": [{"variant": "off"}]},
+]
+for _flag in FLAGS:
+    if _flag.get("bucket", 0) is None:
+        del _flag["bucket"]
+
+
+@pytest.fixture
+def stand_in():
+    with StandIn() as server:
+        server.answer("POST", PATH, Answer(200, {"code": 200}))
+        yield server
+
+
+@pytest.fixture
+def flags_file(tmp_path):
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps(FLAGS))
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def _remove_queue(shm_prefix, deployment_key):
+    """Message queues are not files under /dev/shm: unlink this test's (the kernel allows few per user)."""
+    yield
+    remove_queue(shm_prefix, key_hash(deployment_key))
+
+
+def start_flagd(flagd, flags_file, stand_in, analytics_key=ANALYTICS_KEY, *extra):
+    env = {"AMPLITUDE_ANALYTICS_API_KEY": analytics_key} if analytics_key else {}
+    process = flagd("--flags-file", flags_file, "--analytics-server-url", stand_in.url + PATH,
+                    "--analytics-flush-interval-ms", "100", *extra, env=env).start()
+    process.wait_version(1)
+    if analytics_key:
+        process.wait_log("event=events_relay")
+    return process
+
+
+def run_workers(shm_prefix, deployment_key, stand_in, count=WORKERS, users=USERS, pace=True, first=0,
+                env=None) -> List[Dict[str, Any]]:
+    """``count`` workers each tracking the same ``users`` users (twice each); their channel statuses."""
+    environment = dict(os.environ, AMPLITUDE_DEPLOYMENT_KEY=deployment_key, **(env or {}))
+    processes = [subprocess.Popen([sys.executable, WORKER, shm_prefix, stand_in.url + PATH, str(first), str(users),
+                                   "1" if pace else "0"], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(count)]
+    statuses = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err[-3000:]
+            statuses.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    return statuses
+
+
+def exposures(stand_in, api_key=ANALYTICS_KEY) -> List[Dict[str, Any]]:
+    return [event for request in stand_in.seen(PATH) if request.json()["api_key"] == api_key
+            for event in request.json()["events"] if event["event_type"] == "[Experiment] Exposure"]
+
+
+def counters(shm_prefix, deployment_key):
+    reader = SnapshotReader(shm_prefix, deployment_key)
+    assert reader.attach()
+    return read_counters(reader.words)
+
+
+# Each user's exposed flags: checkout, banner and slots (quiet serves a default: no exposure).
+EXPOSED_FLAGS = 3
+
+
+def test_with_flagd_each_user_is_exposed_once_per_host(flagd, flags_file, stand_in, shm_prefix, deployment_key):
+    daemon = start_flagd(flagd, flags_file, stand_in)
+    statuses = run_workers(shm_prefix, deployment_key, stand_in)
+    assert [status["fallbacks"] for status in statuses] == [dict.fromkeys(
+        ("queue_full", "queue_missing", "too_large", "unencodable"), 0)] * WORKERS
+    assert [status["sent_to_flagd"] for status in statuses] == [USERS] * WORKERS
+    assert all(status["flagd_delivers"] for status in statuses)
+    wait_until(lambda: len(exposures(stand_in)) >= USERS * EXPOSED_FLAGS, 30, "flagd to deliver every exposure")
+    assert daemon.terminate() == 0
+    sent = Counter((event["user_id"], event["event_properties"]["[Experiment] Flag Key"]) for event in exposures(stand_in))
+    assert len(sent) == USERS * EXPOSED_FLAGS
+    assert set(sent.values()) == {1}  # exactly one per (user, flag) from 8 workers
+    report = counters(shm_prefix, deployment_key)
+    assert report["received"] == USERS * WORKERS
+    assert report["deduplicated"] == USERS * (WORKERS - 1)
+    assert report["sent"] == USERS * EXPOSED_FLAGS and report["failed"] == 0
+    assert report["delivers"] is False  # a stopped flagd stops advertising
+
+
+def test_without_flagd_delivering_each_worker_sends_its_own(flagd, flags_file, stand_in, shm_prefix,
+                                                           deployment_key):
+    start_flagd(flagd, flags_file, stand_in, analytics_key="")  # flags from flagd, no analytics key
+    statuses = run_workers(shm_prefix, deployment_key, stand_in)
+    assert [status["not_advertised"] for status in statuses] == [USERS] * WORKERS
+    sent = Counter((event["user_id"], event["event_properties"]["[Experiment] Flag Key"]) for event in exposures(stand_in))
+    assert len(sent) == USERS * EXPOSED_FLAGS
+    assert set(sent.values()) == {WORKERS}
+
+
+def test_a_worker_with_another_analytics_key_delivers_itself(flagd, flags_file, stand_in, shm_prefix,
+                                                             deployment_key):
+    start_flagd(flagd, flags_file, stand_in)
+    statuses = run_workers(shm_prefix, deployment_key, stand_in, count=1, users=5,
+                           env={"WORKER_ANALYTICS_KEY": "another-key-0123456"})
+    assert statuses[0]["not_advertised"] == 5 and statuses[0]["sent_to_flagd"] == 0
+    assert len(exposures(stand_in, "another-key-0123456")) == 5 * EXPOSED_FLAGS
+
+
+def test_flagd_absent_workers_deliver(flagd, flags_file, stand_in, shm_prefix, deployment_key):
+    daemon = start_flagd(flagd, flags_file, stand_in)
+    daemon.terminate()  # its snapshot stays; it no longer advertises an analytics key
+    statuses = run_workers(shm_prefix, deployment_key, stand_in, count=2, users=20)
+    assert [status["not_advertised"] for status in statuses] == [20, 20]
+    assert len(exposures(stand_in)) == 2 * 20 * EXPOSED_FLAGS
+
+
+def test_queue_full_falls_back_counted_and_flagd_learns_of_it(flagd, flags_file, stand_in, shm_prefix,
+                                                               deployment_key):
+    daemon = start_flagd(flagd, flags_file, stand_in)
+    daemon.signal(signal.SIGSTOP)  # flagd reads nothing: the queue fills up
+    worker = subprocess.Popen(
+        [sys.executable, WORKER, shm_prefix, stand_in.url + PATH, "0", "30", "0"], cwd=ROOT,
+        env=dict(os.environ, AMPLITUDE_DEPLOYMENT_KEY=deployment_key, WORKER_ONE_MORE="1"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status = json.loads(worker.stdout.readline())
+        daemon.signal(signal.SIGCONT)
+        capacity = counters(shm_prefix, deployment_key)["queue_capacity"]
+        assert status["sent_to_flagd"] == capacity
+        assert status["fallbacks"]["queue_full"] == 30 - capacity == status["delivered_here"]
+        assert status["last_problem"] == "queue_full"
+        wait_until(lambda: counters(shm_prefix, deployment_key)["received"] == capacity, 10, "flagd to read the queue")
+        out, err = worker.communicate("go\n", timeout=60)  # the next result carries the count to flagd
+        assert worker.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["sent_to_flagd"] == capacity + 1
+    finally:
+        daemon.signal(signal.SIGCONT)
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    report = wait_until(lambda: counters(shm_prefix, deployment_key)["received"] == capacity + 1
+                        and counters(shm_prefix, deployment_key), 10, "the last message")
+    assert report["worker_fallbacks"] == 30 - capacity
+    # The worker delivered its fallbacks itself, flagd the queued ones: every user once.
+    wait_until(lambda: len(exposures(stand_in)) >= 31 * EXPOSED_FLAGS - 2, 30, "every exposure")
+    users = Counter(event["user_id"] for event in exposures(stand_in) if event["user_id"] != "one-more")
+    assert len(users) == 30 and set(users.values()) == {EXPOSED_FLAGS}
+
+
+def test_sigkill_loses_at_most_what_flagd_held(flagd, flags_file, stand_in, shm_prefix, deployment_key):
+    first = start_flagd(flagd, flags_file, stand_in, ANALYTICS_KEY, "--analytics-flush-interval-ms", "60000")
+    run_workers(shm_prefix, deployment_key, stand_in, count=1, users=4, pace=True)  # read, held in a batch
+    wait_until(lambda: counters(shm_prefix, deployment_key)["received"] == 4, 10, "flagd to read 4 results")
+    first.signal(signal.SIGSTOP)  # stops reading: what workers send now stays in the kernel queue
+    statuses = run_workers(shm_prefix, deployment_key, stand_in, count=1, users=6, first=100, pace=False)
+    assert statuses[0]["sent_to_flagd"] == 6
+    held = counters(shm_prefix, deployment_key)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    assert held["received"] == 4 and held["sent"] == 0
+    second = start_flagd(flagd, flags_file, stand_in)
+    wait_until(lambda: len(exposures(stand_in)) >= 6 * EXPOSED_FLAGS, 20, "the unread results to be delivered")
+    second.terminate()
+    users = Counter(event["user_id"] for event in exposures(stand_in))
+    # The 6 unread messages are delivered once each; the 4 flagd held in its batch are what SIGKILL lost.
+    assert users == Counter({"user-%d" % index: EXPOSED_FLAGS for index in range(100, 106)})
+
+
+def test_events_are_the_references_field_by_field(flagd, flags_file, stand_in, shm_prefix, deployment_key):
+    """flagd's events for 8 workers equal what one process of ours sends, which the tracking tests
+    hold to the reference's fields (tests/tracking/test_delivery.py, test_property_types.py)."""
+    daemon = start_flagd(flagd, flags_file, stand_in)
+    run_workers(shm_prefix, deployment_key, stand_in, count=WORKERS, users=20,
+                env={"WORKER_ASSIGNMENT": "1"})
+    wait_until(lambda: len(exposures(stand_in)) >= 20 * EXPOSED_FLAGS, 20, "flagd's exposures")
+    daemon.terminate()
+    via_flagd = _events_by_insert_id(stand_in)
+    stand_in.requests.clear()
+    start_flagd(flagd, flags_file, stand_in, analytics_key="")
+    run_workers(shm_prefix, deployment_key, stand_in, count=1, users=20, env={"WORKER_ASSIGNMENT": "1"})
+    one_process = _events_by_insert_id(stand_in)
+    assert sorted(via_flagd) == sorted(one_process)
+    for insert_id, event in one_process.items():
+        assert via_flagd[insert_id] == event, insert_id
+    assert sum(event["event_type"] == "[Experiment] Assignment" for event in one_process.values()) == 20
+
+
+def _events_by_insert_id(stand_in) -> Dict[str, Dict[str, Any]]:
+    events: Dict[str, Dict[str, Any]] = {}
+    for request in stand_in.seen(PATH):
+        for event in request.json()["events"]:
+            event.pop("time")  # the evaluation time: each run evaluates at its own time
+            assert event["insert_id"] not in events, "sent twice: %s" % event["insert_id"]
+            events[event["insert_id"]] = event
+    return events
