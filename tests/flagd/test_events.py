@@ -130,6 +130,7 @@ def test_with_flagd_each_user_is_exposed_once_per_host(flagd, flags_file, stand_
     assert report["deduplicated"] == USERS * (WORKERS - 1)
     assert report["sent"] == USERS * EXPOSED_FLAGS and report["failed"] == 0
     assert report["delivers"] is False  # a stopped flagd stops advertising
+    assert ANALYTICS_KEY not in daemon.log() and "event=analytics_api_key origin=environment" in daemon.log()
 
 
 def test_without_flagd_delivering_each_worker_sends_its_own(flagd, flags_file, stand_in, shm_prefix,
