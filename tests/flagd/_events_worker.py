@@ -22,7 +22,7 @@ PACE_LIMIT_SECONDS = 5.0
 
 def main() -> None:
     prefix, url, first, count, pace = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
-    analytics_key = os.environ.get("WORKER_ANALYTICS_KEY", "analytics-key-0123456789")
+    analytics_key = os.environ.get("WORKER_ANALYTICS_KEY", "0f1e2d3c4b5a69788796a5b4c3d2e1f0")
     analytics = dict(api_key=analytics_key, server_url=url, flush_queue_size=200, flush_interval_millis=200,
                      flush_max_retries=2)
     assignment = AssignmentConfig(send_evaluated_props=True, **analytics) if os.environ.get("WORKER_ASSIGNMENT") else None

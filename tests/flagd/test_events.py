@@ -20,7 +20,7 @@ from flagd.event_counters import read_counters, remove_queue
 pytestmark = pytest.mark.multiprocess
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_events_worker.py")
-ANALYTICS_KEY = "analytics-key-0123456789"
+ANALYTICS_KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 PATH = "/2/httpapi"
 USERS = 200
 WORKERS = 8
