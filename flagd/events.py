@@ -98,12 +98,13 @@ def _decode(message: bytes) -> Tuple[int, Any, Dict[str, Variant], float, int, b
     :raises ValueError: not a message a worker of this format sends.
     """
     fields = msgpack.unpackb(message, raw=False, strict_map_key=False, use_list=True)
-    if not isinstance(fields, list) or len(fields) < 9 or fields[0] != MESSAGE_FORMAT:
+    if not isinstance(fields, list) or len(fields) < 8 or fields[0] != MESSAGE_FORMAT or (len(fields) - 8) % 4:
         raise ValueError("not an event message of format %d" % MESSAGE_FORMAT)
-    _, kind, timestamp, user_id, device_id, groups, fallbacks, results, props = fields[:9]
+    _, kind, timestamp, user_id, device_id, groups, fallbacks, props = fields[:8]
     if kind not in (KIND_EXPOSURE, KIND_ASSIGNMENT) or not isinstance(timestamp, (int, float)) \
-            or not isinstance(results, list) or not isinstance(fallbacks, int):
+            or not isinstance(fallbacks, int):
         raise ValueError("malformed event message")
+    results = [fields[start:start + 4] for start in range(8, len(fields), 4)]
     user = User(**props) if isinstance(props, dict) else User()
     user.user_id = user_id
     user.device_id = device_id

@@ -13,8 +13,10 @@ A message (msgpack array)::
 
     [MESSAGE_FORMAT, kind (KIND_EXPOSURE | KIND_ASSIGNMENT), evaluation time (ms, float),
      user_id, device_id, groups or nil, fallbacks since this process's previous message,
-     [[flag key, variant key, variant value, variant metadata], ...],
-     evaluated properties (a map: user_properties and the user fields of ``send_evaluated_props``) or nil]
+     evaluated properties (a map: user_properties and the user fields of ``send_evaluated_props``) or nil,
+     then per flag of the result: flag key, variant key, variant value, variant metadata]
+
+Flat, and packed by a per-thread ``msgpack.Packer``: the send is on the caller's thread.
 """
 
 import logging
@@ -49,6 +51,9 @@ KIND_ASSIGNMENT = 1
 RETRY_SECONDS = 1.0
 #: Why a result flagd should have delivered was delivered by this process instead.
 FALLBACK_REASONS = ("queue_full", "queue_missing", "too_large", "unencodable")
+
+#: One msgpack packer per thread (a packer is not thread-safe; packb builds one per call).
+_PACKERS = threading.local()
 
 #: (hash of the analytics API key, hash of the endpoint URL) a tracking config sends with.
 Route = Tuple[int, int]
@@ -149,12 +154,18 @@ class HostChannel:
         props = None
         if kind == KIND_ASSIGNMENT and self._evaluated_props:
             props = _evaluated_props(user, self._evaluated_props)
+        fields = [MESSAGE_FORMAT, kind, timestamp, user.user_id, user.device_id, getattr(user, "groups", None) or None,
+                  self._unreported, props]
+        for key, variant in variants.items():
+            fields += (key, variant.key, variant.value, variant.metadata)
         try:
-            message = msgpack.packb(
-                [MESSAGE_FORMAT, kind, timestamp, user.user_id, user.device_id, getattr(user, "groups", None) or None,
-                 self._unreported, [[key, v.key, v.value, v.metadata] for key, v in variants.items()], props],
-                use_bin_type=True)
+            packer = _PACKERS.packer
+        except AttributeError:
+            packer = _PACKERS.packer = msgpack.Packer(use_bin_type=True)
+        try:
+            message = packer.pack(fields)
         except (TypeError, ValueError, OverflowError):  # UnicodeEncodeError is a ValueError
+            packer.reset()
             return self._fall_back("unencodable")
         if len(message) > self._max_size:
             return self._fall_back("too_large")
