@@ -1,4 +1,4 @@
-"""A worker process that tracks exposures of users through the SDK in shared mode (tests/flagd/test_events.py).
+"""A worker process that tracks exposures of users through the SDK in shared mode (tests/flagd/test_host_events.py).
 
 argv: prefix, analytics URL, first user, user count, pace (1: before each evaluation, wait until
 flagd's queue holds fewer than half its capacity, as a server between requests would; 0: send as
