@@ -47,3 +47,21 @@ def test_the_endpoint_follows_the_zone_unless_given():
 
 def test_the_config_hides_the_analytics_key():
     assert SECRET not in repr(Config(deployment_key=KEY, analytics_api_key=SECRET))
+
+
+def test_the_event_counters_are_prometheus_metrics():
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import generate_latest
+
+    from flagd.metrics import DaemonMetrics
+
+    counters = {"received": 9, "deduplicated": 7, "sent": 6, "failed": 1, "dropped": 0, "rejected": 2,
+                "worker_fallbacks": 3, "queue_depth": 4}
+    metrics = DaemonMetrics("0123456789abcdef", "file:x", "prefix")
+    metrics.watch_events(lambda: counters)
+    text = generate_latest(metrics.registry).decode()
+    assert 'flagd_events_total{outcome="deduplicated"} 7.0' in text
+    assert 'flagd_events_total{outcome="worker_fallbacks"} 3.0' in text
+    assert "flagd_events_queue_depth 4.0" in text
+    counters["sent"] = 8  # read at each scrape
+    assert 'flagd_events_total{outcome="sent"} 8.0' in generate_latest(metrics.registry).decode()
