@@ -209,3 +209,24 @@ def test_flagd_refuses_a_queue_another_user_created(shm_prefix):
             open_queue(name, None)
     finally:
         posix_ipc.unlink_message_queue(name)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_fork_child_counts_its_own_results_and_still_sends(host, shm_prefix):
+    _, queue = host
+    made = tracker(shm_prefix, Sink(), exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made.track(User(user_id="parent"), VARIANTS, True)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its counts, never return into pytest
+        try:
+            made.track(User(user_id="child"), VARIANTS, True)
+            os.write(write_fd, str(made.host_status()["sent_to_flagd"]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read_fd, 100) == b"1"
+    os.close(read_fd)
+    assert sorted(message[1].user_id for message in received(queue)) == ["child", "parent"]
+    assert made.host_status()["sent_to_flagd"] == 1

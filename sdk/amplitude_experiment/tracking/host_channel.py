@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, TypedDict
 
 import msgpack
@@ -91,6 +92,14 @@ def route_of(config: Any) -> Optional[Route]:
     return analytics_key_hash(config.api_key), analytics_endpoint_hash(str(config.server_url))
 
 
+def _reset_in_child(reference: "weakref.ref[HostChannel]") -> None:
+    channel = reference()
+    if channel is not None:
+        channel._lock = threading.Lock()
+        channel.sent = channel.not_advertised = channel._unreported = 0
+        channel.fallbacks = dict.fromkeys(FALLBACK_REASONS, 0)
+
+
 def _evaluated_props(user: Any, names: Tuple[str, ...]) -> Dict[str, Any]:
     props = {name: getattr(user, name, None) for name in names}
     props["user_properties"] = getattr(user, "user_properties", None)
@@ -133,6 +142,10 @@ class HostChannel:
         self._unreported = 0  # fallbacks not yet told to flagd (carried by the next message)
         self.last_problem: Optional[str] = None
         self._advertised: Optional[bool] = None
+        # A fork child counts its own results and must not inherit a lock a parent thread held.
+        # The index mapping (MAP_SHARED) and the queue descriptor stay usable in the child.
+        reference = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _reset_in_child(reference))
 
     def send(self, kind: int, user: Any, variants: Dict[str, Any], timestamp: float) -> bool:
         """Hand one new result to flagd; False when this process must deliver it itself (counted)."""
