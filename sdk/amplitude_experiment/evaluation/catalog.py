@@ -203,8 +203,6 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
             if flag_plan is None:
                 # From the record, not from ``raw``: the compiled flag then shares no object with
                 # the decoded response, whose memory goes back whole once the caller drops it.
-                # From the record, not from ``raw``: the compiled flag then shares no object with
-                # the decoded response, whose memory goes back whole once the caller drops it.
                 flag_plan = _compile_flag(decode_flag(record) if isinstance(flag, dict) else flag, index)
                 if cache is not None:
                     cache.put(flag_plan.key, digest, flag_plan)
