@@ -3,7 +3,8 @@
 Workers send each new tracked result as a msgpack message on the key's POSIX message queue
 (``/<prefix>.<keyhash>.q``; the format is the SDK's, amplitude_experiment.tracking.host_channel).
 One thread here blocks in ``receive``, deduplicates host-wide with the SDK's own rule and filter
-(same user, same variants, 24 h sliding TTL, ``--analytics-cache-capacity`` entries), and hands
+(same user, same variants, 24 h sliding TTL, ``--analytics-cache-capacity`` entries; the key is
+the canonical form the worker computed for its own dedup and sent along), and hands
 what is new to the SDK's event pipeline, which builds the reference's events (evaluation time and
 insert ids included) and delivers them through ``amplitude-analytics`` (batching, retries).
 
@@ -19,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import amplitude
 import msgpack
@@ -35,10 +36,10 @@ from amplitude_experiment.snapshot.layout import (
     analytics_key_hash,
     queue_name,
 )
-from amplitude_experiment.tracking import Assignment, DedupFilter, Exposure, canonicalize, to_event, to_exposure_events
+from amplitude_experiment.tracking import Assignment, DedupFilter, Exposure, to_event, to_exposure_events
 from amplitude_experiment.tracking._delivery import EventPipeline
 from amplitude_experiment.tracking.encoding import Reporter
-from amplitude_experiment.tracking.host_channel import KIND_ASSIGNMENT, KIND_EXPOSURE, MESSAGE_FORMAT
+from amplitude_experiment.tracking.host_channel import HEADER_FIELDS, KIND_ASSIGNMENT, KIND_EXPOSURE, MESSAGE_FORMAT
 from amplitude_experiment.user import User
 from amplitude_experiment.variant import Variant
 
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 QUEUE_MODE = 0o620
 #: Seconds the receive thread blocks before it looks whether to stop.
 RECEIVE_WAIT = 0.25
+#: The queue depth is looked up after this many messages (and whenever the queue is empty).
+DEPTH_EVERY = 64
 #: At stop, how long to wait for the last events to be sent (seconds).
 STOP_FLUSH_SECONDS = 10.0
 
@@ -91,26 +94,33 @@ def open_queue(name: str, gid: Optional[int]) -> Any:
     return queue
 
 
-def _decode(message: bytes) -> Tuple[int, Any, Dict[str, Variant], float, int, bool]:
-    """(kind, user, variants, timestamp ms, fallbacks reported, evaluated properties sent) of one
-    worker message.
+def _header(message: bytes) -> List[Any]:
+    """The decoded fields of one worker message, the header checked.
 
     :raises ValueError: not a message a worker of this format sends.
     """
     fields = msgpack.unpackb(message, raw=False, strict_map_key=False, use_list=True)
-    if not isinstance(fields, list) or len(fields) < 8 or fields[0] != MESSAGE_FORMAT or (len(fields) - 8) % 4:
+    if not isinstance(fields, list) or len(fields) < HEADER_FIELDS or fields[0] != MESSAGE_FORMAT \
+            or (len(fields) - HEADER_FIELDS) % 4 or fields[1] not in (KIND_EXPOSURE, KIND_ASSIGNMENT) \
+            or not isinstance(fields[2], str) or not isinstance(fields[3], (int, float)) \
+            or not isinstance(fields[7], int):
         raise ValueError("not an event message of format %d" % MESSAGE_FORMAT)
-    _, kind, timestamp, user_id, device_id, groups, fallbacks, props = fields[:8]
-    if kind not in (KIND_EXPOSURE, KIND_ASSIGNMENT) or not isinstance(timestamp, (int, float)) \
-            or not isinstance(fallbacks, int):
-        raise ValueError("malformed event message")
-    results = [fields[start:start + 4] for start in range(8, len(fields), 4)]
+    return fields
+
+
+def _decode(fields: List[Any]) -> Tuple[Any, Dict[str, Variant], bool]:
+    """(user, variants, evaluated properties sent) of a message's checked fields.
+
+    :raises ValueError: the flags part is malformed.
+    """
+    props = fields[8]
     user = User(**props) if isinstance(props, dict) else User()
-    user.user_id = user_id
-    user.device_id = device_id
-    user.groups = groups
-    variants = {key: Variant(value, None, variant_key, metadata) for key, variant_key, value, metadata in results}
-    return kind, user, variants, float(timestamp), fallbacks, isinstance(props, dict)
+    user.user_id = fields[4]
+    user.device_id = fields[5]
+    user.groups = fields[6]
+    variants = {fields[at]: Variant(fields[at + 2], None, fields[at + 1], fields[at + 3])
+                for at in range(HEADER_FIELDS, len(fields), 4)}
+    return user, variants, isinstance(props, dict)
 
 
 class EventRelay:
@@ -210,6 +220,7 @@ class EventRelay:
 
     def _receive_loop(self) -> None:
         queue = self._queue
+        handled = 0
         while not self._stopping:
             try:
                 message, _ = queue.receive(RECEIVE_WAIT)
@@ -220,24 +231,26 @@ class EventRelay:
                 logger.error("event=events_receive_failed queue=%s error=%s", self.queue_name, Quoted(error))
                 return
             self._handle(message)
-            self._note_depth()
+            handled += 1
+            if not handled % DEPTH_EVERY:
+                self._note_depth()
 
     def _handle(self, message: bytes) -> None:
         try:
-            kind, user, variants, timestamp, fallbacks, evaluated_props = _decode(message)
+            fields = _header(message)
+            kind, canonical, timestamp = fields[1], fields[2], float(fields[3])
         except Exception as error:
-            self._count("rejected")
-            if not self._warned_rejected:
-                self._warned_rejected = True
-                logger.warning("event=events_message_rejected queue=%s error=%s (logged once)", self.queue_name,
-                               Quoted(error))
+            self._reject(error)
             return
-        self._count("received", worker_fallbacks=fallbacks)
-        if not variants:
+        # The worker's canonical form is the dedup key: a repeat costs one decode and one lookup.
+        new = self._filters[kind].should_track(canonical, timestamp)
+        self._count("received" if new else "deduplicated", fields[7])
+        if not new:
             return
-        canonical = canonicalize(user.user_id, user.device_id, variants)
-        if not self._filters[kind].should_track(canonical, timestamp):
-            self._count("deduplicated")
+        try:
+            user, variants, evaluated_props = _decode(fields)
+        except Exception as error:
+            self._reject(error)
             return
         if kind == KIND_EXPOSURE:
             record: Any = Exposure(user, variants, timestamp)
@@ -251,6 +264,13 @@ class EventRelay:
         if state is not None and len(state.items) >= pipeline._max_pending:
             self._count("dropped")
         pipeline.submit(record)
+
+    def _reject(self, error: Exception) -> None:
+        self._count("rejected")
+        if not self._warned_rejected:
+            self._warned_rejected = True
+            logger.warning("event=events_message_rejected queue=%s error=%s (logged once)", self.queue_name,
+                           Quoted(error))
 
     # --- counters -----------------------------------------------------------------------------
 
@@ -271,6 +291,9 @@ class EventRelay:
         with self._lock:
             self._counts[name] += 1
             self._words[COUNTER_WORDS[name]] = self._counts[name]
+            if name == "deduplicated":  # received counts every message read, new or repeated
+                self._counts["received"] += 1
+                self._words[COUNTER_WORDS["received"]] = self._counts["received"]
             if worker_fallbacks:
                 self._counts["worker_fallbacks"] += worker_fallbacks
                 self._words[W_EVENTS_WORKER_FALLBACKS] = self._counts["worker_fallbacks"]

@@ -19,10 +19,10 @@ from amplitude_experiment.snapshot.layout import (
     analytics_key_hash,
     queue_name,
 )
-from amplitude_experiment.tracking import EvaluationTracker
+from amplitude_experiment.tracking import EvaluationTracker, canonicalize
 from amplitude_experiment.tracking.host_channel import KIND_ASSIGNMENT, KIND_EXPOSURE
 from flagd.event_counters import remove_queue
-from flagd.events import _decode, open_queue
+from flagd.events import _decode, _header, open_queue
 
 KEY = "server-channel-test"
 ANALYTICS = "analytics-key-0123456789"
@@ -66,7 +66,9 @@ def received(queue):
     messages = []
     for _ in range(20):  # bounded: the queue holds at most 10
         try:
-            messages.append(_decode(queue.receive(0)[0]))
+            fields = _header(queue.receive(0)[0])
+            user, variants, props = _decode(fields)
+            messages.append((fields[1], user, variants, fields[3], fields[7], props))
         except posix_ipc.BusyError:
             return messages
     return messages
@@ -90,6 +92,7 @@ def test_a_matching_key_and_endpoint_route_to_flagd(host, shm_prefix):
     assert {key: (v.key, v.value, v.metadata) for key, v in variants.items()} == {
         key: (v.key, v.value, v.metadata) for key, v in VARIANTS.items()}
     assert timestamp > 1.7e12
+    assert canonicalize("u1", "d1", VARIANTS) == "u1 d1 exp on "  # what flagd deduplicates by
     made.flush(1)
     assert sink.events == []
     status = made.host_status()

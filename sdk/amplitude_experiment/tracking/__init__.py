@@ -132,11 +132,11 @@ class EvaluationTracker:
             snapshot = None
             host = self._host
             if exposure is not None and self._exposure_filter.should_track(canonical, now):  # type: ignore[union-attr]
-                if host is None or not host.send(KIND_EXPOSURE, user, variants, now):
+                if host is None or not host.send(KIND_EXPOSURE, user, variants, now, canonical):
                     snapshot = _snapshot(user)
                     exposure.submit(_with_canonical(Exposure(snapshot, dict(variants), now), canonical))
             if assignment is not None and self._assignment_filter.should_track(canonical, now):  # type: ignore[union-attr]
-                if host is None or not host.send(KIND_ASSIGNMENT, user, variants, now):
+                if host is None or not host.send(KIND_ASSIGNMENT, user, variants, now, canonical):
                     snapshot = snapshot or _snapshot(user)
                     assignment.submit(_with_canonical(Assignment(snapshot, dict(variants), now), canonical))
         except Exception:

@@ -11,12 +11,14 @@ delivers the result itself, exactly as without flagd; each case is counted (:met
 
 A message (msgpack array)::
 
-    [MESSAGE_FORMAT, kind (KIND_EXPOSURE | KIND_ASSIGNMENT), evaluation time (ms, float),
+    [MESSAGE_FORMAT, kind (KIND_EXPOSURE | KIND_ASSIGNMENT), the result's canonical form (the
+     dedup key, tracking.canonical), evaluation time (ms, float),
      user_id, device_id, groups or nil, fallbacks since this process's previous message,
      evaluated properties (a map: user_properties and the user fields of ``send_evaluated_props``) or nil,
      then per flag of the result: flag key, variant key, variant value, variant metadata]
 
-Flat, and packed by a per-thread ``msgpack.Packer``: the send is on the caller's thread.
+Flat, and packed by a per-thread ``msgpack.Packer``: the send is on the caller's thread. The
+canonical form travels with the result so flagd drops a repeat before decoding anything else.
 """
 
 import logging
@@ -42,10 +44,12 @@ from ..snapshot.layout import (
 )
 from ..snapshot.reader import SnapshotReader
 
-__all__ = ["KIND_ASSIGNMENT", "KIND_EXPOSURE", "MESSAGE_FORMAT", "EventChannelStatus", "HostChannel", "Route",
+__all__ = ["HEADER_FIELDS", "KIND_ASSIGNMENT", "KIND_EXPOSURE", "MESSAGE_FORMAT", "EventChannelStatus", "HostChannel", "Route",
            "route_of"]
 
 MESSAGE_FORMAT = 1
+#: Fields before the per-flag quadruples.
+HEADER_FIELDS = 9
 KIND_EXPOSURE = 0
 KIND_ASSIGNMENT = 1
 #: Seconds between two looks for flagd's index or queue while they are missing or refused.
@@ -147,8 +151,9 @@ class HostChannel:
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_in_child(reference))
 
-    def send(self, kind: int, user: Any, variants: Dict[str, Any], timestamp: float) -> bool:
-        """Hand one new result to flagd; False when this process must deliver it itself (counted)."""
+    def send(self, kind: int, user: Any, variants: Dict[str, Any], timestamp: float, canonical: str) -> bool:
+        """Hand one new result (whose canonical form is ``canonical``) to flagd; False when this
+        process must deliver it itself (counted)."""
         route = self._routes.get(kind)
         words = self._words
         if words is None or words[W_VERSION] == RETIRED:
@@ -167,8 +172,8 @@ class HostChannel:
         props = None
         if kind == KIND_ASSIGNMENT and self._evaluated_props:
             props = _evaluated_props(user, self._evaluated_props)
-        fields = [MESSAGE_FORMAT, kind, timestamp, user.user_id, user.device_id, getattr(user, "groups", None) or None,
-                  self._unreported, props]
+        fields = [MESSAGE_FORMAT, kind, canonical, timestamp, user.user_id, user.device_id,
+                  getattr(user, "groups", None) or None, self._unreported, props]
         for key, variant in variants.items():
             fields += (key, variant.key, variant.value, variant.metadata)
         try:
