@@ -248,7 +248,7 @@ def bench_cost(quick: bool) -> Dict[str, float]:
     from amplitude_experiment.snapshot import SnapshotWriter, key_hash, remove_all
     from amplitude_experiment.snapshot.layout import (W_ANALYTICS_ENDPOINT, W_ANALYTICS_KEY, analytics_endpoint_hash,
                                                       analytics_key_hash, queue_name)
-    from amplitude_experiment.tracking import EvaluationTracker
+    from amplitude_experiment.tracking import EvaluationTracker, canonicalize
     from amplitude_experiment.tracking.host_channel import KIND_EXPOSURE
     from flagd.event_counters import remove_queue
     from flagd.events import open_queue
@@ -293,8 +293,10 @@ def bench_cost(quick: bool) -> Dict[str, float]:
         routed = EvaluationTracker(logger, None, config, sink_factory=lambda c: Sink())
         routed.route_to_host(prefix, KEY)
         channel = routed._host
+        canonicals = [canonicalize(user.user_id, user.device_id, variants) for user in users[:blocks * 9 * repeats]]
         results["send alone (encode + mq_send)"] = timed_blocks(
-            lambda index: channel.send(KIND_EXPOSURE, users[index], variants, 1.8e12), drain, blocks, repeats)
+            lambda index: channel.send(KIND_EXPOSURE, users[index], variants, 1.8e12, canonicals[index]), drain, blocks,
+            repeats)
         results["track() new result -> flagd"] = timed_blocks(
             lambda index: routed.track(users[index], variants, True), drain, blocks, repeats)
         here = EvaluationTracker(logger, None, ExposureConfig(api_key=ANALYTICS_KEY, server_url=url),

@@ -212,30 +212,76 @@ def test_sigkill_loses_at_most_what_flagd_held(flagd, flags_file, stand_in, shm_
     assert users == Counter({"user-%d" % index: EXPOSED_FLAGS for index in range(100, 106)})
 
 
-def test_events_are_the_references_field_by_field(flagd, flags_file, stand_in, shm_prefix, deployment_key):
-    """flagd's events for 8 workers equal what one process of ours sends, which the tracking tests
-    hold to the reference's fields (tests/tracking/test_delivery.py, test_property_types.py)."""
+REFERENCE_SCRIPT = r"""
+import json, logging, os, sys
+from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
+from amplitude_experiment.assignment import AssignmentConfig
+from amplitude_experiment.exposure.exposure_config import ExposureConfig
+from amplitude_experiment.local.evaluate_options import EvaluateOptions
+
+url, api_key, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+quiet = logging.getLogger("reference-events")
+quiet.addHandler(logging.NullHandler())
+quiet.propagate = False
+analytics = dict(api_key=api_key, server_url=url + "/2/httpapi", flush_queue_size=1000, flush_interval_millis=60000)
+client = LocalEvaluationClient("server-key", LocalEvaluationConfig(
+    server_url=url, flag_config_polling_interval_millis=3600000, logger=quiet,
+    assignment_config=AssignmentConfig(send_evaluated_props=True, **analytics),
+    exposure_config=ExposureConfig(**analytics)))
+client.start()
+for index in range(count):  # the users of tests/flagd/_events_worker.py
+    user = User(user_id="user-%d" % index, device_id="device-%d" % index, country="DE",
+                user_properties={"plan": "pro" if index % 2 else "free"}, groups={"org": ["org-%d" % (index % 7)]})
+    client.evaluate_v2(user, options=EvaluateOptions(tracks_exposure=True))
+    client.evaluate_v2(user, options=EvaluateOptions(tracks_exposure=True))
+for service in (client.assignment_service, client.exposure_service):
+    for future in service.amplitude.flush() or []:
+        if future is not None:
+            future.result(timeout=20)
+os._exit(0)  # the analytics SDK's exit hook would wait for its idle consumer thread
+"""
+
+
+def test_events_are_the_references_field_by_field(flagd, flags_file, stand_in, shm_prefix, deployment_key, tmp_path):
+    """flagd's events for 8 workers are the events Amplitude's SDK sends from one process (but for
+    ``time``: the evaluation time here, the analytics client's clock there), and those of one
+    process of ours without flagd."""
+    import reference_env
+
+    if reference_env.reference_python() is None:
+        pytest.skip("reference SDK unavailable: %s" % reference_env.reference_unavailable_reason())
+    users = 20
     daemon = start_flagd(flagd, flags_file, stand_in)
-    run_workers(shm_prefix, deployment_key, stand_in, count=WORKERS, users=20,
-                env={"WORKER_ASSIGNMENT": "1"})
-    wait_until(lambda: len(exposures(stand_in)) >= 20 * EXPOSED_FLAGS, 20, "flagd's exposures")
+    run_workers(shm_prefix, deployment_key, stand_in, count=WORKERS, users=users, env={"WORKER_ASSIGNMENT": "1"})
+    wait_until(lambda: len(_events(stand_in, ANALYTICS_KEY)) >= users * (EXPOSED_FLAGS + 1), 20, "flagd's events")
     daemon.terminate()
-    via_flagd = _events_by_insert_id(stand_in)
+    via_flagd = _events_by_insert_id(stand_in, ANALYTICS_KEY)
+
+    stand_in.answer("GET", "/sdk/v2/flags", Answer(200, FLAGS))
+    script = tmp_path / "reference_events.py"
+    script.write_text(REFERENCE_SCRIPT)
+    reference_env.run_reference(str(script), timeout=120, args=(stand_in.url, "reference-key-0123456789abcdef", str(users)))
+    reference = _events_by_insert_id(stand_in, "reference-key-0123456789abcdef")
+    assert sorted(via_flagd) == sorted(reference)
+    for insert_id, event in reference.items():
+        assert via_flagd[insert_id] == event, insert_id
+    assert sum(event["event_type"] == "[Experiment] Assignment" for event in reference.values()) == users
+
     stand_in.requests.clear()
     start_flagd(flagd, flags_file, stand_in, analytics_key="")
-    run_workers(shm_prefix, deployment_key, stand_in, count=1, users=20, env={"WORKER_ASSIGNMENT": "1"})
-    one_process = _events_by_insert_id(stand_in)
-    assert sorted(via_flagd) == sorted(one_process)
-    for insert_id, event in one_process.items():
-        assert via_flagd[insert_id] == event, insert_id
-    assert sum(event["event_type"] == "[Experiment] Assignment" for event in one_process.values()) == 20
+    run_workers(shm_prefix, deployment_key, stand_in, count=1, users=users, env={"WORKER_ASSIGNMENT": "1"})
+    assert _events_by_insert_id(stand_in, ANALYTICS_KEY) == via_flagd
 
 
-def _events_by_insert_id(stand_in) -> Dict[str, Dict[str, Any]]:
+def _events(stand_in, api_key) -> List[Dict[str, Any]]:
+    return [event for request in stand_in.seen(PATH) if request.json()["api_key"] == api_key
+            for event in request.json()["events"]]
+
+
+def _events_by_insert_id(stand_in, api_key) -> Dict[str, Dict[str, Any]]:
     events: Dict[str, Dict[str, Any]] = {}
-    for request in stand_in.seen(PATH):
-        for event in request.json()["events"]:
-            event.pop("time")  # the evaluation time: each run evaluates at its own time
-            assert event["insert_id"] not in events, "sent twice: %s" % event["insert_id"]
-            events[event["insert_id"]] = event
+    for event in _events(stand_in, api_key):
+        event.pop("time")  # each run evaluates (and the reference sends) at its own time
+        assert event["insert_id"] not in events, "sent twice: %s" % event["insert_id"]
+        events[event["insert_id"]] = event
     return events
