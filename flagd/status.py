@@ -158,13 +158,15 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
 def event_report(words: Any) -> Dict[str, Any]:
     """The event relay's counters as ``status`` shows them: one ``events`` entry, None when flagd
     delivers no events and never counted any."""
-    from .event_counters import read_counters
+    from .event_counters import queue_limits, read_counters
 
     counters = read_counters(words)
     if not counters["delivers"] and not counters["since_ns"]:
         return {"events": None}
     counters_report: Dict[str, Any] = dict(counters)
     counters_report["since"] = _iso(counters_report.pop("since_ns"))
+    # What a larger queue would need (docs/tracking.md, "The queue and the kernel's limits").
+    counters_report.update(("kernel_" + name, value) for name, value in queue_limits().items())
     return {"events": counters_report}
 
 

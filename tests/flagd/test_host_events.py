@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any, Dict, List
 
 import pytest
-from flagd_kit import ROOT
+from flagd_kit import ROOT, run_cli
 from stand_in import Answer, StandIn
 from waiting import wait_until
 
@@ -121,6 +121,9 @@ def test_with_flagd_each_user_is_exposed_once_per_host(flagd, flags_file, stand_
     assert [status["sent_to_flagd"] for status in statuses] == [USERS] * WORKERS
     assert all(status["flagd_delivers"] for status in statuses)
     wait_until(lambda: len(exposures(stand_in)) >= USERS * EXPOSED_FLAGS, 30, "flagd to deliver every exposure")
+    shown = json.loads(run_cli("status", "--json", "--shm-prefix", shm_prefix, key=deployment_key).stdout)["events"]
+    assert (shown["delivers"], shown["received"], shown["deduplicated"]) == (True, USERS * WORKERS, USERS * (WORKERS - 1))
+    assert shown["queue_capacity"] == shown["kernel_msg_max"] and shown["worker_fallbacks"] == 0
     assert daemon.terminate() == 0
     sent = Counter((event["user_id"], event["event_properties"]["[Experiment] Flag Key"]) for event in exposures(stand_in))
     assert len(sent) == USERS * EXPOSED_FLAGS

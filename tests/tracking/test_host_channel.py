@@ -233,3 +233,13 @@ def test_a_fork_child_counts_its_own_results_and_still_sends(host, shm_prefix):
     os.close(read_fd)
     assert sorted(message[1].user_id for message in received(queue)) == ["child", "parent"]
     assert made.host_status()["sent_to_flagd"] == 1
+
+
+def test_no_flagd_on_the_host_means_no_routing(shm_prefix):
+    sink = Sink()
+    made = tracker(shm_prefix, sink, exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made.track(User(user_id="u1"), VARIANTS, True)
+    made.flush(5)
+    assert len(sink.events) == 2
+    status = made.host_status()
+    assert (status["not_advertised"], status["sent_to_flagd"], status["flagd_delivers"]) == (1, 0, False)
