@@ -90,6 +90,11 @@ else:
 '''
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # 32 processes connecting at once must not be refused
+
+
 class Analytics:
     """A local stand-in of the HTTP API v2 that counts exposure events by user."""
 
@@ -114,8 +119,7 @@ class Analytics:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = "http://127.0.0.1:%d/2/httpapi" % self.server.server_address[1]
 
