@@ -32,6 +32,7 @@ from amplitude_experiment.snapshot.health import (
     record_problems,
 )
 from amplitude_experiment.snapshot import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
+from amplitude_experiment.snapshot.layout import W_ANALYTICS_KEY
 
 from .check import check_flags, summarize
 from .config import Config, ExitCode
@@ -248,7 +249,11 @@ class Daemon:
             self._wait(next_poll if self._watch is None else min(next_poll, self._monotonic() + WATCH_SECONDS))
 
     def _start_events(self, group: Any) -> None:
-        """Relay the workers' events when an analytics API key is given (flagd/events.py)."""
+        """Relay the workers' events when an analytics API key is given (flagd/events.py); otherwise
+        take back what a killed predecessor advertised, so workers deliver their own."""
+        words = getattr(self._writer, "words", None)
+        if words is not None:
+            words[W_ANALYTICS_KEY] = 0
         if not self._config.analytics_api_key:
             return
         from amplitude_experiment.snapshot.host import resolve_gid

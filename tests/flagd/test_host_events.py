@@ -72,8 +72,7 @@ def start_flagd(flagd, flags_file, stand_in, analytics_key=ANALYTICS_KEY, *extra
     process = flagd("--flags-file", flags_file, "--analytics-server-url", stand_in.url + PATH,
                     "--analytics-flush-interval-ms", "100", *extra, env=env).start()
     process.wait_version(1)
-    if analytics_key:
-        process.wait_log("event=events_relay")
+    process.wait_log("event=events_relay" if analytics_key else "event=ready")
     return process
 
 
@@ -161,6 +160,16 @@ def test_flagd_absent_workers_deliver(flagd, flags_file, stand_in, shm_prefix, d
     statuses = run_workers(shm_prefix, deployment_key, stand_in, count=2, users=20)
     assert [status["not_advertised"] for status in statuses] == [20, 20]
     assert len(exposures(stand_in)) == 2 * 20 * EXPOSED_FLAGS
+
+
+def test_a_flagd_without_a_key_takes_back_what_a_killed_one_advertised(flagd, flags_file, stand_in, shm_prefix,
+                                                                         deployment_key):
+    start_flagd(flagd, flags_file, stand_in).kill()
+    assert counters(shm_prefix, deployment_key)["delivers"] is True  # SIGKILL: nobody took it back
+    start_flagd(flagd, flags_file, stand_in, analytics_key="")
+    assert counters(shm_prefix, deployment_key)["delivers"] is False
+    statuses = run_workers(shm_prefix, deployment_key, stand_in, count=1, users=3)
+    assert statuses[0]["not_advertised"] == 3 and len(exposures(stand_in)) == 3 * EXPOSED_FLAGS
 
 
 def test_queue_full_falls_back_counted_and_flagd_learns_of_it(flagd, flags_file, stand_in, shm_prefix,
