@@ -11,7 +11,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from amplitude_experiment._flag_api import DEFAULT_SERVER_URL, DEFAULT_SHM_PREFIX, EU_SERVER_URL, FLAGS_PATH
+from amplitude_experiment._flag_api import (
+    DEFAULT_SERVER_URL,
+    DEFAULT_SHM_PREFIX,
+    DEFAULT_STREAM_URL,
+    EU_SERVER_URL,
+    EU_STREAM_URL,
+    FLAGS_PATH,
+    STREAM_PATH,
+)
 from amplitude_experiment.snapshot import key_hash
 
 __all__ = ["Config", "ConfigError", "ExitCode", "DEFAULT_SERVER_URL", "EU_SERVER_URL", "DEFAULT_SHM_PREFIX"]
@@ -95,6 +103,14 @@ class Config:
     analytics_flush_queue_size: int = _option(200, "events per batch sent to the analytics endpoint")
     analytics_flush_interval_ms: int = _option(10000, "longest wait before a partial batch of events is sent")
     analytics_flush_max_retries: int = _option(12, "retries of a failed batch of events before it is dropped")
+    stream: bool = _option(
+        False, "keep one Server-Sent Events connection to Amplitude's flag stream and publish each pushed change "
+        "at once; the API is polled only while the stream is down (docs/streaming.md)")
+    stream_server_url: str = _option(
+        DEFAULT_STREAM_URL, "base URL of the flag stream (--stream); with --server-zone eu and this left at its "
+        "default, the EU stream host is used")
+    stream_conn_timeout_ms: int = _option(
+        1500, "--stream: how long start-up waits for the stream's first message before it polls instead")
     max_age_ms: Optional[int] = _option(
         None, "status: report stale when the last successful fetch is older than this "
         "(default: 3 poll intervals, at least 10 s)", ("status",))
@@ -102,7 +118,8 @@ class Config:
     def __post_init__(self) -> None:
         if not self.deployment_key:
             raise ConfigError("no deployment key")
-        for name in ("poll_interval_ms", "request_timeout_ms", "backoff_min_ms", "backoff_max_ms"):
+        for name in ("poll_interval_ms", "request_timeout_ms", "backoff_min_ms", "backoff_max_ms",
+                     "stream_conn_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError("--%s must be positive, got %d" % (name.replace("_", "-"), getattr(self, name)))
         if self.max_age_ms is not None and self.max_age_ms <= 0:
@@ -119,6 +136,13 @@ class Config:
         if self.analytics_server_url is not None and not self.analytics_server_url.startswith(("http://", "https://")):
             raise ConfigError("--analytics-server-url must be a full http(s) URL such as "
                               "https://api2.amplitude.com/2/httpapi, got %r" % self.analytics_server_url)
+        if self.stream and self.flags_file:
+            raise ConfigError("--stream reads Amplitude's flag stream; it cannot be combined with --flags-file")
+        stream_url = self.stream_server_url.rstrip("/")
+        if not (stream_url.startswith("http://") or stream_url.startswith("https://")) \
+                or "/" in stream_url.split("://", 1)[1]:
+            raise ConfigError("--stream-server-url must be a scheme and host such as %s, got %r"
+                              % (DEFAULT_STREAM_URL, self.stream_server_url))
         if not self.shm_prefix or "/" in self.shm_prefix:
             raise ConfigError("--shm-prefix must be a non-empty name without '/', got %r" % self.shm_prefix)
 
@@ -130,6 +154,15 @@ class Config:
         if self.server_zone == "eu" and base == DEFAULT_SERVER_URL:
             base = EU_SERVER_URL
         return base + FLAGS_PATH
+
+    @property
+    def stream_url(self) -> str:
+        """The stream URL; ``--server-zone eu`` with the default stream (or API) URL streams from the EU
+        host (the reference keeps the US host there, docs/compatibility.md)."""
+        base = self.stream_server_url.rstrip("/")
+        if self.server_zone == "eu" and base in (DEFAULT_STREAM_URL, DEFAULT_SERVER_URL):
+            base = EU_STREAM_URL
+        return base + STREAM_PATH
 
     @property
     def analytics_url(self) -> str:

@@ -31,6 +31,7 @@ from amplitude_experiment.snapshot.health import (
     record_failing,
     record_problems,
 )
+from amplitude_experiment.snapshot.transport import record_stream, record_stream_error, record_transport
 from amplitude_experiment.snapshot import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
 from amplitude_experiment.snapshot.layout import W_ANALYTICS_KEY
 
@@ -58,7 +59,12 @@ def build_source(config: Config) -> FlagSource:
     """The source the config names: the flags file when given, else the flag API."""
     if config.flags_file:
         return FileSource(config.flags_file)
-    return ApiSource(config.flags_url, config.deployment_key, config.request_timeout_ms / 1000.0, config.source_name)
+    api = ApiSource(config.flags_url, config.deployment_key, config.request_timeout_ms / 1000.0, config.source_name)
+    if config.stream:
+        from .stream import StreamingSource
+
+        return StreamingSource(api, config.stream_url, config.deployment_key)
+    return api
 
 
 class Daemon:
@@ -119,6 +125,11 @@ class Daemon:
         self._reload = False
         self._fetching = False
         self._wakeup_fd: Optional[int] = None
+        # The stream thread wakes the loop through these (flagd/stream.py): the signal pipe's write
+        # end when the loop selects on it, else the event.
+        self._wakeup_write_fd: Optional[int] = None
+        self._nudged = threading.Event()
+        self._transport_noted: Optional[tuple] = None
         #: flagd/metrics.DaemonMetrics when --metrics-address is given, else None.
         self._metrics: Any = None
         #: flagd/events.EventRelay when an analytics API key is given and its queue opened, else None.
@@ -219,7 +230,9 @@ class Daemon:
             # The first request may take the whole timeout; do not let systemd give up on start-up.
             self._notifier.extend_timeout(config.request_timeout_ms / 1000.0 + 10)
         self._alive()  # the watchdog may already run while the first fetch is in flight
+        self._start_stream()
         fresh = self._poll()
+        self._note_transport()
         if not fresh and self._version == 0 and stored is not None:
             self._restore(stored)
         self._announce()
@@ -238,11 +251,14 @@ class Daemon:
                 self._accepted_body = self._rejected_body = None  # re-validate even unchanged input
                 logger.info("event=reload source=%s", Quoted(self._source.name))
                 next_poll = self._monotonic()
+            if self._stream_has_news():
+                next_poll = self._monotonic()
             if self._watch is not None and self._watch.changed():
                 logger.debug("event=file_changed source=%s", Quoted(self._source.name))
                 next_poll = self._monotonic()
             if self._monotonic() >= next_poll:
                 self._poll()
+                self._note_transport()
                 self._announce()
                 next_poll = self._monotonic() + self._retry_in
             self._alive()
@@ -267,6 +283,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self._notifier.stopping()
+        if getattr(self._source, "start", None) is not None:
+            self._source.close()  # the stream thread nudges through the signal pipe: end it before the pipe closes
         if self._stop_signal:
             logger.info("event=stopping signal=%s", signal.Signals(self._stop_signal).name)
         if self._events is not None:
@@ -543,7 +561,9 @@ class Daemon:
         if self._stop or self._reload:
             return
         if self._wakeup_fd is None:
-            time.sleep(min(timeout, 0.5))  # no signal handling here (not the main thread): poll the flags
+            # No signal handling here (not the main thread): poll the flags, wake on the stream's nudge.
+            self._nudged.wait(min(timeout, 0.5))
+            self._nudged.clear()
             return
         readable, _, _ = select.select([self._wakeup_fd], [], [], timeout)
         if readable:
@@ -567,6 +587,7 @@ class Daemon:
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         self._wakeup_fd = read_fd
+        self._wakeup_write_fd = write_fd
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -576,7 +597,7 @@ class Daemon:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             signal.set_wakeup_fd(old_wakeup)
-            self._wakeup_fd = None
+            self._wakeup_fd = self._wakeup_write_fd = None
             os.close(read_fd)
             os.close(write_fd)
 
@@ -589,3 +610,60 @@ class Daemon:
 
     def _on_reload(self, signum: int, frame: Any) -> None:
         self._reload = True
+
+    # --- the flag stream (run --stream, flagd/stream.py) ---------------------------------------
+
+    def _start_stream(self) -> None:
+        """Open the stream and wait up to --stream-conn-timeout-ms for its first message; the first
+        fetch then takes it, or polls when the stream is slow or failing."""
+        start = getattr(self._source, "start", None)
+        if start is None:
+            return
+        if start(self._nudge, self._config.stream_conn_timeout_ms / 1000.0):
+            return
+        logger.warning("event=stream_not_ready url=%s timeout_ms=%d error=%s msg=%s",
+                       Quoted(self._source.stream_url), self._config.stream_conn_timeout_ms,
+                       Quoted(self._source.last_error or "no message yet"),
+                       Quoted("polling until the stream delivers"))
+
+    def _stream_has_news(self) -> bool:
+        has_news = getattr(self._source, "has_news", None)
+        if has_news is None or not has_news():
+            return False
+        self._note_transport()
+        return True
+
+    def _nudge(self) -> None:
+        """Wake the loop from the stream thread: a message arrived or the stream failed."""
+        self._nudged.set()
+        write_fd = self._wakeup_write_fd
+        if write_fd is not None:
+            try:
+                os.write(write_fd, b"\0")
+            except OSError:
+                pass  # a full pipe wakes the loop anyway
+
+    def _note_transport(self) -> None:
+        """Store in the index how flags arrive now and the stream's health (snapshot/transport.py),
+        when it changed; only this thread writes the index."""
+        from amplitude_experiment.snapshot.layout import TRANSPORT_FILE, TRANSPORT_POLL
+
+        words = getattr(self._writer, "words", None)
+        if words is None:
+            return
+        source = self._source
+        if getattr(source, "start", None) is None:  # poll or file: fixed for the daemon's life
+            noted: tuple = (TRANSPORT_FILE if self._config.flags_file else TRANSPORT_POLL,)
+            if noted != self._transport_noted:
+                record_transport(words, noted[0], self._wall_clock_ns())
+        else:
+            noted = (source.transport, source.transport_since_ns, source.last_error_at_ns, source.failures,
+                     source.connects)
+            if noted != self._transport_noted:
+                record_transport(words, source.transport, source.transport_since_ns)
+                if self._transport_noted is None or noted[2] != self._transport_noted[2]:
+                    if source.last_error_at_ns:
+                        record_stream_error(words, source.last_error.replace(self._config.deployment_key, "<redacted>"),
+                                            source.last_error_at_ns)
+            record_stream(words, source.failures, source.last_event_ns, source.connects)
+        self._transport_noted = noted

@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
 from amplitude_experiment.snapshot.health import read_health
+from amplitude_experiment.snapshot.transport import read_transport
 from amplitude_experiment.snapshot import (
     IndexState,
     SnapshotReader,
@@ -58,6 +59,16 @@ class StatusReport(_StatusBase, total=False):
     config_problems: int
     #: flagd's event relay (flagd/event_counters.EventCounters), None when it delivers no events.
     events: Optional[Dict[str, Any]]
+    #: How flags reach flagd now: ``stream``, ``poll`` or ``file`` (None: a flagd that does not say),
+    #: since when, and with ``--stream`` the stream's last error, failed attempts in a row, its last
+    #: event (keep-alives included) and the connections opened (docs/streaming.md).
+    transport: Optional[str]
+    transport_since: Optional[str]
+    stream_last_error: Optional[str]
+    stream_last_error_at: Optional[str]
+    stream_failures: int
+    stream_last_event_age_s: Optional[float]
+    stream_connects: int
 
 
 MIN_MAX_AGE_MS = 10000
@@ -104,6 +115,7 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
     is_alive = bool(alive(state))
     health = read_health(reader.words)
+    transport = read_transport(reader.words)
     problems: List[str] = []
     last_error = ("%s at %s: %s" % (health.last_error_kind, _iso(health.last_error_at_ns), health.last_error)
                   if health.last_error_at_ns else None)
@@ -149,6 +161,13 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
         last_error_at=_iso(health.last_error_at_ns),
         last_error_age_s=_age_s(now, health.last_error_at_ns),
         config_problems=health.config_problems,
+        transport=transport.transport,
+        transport_since=_iso(transport.transport_since_ns),
+        stream_last_error=transport.stream_last_error,
+        stream_last_error_at=_iso(transport.stream_last_error_at_ns),
+        stream_failures=transport.stream_failures,
+        stream_last_event_age_s=_age_s(now, transport.stream_last_event_ns),
+        stream_connects=transport.stream_connects,
         problems=problems,
     )
     report.update(event_report(reader.words))

@@ -65,7 +65,60 @@ class Seen:
         return json.loads(self.body)
 
 
-Script = Union[Answer, Callable[[Seen], Answer]]
+class EventStream:
+    """A scripted Server-Sent Events answer (the flag stream): 200, then the connection stays open
+    and sends what the test pushes (:meth:`StandIn.push`, :meth:`StandIn.keep_alive`) until
+    :meth:`StandIn.disconnect`, the stand-in's end, or ``max_seconds``.
+
+    ``delay`` stalls before the status line; ``initial`` (a flag list) is sent at once after the
+    headers; ``keep_alive_every`` sends a keep-alive event (data of one space) whenever that many
+    seconds passed without an event (None: silence between pushes).
+    """
+
+    def __init__(self, initial: Any = None, delay: float = 0.0, keep_alive_every: Optional[float] = None,
+                 max_seconds: float = 60.0):
+        self.initial = initial
+        self.delay = delay
+        self.keep_alive_every = keep_alive_every
+        self.max_seconds = max_seconds
+
+
+class _OpenStream:
+    """One open stream connection's outbox."""
+
+    _CLOSE = object()
+
+    def __init__(self) -> None:
+        self._items: List[Any] = []
+        self._ready = threading.Condition()
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            self._items.append(item)
+            self._ready.notify_all()
+
+    def close(self) -> None:
+        self.put(self._CLOSE)
+
+    def take(self, timeout: float) -> Any:
+        """The next item, None after ``timeout`` seconds without one, _CLOSE to end."""
+        with self._ready:
+            if not self._items:
+                self._ready.wait(timeout)
+            return self._items.pop(0) if self._items else None
+
+
+def sse_event(data: Any) -> bytes:
+    """The bytes of one event whose data is ``data`` (a flag list, or the text itself)."""
+    text = data if isinstance(data, str) else json.dumps(data)
+    return ("data: %s\n\n" % text).encode()
+
+
+#: A keep-alive as Amplitude sends it: "data:" and two spaces, whose data is one space.
+KEEP_ALIVE_EVENT = b"data:  \n\n"
+
+
+Script = Union[Answer, EventStream, Callable[[Seen], Answer]]
 
 
 class StandIn:
@@ -82,6 +135,9 @@ class StandIn:
         self._scripts: Dict[Tuple[str, str], List[Script]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._streams: List[_OpenStream] = []
+        #: Stream connections served so far (EventStream answers that sent their headers).
+        self.streams_opened = 0
         self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="stand-in", daemon=True
@@ -97,6 +153,7 @@ class StandIn:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        self.disconnect()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -122,7 +179,58 @@ class StandIn:
                     raise AssertionError("stand-in saw %d requests to %s, expected %d" % (len(matching), path, count))
                 self._changed.wait(remaining)
 
-    def _next_answer(self, seen: Seen) -> Answer:
+    # --- the flag stream ----------------------------------------------------------------------
+
+    def push(self, data: Any) -> int:
+        """Send one event (a flag list, or raw text as the data) on every open stream; how many got it."""
+        return self._send(sse_event(data))
+
+    def keep_alive(self) -> int:
+        """Send a keep-alive on every open stream; how many got it."""
+        return self._send(KEEP_ALIVE_EVENT)
+
+    def disconnect(self) -> int:
+        """End every open stream (the server hangs up); how many were open."""
+        with self._lock:
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()
+        return len(streams)
+
+    def open_streams(self) -> int:
+        with self._lock:
+            return len(self._streams)
+
+    def wait_streams(self, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` stream connections are open, or fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self._streams) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("%d streams open, expected %d" % (len(self._streams), count))
+                self._changed.wait(remaining)
+
+    def _send(self, event: bytes) -> int:
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.put(event)
+        return len(streams)
+
+    def _stream_opened(self, stream: _OpenStream) -> None:
+        with self._changed:
+            self._streams.append(stream)
+            self.streams_opened += 1
+            self._changed.notify_all()
+
+    def _stream_closed(self, stream: _OpenStream) -> None:
+        with self._changed:
+            if stream in self._streams:
+                self._streams.remove(stream)
+            self._changed.notify_all()
+
+    def _next_answer(self, seen: Seen) -> Any:
         with self._changed:
             self.requests.append(seen)
             self._changed.notify_all()
@@ -147,6 +255,9 @@ class StandIn:
                 if stand_in.record_pids:
                     seen.pid = _peer_pid(self.client_address[1], self.server.server_address[1])
                 answer = stand_in._next_answer(seen)
+                if isinstance(answer, EventStream):
+                    self._serve_stream(answer)
+                    return
                 if answer.delay:
                     time.sleep(answer.delay)
                 try:
@@ -176,6 +287,41 @@ class StandIn:
                         self.wfile.write(answer.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def _serve_stream(self, answer: EventStream) -> None:
+                if answer.delay:
+                    time.sleep(answer.delay)  # a stall before the status line
+                stream = _OpenStream()
+                if answer.initial is not None:
+                    stream.put(sse_event(answer.initial))
+                stand_in._stream_opened(stream)
+                ends_at = time.monotonic() + answer.max_seconds
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                    self.end_headers()
+                    self.wfile.flush()
+                    while time.monotonic() < ends_at:  # bounded in time
+                        wait = ends_at - time.monotonic()
+                        if answer.keep_alive_every is not None:
+                            wait = min(wait, answer.keep_alive_every)
+                        item = stream.take(max(wait, 0.0))
+                        if item is _OpenStream._CLOSE:
+                            break
+                        if item is None:
+                            if answer.keep_alive_every is None:
+                                continue
+                            item = KEEP_ALIVE_EVENT
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(item), item))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client hung up
+                finally:
+                    stand_in._stream_closed(stream)
 
             do_GET = do_POST = do_PUT = _serve
 

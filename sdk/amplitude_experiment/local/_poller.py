@@ -89,6 +89,8 @@ class PollingFlagSource:
         #: Asked on the poller thread before each timed poll; True means another source took over
         #: and this poller ends without polling (auto mode's probe for flagd, see _shared_source).
         self.before_poll: Optional[Callable[[], bool]] = None
+        #: While True the timer thread skips its polls: a stream delivers the flags (local/_streamer.py).
+        self.paused = False
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -108,6 +110,36 @@ class PollingFlagSource:
             self._started = True
         self._poll_once()
         self._start_thread()
+
+    def resume(self) -> None:
+        """Poll at the interval from now on, starting the timer thread if needed (no poll now)."""
+        self.paused = False
+        with self._lock:
+            if self._stopped:
+                return
+            self._started = True
+        self._start_thread()
+
+    def poll_now(self) -> bool:
+        """Poll once on the calling thread; True when it succeeded."""
+        return self._poll_once()
+
+    def install(self, body: bytes, origin: str) -> None:
+        """Apply a flag list that arrived another way (a stream message) exactly as a poll result:
+        same parser, same storage order, same compiled-flag cache.
+
+        :raises FlagFetchError: the body is not a flag list this SDK accepts (the flags are kept).
+        """
+        with _POLL_IO_LOCK:
+            try:
+                self._install(body, origin)
+            except FlagFetchError as error:
+                self._last_error = str(error)
+                self._last_error_at = self._wall_clock()
+                raise
+            self._failures = 0
+            self._last_error = self._last_error_at = None
+            self._last_success = self._wall_clock()
 
     def current(self) -> Optional[FlagSet]:
         if self._generation != FORKS.generation:
@@ -139,6 +171,7 @@ class PollingFlagSource:
             last_error_at=self._last_error_at,
             consecutive_failures=self._failures,
             polls=self._polls,
+            transport="poll",
         )
         return status
 
@@ -168,6 +201,8 @@ class PollingFlagSource:
             before_poll = self.before_poll
             if before_poll is not None and before_poll():
                 return
+            if self.paused:
+                continue
             self._poll_once()
 
     def _next_delay(self) -> float:
@@ -201,7 +236,9 @@ class PollingFlagSource:
         return True
 
     def _fetch_and_install(self) -> None:
-        body = self._fetcher.fetch()
+        self._install(self._fetcher.fetch(), self._url)
+
+    def _install(self, body: bytes, origin: str) -> None:
         digest = hashlib.blake2b(body, digest_size=16).digest()
         if digest == self._body_digest:
             return
@@ -216,8 +253,8 @@ class PollingFlagSource:
             raise FlagFetchError("flag config rejected as a whole: %s" % error) from None
         self._compiled.retain(catalog)
         flags = FlagSet(catalog, self._compiled)
-        report_problems(self._logger, flags, "flag config from " + self._url)
+        report_problems(self._logger, flags, "flag config from " + origin)
         self._flags = flags
         self._body_digest = digest
         if self._logger.isEnabledFor(logging.DEBUG):
-            self._logger.debug("[Experiment] loaded %d flag configs from %s", len(flags), self._url)
+            self._logger.debug("[Experiment] loaded %d flag configs from %s", len(flags), origin)

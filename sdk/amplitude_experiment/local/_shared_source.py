@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from ..evaluation import CompiledFlagCache, FlagSet
 from ..snapshot import FlagTable, IndexState, SnapshotError, SnapshotFollower, SnapshotReader, publisher_alive
 from ..snapshot.health import read_health
+from ..snapshot.transport import read_transport
 from ..snapshot.host import list_published
 from ..snapshot.reader import CHECK_EVERY, STALE_INTERVALS
 from .._logging import report_problems
@@ -150,6 +151,13 @@ class SharedSnapshotSource:
             publisher_last_error_at=health.last_error_at_ns / 1e9 if health.last_error_at_ns else None,
             publisher_consecutive_failures=health.consecutive_failures,
             publisher_failing=list(health.failing),
+        )
+        transport = read_transport(words)  # how flagd gets the flags: poll, stream or file
+        status.update(
+            transport=transport.transport,
+            transport_since=transport.transport_since_ns / 1e9 if transport.transport_since_ns else None,
+            stream_last_error=transport.stream_last_error,
+            stream_last_error_at=transport.stream_last_error_at_ns / 1e9 if transport.stream_last_error_at_ns else None,
         )
         return status
 

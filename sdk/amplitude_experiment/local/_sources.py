@@ -30,9 +30,13 @@ class FlagSource(Protocol):
 
 
 def build_flag_source(api_key: str, config: LocalEvaluationConfig, logger: logging.Logger) -> FlagSource:
-    """The source ``config.flag_source`` asks for: "poll", "flagd" (shared snapshot only) or "auto"."""
+    """The source ``config.flag_source`` asks for: "poll", "flagd" (shared snapshot only) or "auto".
+
+    With ``stream_updates`` the process's own updates come from the flag stream (polling as its
+    fallback); in shared mode flagd streams for the host instead (``amplitude-flagd run --stream``).
+    """
     if config.flag_source == "poll":
-        return PollingFlagSource(api_key, config, logger)
+        return _own_source(api_key, config, logger)
     from .._coexist import conflict_message
 
     conflict = conflict_message()
@@ -40,5 +44,14 @@ def build_flag_source(api_key: str, config: LocalEvaluationConfig, logger: loggi
         logger.warning("[Experiment] %s", conflict.split(": ", 1)[1])
     if config.flag_source == "flagd":
         return SharedSnapshotSource(api_key, config, logger)
-    return AutoFlagSource(api_key, config, logger)
+    return AutoFlagSource(api_key, config, logger, poller=_own_source(api_key, config, logger))
+
+
+def _own_source(api_key: str, config: LocalEvaluationConfig, logger: logging.Logger) -> Any:
+    """What this process runs when it fetches flags itself: the poller, or the stream over it."""
+    if config.stream_updates:
+        from ._streamer import StreamingFlagSource
+
+        return StreamingFlagSource(api_key, config, logger)
+    return PollingFlagSource(api_key, config, logger)
 

@@ -35,8 +35,6 @@ class LocalEvaluationClient:
         self.api_key = api_key
         self.config = config or LocalEvaluationConfig()
         self.logger: logging.Logger = self.config.logger
-        if self.config.stream_updates:
-            self.logger.warning("[Experiment] stream_updates is not supported; flags are polled instead")
         self._source = build_flag_source(api_key, self.config, self.logger)
         self._tracker = build_tracker(self.config, self.logger)
         if self._tracker is not None and self.config.flag_source != "poll":

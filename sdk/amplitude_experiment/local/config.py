@@ -1,15 +1,14 @@
 import logging
 from typing import Optional, Union
 
-from .._flag_api import DEFAULT_SERVER_URL, DEFAULT_SHM_PREFIX, EU_SERVER_URL
+from .._flag_api import DEFAULT_SERVER_URL, DEFAULT_SHM_PREFIX, DEFAULT_STREAM_URL, EU_SERVER_URL, EU_STREAM_URL
 from .._logging import resolve_logger
 from ..assignment import AssignmentConfig
 from ..cohort.cohort_sync_config import DEFAULT_COHORT_SYNC_URL, EU_COHORT_SYNC_URL, CohortSyncConfig
 from ..exposure import ExposureConfig
 from ..server_zone import ServerZone
 
-DEFAULT_STREAM_URL = "https://stream.lab.amplitude.com"
-EU_STREAM_SERVER_URL = "https://stream.lab.eu.amplitude.com"
+EU_STREAM_SERVER_URL = EU_STREAM_URL
 
 #: Where a local client takes its flags from; see docs/shared-mode.md.
 FLAG_SOURCES = ("auto", "flagd", "poll")

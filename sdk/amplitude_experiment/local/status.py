@@ -41,6 +41,13 @@ class FlagSourceStatus(TypedDict):
     ``events``: where this process's tracked results went (an ``EventChannelStatus``, see
     amplitude_experiment.tracking.host_channel: handed to flagd, delivered here, fallbacks by
     reason); None without tracking or with ``flag_source="poll"``.
+
+    Transport (docs/streaming.md): ``transport`` is how flags arrive now, ``"stream"`` or
+    ``"poll"`` (in shared mode, flagd's: also ``"file"``), ``transport_since`` since when. With
+    ``stream_updates`` (None otherwise): ``stream_url``, ``stream_last_error`` /
+    ``stream_last_error_at``, ``stream_consecutive_failures``, ``stream_connects`` (connections
+    opened), ``stream_messages`` (flag lists received). In shared mode ``stream_last_error`` and
+    ``stream_last_error_at`` are flagd's.
     """
 
     source: str
@@ -69,6 +76,14 @@ class FlagSourceStatus(TypedDict):
     url: Optional[str]
     polls: Optional[int]
     events: Optional[Dict[str, Any]]
+    transport: Optional[str]
+    transport_since: Optional[float]
+    stream_url: Optional[str]
+    stream_last_error: Optional[str]
+    stream_last_error_at: Optional[float]
+    stream_consecutive_failures: Optional[int]
+    stream_connects: Optional[int]
+    stream_messages: Optional[int]
 
 
 def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
@@ -79,7 +94,10 @@ def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
         published_version=None, publisher_pid=None, publisher_alive=None, heartbeat_age_seconds=None,
         last_fetch_age_seconds=None, poll_interval_seconds=None, upstream=None, index=None,
         publisher_last_error=None, publisher_last_error_at=None, publisher_consecutive_failures=None,
-        publisher_failing=None, url=None, polls=None, events=None,
+        publisher_failing=None, url=None, polls=None, events=None, transport=None, transport_since=None,
+        stream_url=None,
+        stream_last_error=None, stream_last_error_at=None, stream_consecutive_failures=None, stream_connects=None,
+        stream_messages=None,
     )
 
 

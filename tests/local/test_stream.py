@@ -1,0 +1,292 @@
+"""stream_updates=True: flag lists over Server-Sent Events, polling as the fallback, against the
+stand-in's stream endpoint (tests/stand_in.py, EventStream)."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
+from amplitude_experiment._flag_api import stream_retry_delay
+from amplitude_experiment.local._streamer import StreamingFlagSource
+from stand_in import Answer, EventStream
+from test_poller import flag
+from waiting import wait_until
+
+FLAGS_PATH = "/sdk/v2/flags"
+STREAM_PATH = "/sdk/stream/v1/flags"
+#: What Amplitude's SDK 1.13.0 sends on the stream request (seen by the stand-in from the reference).
+REFERENCE_STREAM_HEADERS = {
+    "Authorization": "Api-Key server-key-123",
+    "Content-Type": "application/json;charset=utf-8",
+    "X-Amp-Exp-Library": "experiment-python-server/1.13.0",
+    "Accept-Encoding": "identity",
+}
+
+
+def streaming_client(server, keep_alive_s=5.0, retry_s=0.2, conn_timeout_ms=2000, interval_ms=60000,
+                     flag_source="poll"):
+    """A client streaming from ``server``, with the watchdog and retry intervals shortened."""
+    config = LocalEvaluationConfig(server_url=server.url, stream_server_url=server.url, stream_updates=True,
+                                   stream_flag_conn_timeout=conn_timeout_ms, flag_source=flag_source,
+                                   flag_config_polling_interval_millis=interval_ms,
+                                   flag_config_poller_request_timeout_millis=2000)
+    client = LocalEvaluationClient("server-key-123", config)
+    source = StreamingFlagSource("server-key-123", config, client.logger, keep_alive_s=keep_alive_s,
+                                 retry_s=retry_s, retry_jitter_s=retry_s / 10, max_retry_s=retry_s * 4)
+    client._source = source
+    return client
+
+
+def value(client, key="a"):
+    variant = client.evaluate_v2(User(user_id="u1")).get(key)
+    return variant.value if variant is not None else None
+
+
+def polls(server):
+    return len(server.seen(FLAGS_PATH))
+
+
+def stream_threads():
+    return [thread for thread in threading.enumerate() if thread.name.startswith("amplitude_experiment.")]
+
+
+def test_first_message_is_applied_before_start_returns_and_no_poll_is_made(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "polled")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+        assert value(client) == "v1"
+        status = client.flag_source_status
+        assert status["transport"] == "stream"
+        assert status["stream_messages"] == 1
+    assert polls(stand_in) == 0
+
+
+def test_the_stream_request_carries_the_reference_headers(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+    request = stand_in.seen(STREAM_PATH)[0]
+    assert request.method == "GET" and request.query == ""
+    headers = {name: text for name, text in request.headers.items() if name != "Host"}
+    assert headers == REFERENCE_STREAM_HEADERS
+
+
+def test_a_pushed_change_is_applied_in_storage_order(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1"), flag("b"), flag("c")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+        stand_in.push([flag("d"), flag("c"), flag("a", "v2")])
+        wait_until(lambda: value(client) == "v2", what="the pushed flag list")
+        # A replaced key keeps its place, new keys are appended: a poll result's storage order.
+        assert list(client.evaluate_v2(User(user_id="u1"))) == ["a", "c", "d"]
+    assert polls(stand_in) == 0
+
+
+def test_keep_alives_keep_the_stream_alive(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")], keep_alive_every=0.05))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "polled")]))
+    with streaming_client(stand_in, keep_alive_s=0.8) as client:
+        client.start()
+        watched_until = time.monotonic() + 2.4  # three watchdog periods of keep-alives only
+        while time.monotonic() < watched_until:
+            assert client.flag_source_status["transport"] == "stream"
+            time.sleep(0.05)
+        stand_in.push([flag("a", "v2")])
+        wait_until(lambda: value(client) == "v2", what="a push on the same connection")
+    assert stand_in.streams_opened == 1
+    assert polls(stand_in) == 0
+
+
+def test_silence_trips_the_watchdog_and_polling_takes_over(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]), Answer(503, "down"))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "polled")]))
+    with streaming_client(stand_in, keep_alive_s=0.3, retry_s=0.2, interval_ms=50) as client:
+        client.start()
+        assert value(client) == "v1"
+        wait_until(lambda: value(client) == "polled", what="polling after the watchdog")
+        status = client.flag_source_status
+        assert status["transport"] == "poll"
+        assert "keep-alive timed out" in status["stream_last_error"]
+        stand_in.wait_for(3, FLAGS_PATH)  # and it goes on polling while the stream is down
+
+
+def test_a_stream_that_stalls_then_answers_still_delivers_later_updates(stand_in):
+    # Quirk Q5 of the reference: after a slow connect it polls once and then gets nothing more.
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "streamed")], delay=0.6))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "polled")]))
+    with streaming_client(stand_in, conn_timeout_ms=100, interval_ms=50) as client:
+        client.start()
+        assert value(client) == "polled"  # start() did not wait for the slow stream
+        assert client.flag_source_status["transport"] == "poll"
+        stand_in.wait_for(3, FLAGS_PATH)  # and polls meanwhile
+        wait_until(lambda: value(client) == "streamed", what="the slow stream's first message")
+        stand_in.push([flag("a", "pushed")])
+        wait_until(lambda: value(client) == "pushed", what="a later push")
+        assert client.flag_source_status["transport"] == "stream"
+
+
+def test_500_falls_back_to_polling_then_the_stream_returns_and_polling_stops(stand_in):
+    stand_in.answer("GET", STREAM_PATH, Answer(500, "oops"), Answer(500, "oops"),
+                    EventStream(initial=[flag("a", "streamed")]))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "polled")]))
+    with streaming_client(stand_in, retry_s=0.15, interval_ms=30) as client:
+        client.start()
+        assert value(client) == "polled"  # the fallback's first poll ran inside start()
+        assert "HTTP 500" in client.flag_source_status["stream_last_error"]
+        stand_in.wait_for(4, FLAGS_PATH)
+        wait_until(lambda: value(client) == "streamed", what="the stream coming back")
+        polls_when_back = polls(stand_in)
+        for index in range(5):  # five pushes, each applied, each taking at least a poll interval
+            stand_in.push([flag("a", "push-%d" % index)])
+            wait_until(lambda: value(client) == "push-%d" % index, what="push %d" % index)
+            time.sleep(0.03)
+        # At most one poll that was already under way when the stream came back.
+        assert polls(stand_in) <= polls_when_back + 1
+        assert client.flag_source_status["transport"] == "stream"
+    attempts = [request.at for request in stand_in.seen(STREAM_PATH)]
+    assert len(attempts) == 3
+    assert attempts[2] - attempts[1] > attempts[1] - attempts[0]  # retries back off
+
+
+def test_a_stream_the_server_ends_is_reopened(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]), EventStream(initial=[flag("a", "v2")]))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "v1")]))
+    with streaming_client(stand_in, retry_s=0.1) as client:
+        client.start()
+        assert stand_in.disconnect() == 1
+        wait_until(lambda: value(client) == "v2", what="the second connection's flags")
+        assert "ended the stream" in client.flag_source_status["stream_last_error"]
+
+
+def test_stop_ends_every_thread_within_a_second(stand_in):
+    stand_in.answer("GET", STREAM_PATH, Answer(500, "down"), EventStream(initial=[flag("a")], keep_alive_every=0.05))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a")]))
+    before = set(stream_threads())
+    client = streaming_client(stand_in, retry_s=0.05, interval_ms=50)
+    client.start()  # the poller runs (500), then the stream comes back
+    wait_until(lambda: client.flag_source_status["transport"] == "stream", what="the stream")
+    started = time.monotonic()
+    client.stop()
+    assert time.monotonic() - started < 1.0
+    assert set(stream_threads()) - before == set()
+    assert stand_in.open_streams() == 0 or wait_until(lambda: stand_in.open_streams() == 0, 2.0, "the server side")
+
+
+def test_a_stream_that_never_connects_stops_promptly(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a")], delay=5.0))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a")]))
+    before = set(stream_threads())
+    client = streaming_client(stand_in, conn_timeout_ms=50)
+    client.start()
+    started = time.monotonic()
+    client.stop()
+    assert time.monotonic() - started < 1.0
+    assert set(stream_threads()) - before == set()
+
+
+def test_retry_delays_back_off_with_jitter():
+    assert stream_retry_delay(1, 15.0, 1.0, 120.0, uniform=lambda low, high: 0.0) == 15.0
+    assert stream_retry_delay(2, 15.0, 1.0, 120.0, uniform=lambda low, high: 0.0) == 30.0
+    assert stream_retry_delay(10, 15.0, 1.0, 120.0, uniform=lambda low, high: 0.0) == 120.0
+    assert stream_retry_delay(1, 15.0, 1.0, 120.0, uniform=lambda low, high: high) == 16.0
+    assert stream_retry_delay(1, 15.0, 1.0, 120.0, uniform=lambda low, high: low) == 14.0
+
+
+def test_the_default_client_streams_when_asked(stand_in):
+    """Through the public config only: no warning, the stream serves the flags."""
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    config = LocalEvaluationConfig(server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True,
+                                   flag_source="poll")
+    with LocalEvaluationClient("server-key-123", config) as client:
+        client.start()
+        assert value(client) == "v1"
+        assert client.flag_source_status["transport"] == "stream"
+
+
+def test_auto_mode_with_flagd_present_opens_no_stream(stand_in, shm_prefix):
+    from amplitude_experiment.evaluation import plan_flags
+    from amplitude_experiment.snapshot import SnapshotWriter
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "streamed")]))
+    writer = SnapshotWriter(shm_prefix, "server-key-123")
+    try:
+        writer.publish({"source": "test"}, catalog=plan_flags([flag("a", "published")], ()))
+        config = LocalEvaluationConfig(server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True,
+                                       flag_source="auto", shm_prefix=shm_prefix)
+        with LocalEvaluationClient("server-key-123", config) as client:
+            client.start()
+            assert value(client) == "published"
+            assert client.flag_source_status["source"] == "flagd"
+    finally:
+        writer.close()
+    assert stand_in.seen() == []
+
+
+@pytest.mark.multiprocess
+def test_a_client_started_before_fork_streams_in_the_child(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "v1")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: its own stream delivers the next push
+            os.close(read_end)
+            outcome = "timeout"
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # bounded
+                    if value(client) == "v2":
+                        outcome = "v2"
+                        break
+                    time.sleep(0.01)
+            except BaseException as error:  # report, never let the child run the parent's tests
+                outcome = repr(error)
+            os.write(write_end, outcome.encode())
+            os._exit(0)
+        os.close(write_end)
+        stand_in.wait_streams(2)  # the parent's and the child's own
+        stand_in.push([flag("a", "v2")])
+        with os.fdopen(read_end, "rb") as pipe:
+            outcome = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert value(client) == "v2"
+    assert outcome == "v2"
+
+
+def test_a_rejected_message_keeps_the_last_flags_and_the_stream(stand_in):
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+        stand_in.push("[{not json")
+        wait_until(lambda: client.flag_source_status["stream_messages"] == 2, what="the bad message")
+        assert value(client) == "v1"
+        assert "not JSON" in client.flag_source_status["last_error"]
+        stand_in.push([flag("a", "v2")])
+        wait_until(lambda: value(client) == "v2", what="the next good message")
+        assert client.flag_source_status["last_error"] is None
+    assert stand_in.streams_opened == 1
+
+
+def test_a_connection_is_renewed_quietly_at_its_maximum_age(stand_in):
+    from amplitude_experiment._flag_stream import FlagStream
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a")], keep_alive_every=0.05))
+    stream = FlagStream(stand_in.url + STREAM_PATH, "server-key-123", keep_alive_s=5.0, max_connection_s=0.3,
+                        max_connection_jitter_s=0.0)
+    messages = []
+    stream.run_once(messages.append)  # returns, no StreamError
+    assert len(messages) == 1
+    wait_until(lambda: stand_in.open_streams() == 0, 5, "the server side closed")
+
+
+def test_an_event_over_the_size_cap_ends_the_connection(stand_in):
+    from amplitude_experiment._flag_stream import FlagStream, StreamError
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a-%d" % index) for index in range(50)]))
+    stream = FlagStream(stand_in.url + STREAM_PATH, "server-key-123", keep_alive_s=5.0, max_bytes=1000)
+    with pytest.raises(StreamError, match="larger than the 1000 bytes"):
+        stream.run_once(lambda data: None)
