@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 KEY_ENV = "AMPLITUDE_DEPLOYMENT_KEY"
 CREDENTIAL_NAME = "deployment-key"
+#: The analytics API key flagd delivers the workers' events with (optional; same rules as the deployment key).
+ANALYTICS_KEY_ENV = "AMPLITUDE_ANALYTICS_API_KEY"
+ANALYTICS_CREDENTIAL_NAME = "analytics-api-key"
 ENV_PREFIX = "FLAGD_"
 MAX_KEY_FILE_BYTES = 4096
 #: Cohort credentials (the project's analytics API key and secret key, docs/cohorts.md): option
@@ -58,6 +61,15 @@ class _SecretOnCommandLine(argparse.Action):
                      "--cohort-secret-key-file, or systemd credentials named cohort-api-key and cohort-secret-key")
 
 
+class _AnalyticsKeyOnCommandLine(argparse.Action):
+    """Refuses ``--analytics-api-key VALUE`` without ever echoing VALUE."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        parser.error("the analytics API key is not accepted on the command line (other users can read it there); "
+                     "set %s, use --analytics-api-key-file PATH or a systemd credential named %s"
+                     % (ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME))
+
+
 class _PrintVersion(argparse.Action):
     """``--version`` on one line (argparse's own action wraps it at the terminal width)."""
 
@@ -84,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "systemd credential %s]" % (what, ENV_PREFIX, dest.upper(), env, credential))
                 sub.add_argument("--" + dest[:-5].replace("_", "-"), nargs="?", action=_SecretOnCommandLine,
                                  help=argparse.SUPPRESS)
+            sub.add_argument("--analytics-api-key-file", metavar="PATH",
+                             help="file holding the analytics API key flagd delivers the workers' events with "
+                             "[env %sANALYTICS_API_KEY_FILE; or %s, or the systemd credential %s; none: workers "
+                             "deliver their own]" % (ENV_PREFIX, ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME))
+            sub.add_argument("--analytics-api-key", nargs="?", action=_AnalyticsKeyOnCommandLine,
+                             help=argparse.SUPPRESS)
         for name, spec in Config.option_fields(command).items():
             kwargs: Dict[str, Any] = {"dest": name, "default": None, "type": _converter(spec.type)}
             if spec.type is bool:
@@ -156,12 +174,34 @@ def resolve_cohort_credentials(args: argparse.Namespace, environ: Mapping[str, s
     return found[0], found[1], ",".join(origins)
 
 
+def resolve_analytics_key(key_file: Optional[str], environ: Mapping[str, str]) -> Tuple[str, str]:
+    """The analytics API key and where it came from, ``("", "none")`` when none is given:
+    ``--analytics-api-key-file``, ``AMPLITUDE_ANALYTICS_API_KEY``, the systemd credential
+    ``analytics-api-key``, in that order.
+
+    :raises ConfigError: a key file cannot be read or holds no key.
+    """
+    key_file = key_file or environ.get(ENV_PREFIX + "ANALYTICS_API_KEY_FILE")
+    if key_file:
+        return _read_key_file(key_file, "analytics API key"), "file"
+    if environ.get(ANALYTICS_KEY_ENV, "").strip():
+        return _check_key(environ[ANALYTICS_KEY_ENV], ANALYTICS_KEY_ENV, "analytics API key"), "environment"
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        path = os.path.join(credentials, ANALYTICS_CREDENTIAL_NAME)
+        if os.path.exists(path):
+            return _read_key_file(path, "analytics API key"), "credential"
+    return "", "none"
+
+
 def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Options over ``FLAGD_*`` variables over ``Config``'s defaults. :raises ConfigError:."""
     key, origin = resolve_deployment_key(args.deployment_key_file, environ)
     values: Dict[str, Any] = {"deployment_key": key}
     args.key_origin = origin
     if args.command == "run":
+        values["analytics_api_key"], args.analytics_key_origin = resolve_analytics_key(
+            getattr(args, "analytics_api_key_file", None), environ)
         values["cohort_api_key"], values["cohort_secret_key"], args.cohort_origin = \
             resolve_cohort_credentials(args, environ)
     for name, spec in Config.option_fields(args.command).items():
@@ -201,7 +241,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     except ConfigError as error:
         print("amplitude-flagd %s: %s" % (args.command, error), file=sys.stderr)
         return ExitCode.USAGE
-    handler = setup_logging(config.log_level, secret=config.deployment_key)
+    handler = setup_logging(config.log_level, secret=config.deployment_key, more_secrets=(config.analytics_api_key,))
     _redact_cohort_credentials(handler, config)
     if args.command == "run":
         from .daemon import Daemon
@@ -215,6 +255,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
             return ExitCode.USAGE
 
         logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_hash)
+        logger.info("event=analytics_api_key origin=%s", args.analytics_key_origin)
         if config.cohort_api_key:
             logger.info("event=cohort_targeting credentials=%s cohort_server=%s", args.cohort_origin,
                         Quoted(config.cohort_url))
@@ -260,6 +301,8 @@ def _print_report(report: Any, as_json: bool) -> None:
     for name, value in report.items():
         if isinstance(value, list):
             value = "; ".join(_cohort_text(item) if isinstance(item, dict) else item for item in value) or "none"
+        elif isinstance(value, dict):
+            value = " ".join("%s=%s" % item for item in value.items())
         print("%-*s  %s" % (width, name, "-" if value is None else value))
 
 

@@ -38,6 +38,10 @@ class FlagSourceStatus(TypedDict):
 
     Polling (None in shared mode): ``url`` and ``polls`` (polls attempted by this process).
 
+    ``events``: where this process's tracked results went (an ``EventChannelStatus``, see
+    amplitude_experiment.tracking.host_channel: handed to flagd, delivered here, fallbacks by
+    reason); None without tracking or with ``flag_source="poll"``.
+
     Transport (docs/streaming.md): ``transport`` is how flags arrive now, ``"stream"`` or
     ``"poll"`` (in shared mode, flagd's: also ``"file"``), ``transport_since`` since when. With
     ``stream_updates`` (None otherwise): ``stream_url``, ``stream_last_error`` /
@@ -81,6 +85,7 @@ class FlagSourceStatus(TypedDict):
     cohorts: Optional[Dict[str, Any]]
     cohorts_missing: Optional[List[str]]
     cohorts_stale: Optional[List[str]]
+    events: Optional[Dict[str, Any]]
     transport: Optional[str]
     transport_since: Optional[float]
     stream_url: Optional[str]
@@ -99,7 +104,8 @@ def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
         published_version=None, publisher_pid=None, publisher_alive=None, heartbeat_age_seconds=None,
         last_fetch_age_seconds=None, poll_interval_seconds=None, upstream=None, index=None,
         publisher_last_error=None, publisher_last_error_at=None, publisher_consecutive_failures=None,
-        publisher_failing=None, url=None, polls=None, transport=None, transport_since=None, stream_url=None,
+        publisher_failing=None, url=None, polls=None, events=None, transport=None, transport_since=None,
+        stream_url=None,
         stream_last_error=None, stream_last_error_at=None, stream_consecutive_failures=None, stream_connects=None,
         stream_messages=None, cohorts=None, cohorts_missing=None, cohorts_stale=None,
     )
