@@ -138,6 +138,7 @@ class Daemon:
         self._watch = FileWatch(config.flags_file) if config.flags_file else None
         #: flagd/cohorts.CohortPublisher when cohort credentials are given (docs/cohorts.md), else None.
         self._cohorts: Any = None
+        self._adopted_cohort_refs: Dict[str, Any] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -228,6 +229,9 @@ class Daemon:
         from .cohorts import build_cohort_publisher
 
         self._cohorts = build_cohort_publisher(config, self._writer, self._alive)
+        if self._cohorts is not None and self._adopted_cohort_refs:
+            # The adopted version's cohorts, even if its flags never change again.
+            self._cohorts.prepare(self._adopted_cohort_refs)
         stored = self._last_good.load() if self._last_good is not None else None
         if stored is not None:
             self._saved_content = self._validated_digest(stored.get("flags"))
@@ -513,6 +517,7 @@ class Daemon:
         self._flag_count = len(snapshot)
         self._order = snapshot.keys()
         self._published_content = content_digest(snapshot)
+        self._adopted_cohort_refs = dict(getattr(snapshot, "cohort_refs", None) or {})
         self._last_fetch_ns = int(meta.get("fetched_at_ns") or 0)
         if self._metrics is not None:
             from .metrics import version_file_path

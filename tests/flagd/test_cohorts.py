@@ -174,3 +174,20 @@ def test_a_cohort_server_that_hangs_costs_one_timeout_not_one_per_cohort(stand_i
     assert client.flag_source_status["cohorts_missing"] == ["c1", "c2", "c3", "c4", "g1"]
     errors = [state["last_error"] for state in client.flag_source_status["cohorts"].values()]
     assert sum("not tried this round" in error for error in errors) == 4
+
+
+def test_cohort_targeting_turned_on_for_an_unchanged_config_downloads_its_cohorts(stand_in, flagd, shm_prefix,
+                                                                                   deployment_key):
+    """A restart with cohort credentials finds the published version's cohorts even though the
+    flags did not change (nothing new to publish)."""
+    stand_in.answer("GET", FLAGS, Answer(200, cohort_flags()))
+    serve_cohort(stand_in, "c1", ["alice"])
+    serve_cohort(stand_in, "g1", ["acme"], group_type="org")
+    first = flagd(*fleet_args(stand_in)).start()
+    first.wait_version(1)
+    assert first.terminate() == ExitCode.OK
+    second = flagd(*fleet_args(stand_in), env=CREDENTIALS).start()
+    second.wait_log("event=cohorts_published")
+    client = shared_client(shm_prefix, deployment_key)
+    assert values(client, User(user_id="alice", groups={"org": ["acme"]})) == {"beta": "in", "orgs": "in"}
+    assert second.version() == 1
