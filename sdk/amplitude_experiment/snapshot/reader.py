@@ -293,19 +293,19 @@ class CohortView:
     def cohorts_containing(self, group_type: str, member: str, cohort_ids: Iterable[str]) -> List[str]:
         found = []
         hashed_with = None  # flagd hashes every member file with one key: one hash per call
-        halves = (0, 0)
+        high = low = 0
         by_id = self._by_id
         for cohort_id in cohort_ids:
             entry = by_id.get(cohort_id)
-            if entry is None or entry[0] != group_type:
+            if entry is None:
                 continue
-            members = entry[1]
-            if members is None:
+            entry_type, members = entry
+            if entry_type != group_type or members is None:
                 continue
             if members.hash_key != hashed_with:
                 hashed_with = members.hash_key
-                halves = member_halves(hashed_with, member)
-            if members.contains_halves(*halves):
+                high, low = member_halves(hashed_with, member)
+            if members.contains_halves(high, low):
                 found.append(cohort_id)
         return found
 
