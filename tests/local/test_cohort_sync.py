@@ -219,3 +219,31 @@ def test_cohorts_are_targeted_when_the_flags_come_from_the_stream(stand_in):
         assert value(client, User(user_id="alice"), "beta") == "in"
         assert value(client, User(user_id="bob"), "beta") == "out"
         assert client.flag_source_status["cohorts_missing"] == []
+
+
+def test_a_client_started_before_fork_targets_cohorts_in_the_child(stand_in):
+    """gunicorn preload_app: the child evaluates with the parent's cohorts and refreshes its own."""
+    import os
+
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [cohort_flag("beta", ["c1"])]))
+    script = serve_cohort(stand_in, "c1", ["alice"])
+    with client_for(stand_in) as client:
+        client.start()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running the parent's cleanup
+            try:
+                ok = value(client, User(user_id="alice"), "beta") == "in"
+                script.update(["zoe"], 2000)  # the stand-in lives in the parent; this only edits the copy
+                client._source.cohorts.refresh()
+                result = b"ok" if ok and client.flag_source_status["cohorts_missing"] == [] else b"bad"
+            except BaseException as error:  # report anything to the parent
+                result = repr(error).encode()
+            os.write(write_end, result)
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:
+            outcome = reader.read()
+        os.waitpid(pid, 0)
+        assert outcome == b"ok"
+        assert len(stand_in.seen("/sdk/v1/cohort/c1")) == 2  # the child's refresh used its own connection

@@ -253,7 +253,12 @@ class CohortSync:
                 next_full = time.monotonic()
             full = time.monotonic() >= next_full
             try:
-                self.refresh(full=full)
+                from . import _poller
+
+                # Under the poller's I/O lock, which fork() takes: a child never inherits a lock
+                # that a download or its log line held (at most one round, bounded by the timeout).
+                with _poller._POLL_IO_LOCK:
+                    self.refresh(full=full)
             except Exception:  # never let the thread die
                 self._logger.exception("[Experiment] cohort refresh failed")
             if full:

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import requests
 
@@ -167,7 +167,7 @@ class PollingFlagSource:
         if self.cohorts is not None:
             self.cohorts.stop()
 
-    def cohort_membership(self):  # type: ignore[no-untyped-def]
+    def cohort_membership(self) -> Any:
         """The loaded cohorts (a ``CohortMembership``), or None without cohort sync."""
         return self.cohorts
 
