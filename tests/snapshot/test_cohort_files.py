@@ -21,6 +21,7 @@ from amplitude_experiment.snapshot.layout import (
     member_hash,
 )
 from amplitude_experiment.snapshot.reader import CohortFollower
+from tests.waiting import wait_until
 
 KEY = "server-cohort-files-test-key-01"
 
@@ -145,3 +146,51 @@ def test_shared_mode_workers_target_cohorts_without_any_cohort_config(shm_prefix
         writer.publish_cohorts([entry("c1", writer.write_members(["bob"]), last_modified=2)], {})
         assert client.evaluate_v2(User(user_id="bob"))["beta"].value == "in"
         assert client.evaluate_v2(User(user_id="alice"))["beta"].value == "out"
+
+
+
+BETA = [{"key": "beta", "variants": {"in": {"key": "in", "value": "in"}, "out": {"key": "out", "value": "out"}},
+         "segments": [{"conditions": [[{"selector": ["context", "user", "cohort_ids"], "op": "set contains any",
+                                         "values": ["c1"]}]], "variant": "in"}, {"variant": "out"}]}]
+
+
+def _publish_beta(prefix, members):
+    with SnapshotWriter(prefix, KEY) as writer:
+        number = writer.publish_cohorts([entry("c1", writer.write_members(members))], {})
+        writer.publish({"poll_interval_ms": 30000}, catalog=plan_flags(BETA))
+    return number
+
+
+def _beta(client, user_id):
+    return client.evaluate_v2(User(user_id=user_id))["beta"].value
+
+
+def test_workers_keep_the_cohorts_with_the_flags_they_keep_after_a_cleanup(shm_prefix):
+    """``flagd clean`` (or a stop that removes the files) retires the index: workers keep serving
+    the flags they hold, and so the cohorts those flags target (not "no one is in any cohort")."""
+    _publish_beta(shm_prefix, ["alice"])
+    client = LocalEvaluationClient(KEY, LocalEvaluationConfig(flag_source="flagd", shm_prefix=shm_prefix))
+    client.start()
+    try:
+        assert _beta(client, "alice") == "in"
+        remove_all(shm_prefix, KEY)
+        assert [_beta(client, "alice") for _ in range(3)] == ["in"] * 3
+    finally:
+        client.stop()
+
+
+def test_the_next_flagds_cohort_directory_is_read_though_it_reuses_the_number(shm_prefix):
+    """After a cleanup the next flagd numbers its cohort directories from 1 again: a worker that
+    held the previous flagd's ``.k1`` must read the new one, not keep the old members."""
+    assert _publish_beta(shm_prefix, ["alice"]) == 1
+    client = LocalEvaluationClient(KEY, LocalEvaluationConfig(flag_source="flagd", shm_prefix=shm_prefix))
+    client.start()
+    try:
+        assert _beta(client, "alice") == "in"
+        remove_all(shm_prefix, KEY)
+        assert _publish_beta(shm_prefix, ["bob"]) == 1
+        wait_until(lambda: _beta(client, "bob") == "in", timeout=5.0, what="the new flagd's cohort served")
+        assert _beta(client, "alice") == "out"
+    finally:
+        client.stop()
+        remove_all(shm_prefix, KEY)

@@ -117,6 +117,7 @@ class SnapshotReader:
             return True
         self.words = _NOT_MAPPED
         self._last = None
+        self._members = {}  # a new index may reuse member file numbers
         try:
             mm, stat = self._map(self.index_name)
         except posix_ipc.ExistentialError:
@@ -317,34 +318,41 @@ class CohortView:
 class CohortFollower:
     """Serves the :class:`CohortView` of the cohort directory the index names (word 16).
 
-    ``current()`` is one 8-byte load and an int compare while the directory does not move; a
-    directory that cannot be read is reported once and the previous view kept.
+    ``current()`` is one 8-byte load and two compares while the directory does not move; a
+    directory that cannot be read is reported once and the previous view kept. Like the flags,
+    the cohorts fail static: while the index is retired (flagd's files removed) or a new index
+    has no flags published yet, the cohorts the served flags were published with stay. A new
+    index (another mapping) may reuse directory numbers, so its directory is read afresh.
     """
 
     def __init__(self, reader: SnapshotReader, on_problem: Callable[[str], None]) -> None:
         self.reader = reader
         self._on_problem = on_problem
-        self._state: Tuple[int, Optional[CohortView]] = (0, None)
+        #: (the index mapping, the directory number served, its view).
+        self._state: Tuple[Any, int, Optional[CohortView]] = (None, 0, None)
         self.last_problem: Optional[str] = None
 
     def current(self) -> Optional[CohortView]:
         words = self.reader.words
-        number = words[W_COHORT_VERSION] if words[W_VERSION] != RETIRED else 0
         state = self._state
-        if number == state[0]:
-            return state[1]
-        return self._refresh(number)
+        if words[W_COHORT_VERSION] == state[1] and words is state[0]:
+            return state[2]
+        version = words[W_VERSION]
+        if version == RETIRED or (version == 0 and words is not state[0] and state[2] is not None):
+            return state[2]  # retired, or a new index without flags yet: keep what the flags served use
+        return self._refresh(words)
 
-    def _refresh(self, number: int) -> Optional[CohortView]:
+    def _refresh(self, words: Any) -> Optional[CohortView]:
+        number = words[W_COHORT_VERSION]
         if number == 0:
-            self._state = (0, None)
+            self._state = (words, 0, None)
             return None
         for _ in range(OPEN_ATTEMPTS):
             try:
                 view = self.reader.read_cohorts(number)
             except posix_ipc.ExistentialError:
                 self.reader.retries += 1
-                latest = self.reader.words[W_COHORT_VERSION]
+                latest = words[W_COHORT_VERSION]
                 if latest != number:
                     number = latest
                     continue
@@ -354,10 +362,10 @@ class CohortFollower:
                 self._on_problem(self.last_problem)
                 break
             self.last_problem = None
-            self._state = (number, view)
+            self._state = (words, number, view)
             return view
-        self._state = (number, self._state[1])  # fail static until the index moves again
-        return self._state[1]
+        self._state = (words, number, self._state[2])  # fail static until the index moves again
+        return self._state[2]
 
 
 # --- following the current version from the hot path --------------------------------------------
