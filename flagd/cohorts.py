@@ -132,8 +132,9 @@ class CohortPublisher:
                 self._entries[cohort_id] = entry
                 changed = True
             if unreachable is not None:
-                # The server gave no answer to the last download: do not wait a timeout per cohort
-                # (the flags are waiting); the next round, on the backoff, tries again.
+                # The server gave no answer to the last download, or asked to slow down: do not
+                # wait a timeout per cohort (the flags are waiting) nor press on; the next round,
+                # on the backoff, tries again.
                 failed += 1
                 if not entry.get("error"):
                     entry["error"] = "not tried this round: %s" % unreachable
@@ -153,6 +154,8 @@ class CohortPublisher:
                 text = str(error)
                 if error.kind == "transport":
                     unreachable = "the cohort server did not answer (%s)" % text
+                elif error.kind == "rate_limited":
+                    unreachable = "the cohort server asked to slow down (%s)" % text
                 # Logged when it starts or changes; a retry that fails the same way is DEBUG.
                 log = logger.debug if entry.get("error") == text else \
                     logger.error if error.kind == "too_large" else logger.warning

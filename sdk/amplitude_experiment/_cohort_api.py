@@ -5,10 +5,11 @@ of the project's analytics API key and secret key. 200 is the cohort (JSON: ``co
 ``groupType``, ``lastModified``, ``size``, ``memberIds``), 204 "not modified since lastModified",
 202 "not ready yet", 413 "larger than maxCohortSize", 429 "slow down".
 
-Unlike Amplitude's SDK, one download never outlives its time limit: 202, 429, 5xx and transport
+Unlike Amplitude's SDK, one download never outlives its time limit: 202, 5xx and transport
 errors are retried every :data:`RETRY_DELAY_S` only while the limit allows (and at most
 :data:`MAX_COUNTED_ERRORS` error answers), then the download fails with a :class:`CohortDownloadError`
-that says why; the caller retries later on its own backoff.
+that says why; the caller retries later on its own backoff. 429 ends the download at once (asking
+again every 100 ms is what "slow down" asks not to do): the caller's backoff is the retry.
 """
 
 import base64
@@ -30,9 +31,9 @@ EU_COHORT_SERVER_URL = "https://cohort-v2.lab.eu.amplitude.com"
 MIN_COHORT_POLLING_INTERVAL_MILLIS = 60000
 DEFAULT_MAX_COHORT_SIZE = 2147483647
 COHORT_PATH = "/sdk/v1/cohort/"
-#: Pause between two attempts of one download (202, 429, an error answer or no answer).
+#: Pause between two attempts of one download (202, an error answer or no answer).
 RETRY_DELAY_S = 0.1
-#: Error answers (not 202, not 429) after which one download gives up.
+#: Error answers (not 202) after which one download gives up.
 MAX_COUNTED_ERRORS = 3
 #: A cohort answer larger than this is a fault, not a cohort (a million ids is about 30 MB).
 MAX_COHORT_BYTES = 1024 * 1024 * 1024
@@ -50,8 +51,9 @@ class Cohort(NamedTuple):
 
 class CohortDownloadError(Exception):
     """A cohort download that gave no cohort. ``kind``: ``too_large`` (413 or more members than
-    the maximum), ``not_ready`` (202 until the time limit), ``http`` (an error status),
-    ``transport`` (no answer, or too slow), ``garbage`` (200 with a body that is not a cohort)."""
+    the maximum), ``not_ready`` (202 until the time limit), ``rate_limited`` (429, not asked
+    again within this download), ``http`` (an error status), ``transport`` (no answer, or too
+    slow), ``garbage`` (200 with a body that is not a cohort)."""
 
     def __init__(self, kind: str, message: str, status: Optional[int] = None):
         super().__init__(message)
@@ -143,8 +145,8 @@ class CohortFetcher:
                     failure = CohortDownloadError("not_ready", "cohort %s is not ready yet (HTTP 202 until the %.1f s "
                                                   "time limit)" % (cohort_id, self._timeout), 202)
                 elif status == 429:
-                    failure = CohortDownloadError("http", "HTTP 429 (rate limited): %s"
-                                                  % self._redact(body[:200].decode("utf-8", "replace")), 429)
+                    raise CohortDownloadError("rate_limited", "HTTP 429 (rate limited): %s"
+                                              % self._redact(body[:200].decode("utf-8", "replace")), 429)
                 else:
                     errors += 1
                     failure = CohortDownloadError("http", "HTTP %d: %s" % (

@@ -191,3 +191,26 @@ def test_cohort_targeting_turned_on_for_an_unchanged_config_downloads_its_cohort
     client = shared_client(shm_prefix, deployment_key)
     assert values(client, User(user_id="alice", groups={"org": ["acme"]})) == {"beta": "in", "orgs": "in"}
     assert second.version() == 1
+
+
+def test_a_rate_limited_cohort_server_is_asked_once_per_round(stand_in, shm_prefix):
+    """429 from the cohort server (or an evaluation-proxy shedding load) ends the round after one
+    request: the other cohorts wait for the backoff, not one 100 ms loop each."""
+    from amplitude_experiment._cohort_api import CohortFetcher
+    from amplitude_experiment.snapshot import SnapshotWriter, remove_all
+
+    from flagd.cohorts import CohortPublisher
+
+    for cohort_id in ("c1", "c2", "c3"):
+        stand_in.answer("GET", "/sdk/v1/cohort/" + cohort_id, Answer(429, b"slow down"))
+    try:
+        with SnapshotWriter(shm_prefix, "server-rate-limited") as writer:
+            publisher = CohortPublisher(writer, CohortFetcher(stand_in.url, API_KEY, SECRET, timeout_s=2.0), 60000,
+                                        stand_in.url)
+            publisher.prepare({"User": ("c1", "c2", "c3")})
+            assert publisher.requests == 1
+            errors = {entry["id"]: entry["error"] for entry in publisher.cohorts()}
+            assert "429" in errors["c1"]
+            assert all("not tried this round" in errors[c] and "429" in errors[c] for c in ("c2", "c3"))
+    finally:
+        remove_all(shm_prefix, "server-rate-limited")

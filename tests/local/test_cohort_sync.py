@@ -247,3 +247,15 @@ def test_a_client_started_before_fork_targets_cohorts_in_the_child(stand_in):
         os.waitpid(pid, 0)
         assert outcome == b"ok"
         assert len(stand_in.seen("/sdk/v1/cohort/c1")) == 2  # the child's refresh used its own connection
+
+
+def test_a_rate_limited_cohort_is_asked_once_then_on_the_backoff(stand_in):
+    """429 means "slow down": the download ends at once (the refresh thread's backoff asks again
+    later), instead of asking ten times a second until the request timeout."""
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [cohort_flag("beta", ["c1"])]))
+    stand_in.answer("GET", "/sdk/v1/cohort/c1", Answer(429, b"slow down"))
+    with client_for(stand_in, timeout_ms=2000) as client:
+        client.start()
+        assert len(stand_in.seen("/sdk/v1/cohort/c1")) == 1
+        status = client.flag_source_status
+        assert status["cohorts_missing"] == ["c1"] and "429" in status["cohorts"]["c1"]["last_error"]
