@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
-from amplitude_experiment._cohort_api import CohortDownloadError, CohortFetcher
+from amplitude_experiment._cohort_api import RETRY_DELAY_S, CohortDownloadError, CohortFetcher
 from amplitude_experiment._flag_api import Backoff
 from amplitude_experiment.snapshot.layout import (
     W_COHORT_COUNT,
@@ -80,11 +80,13 @@ class CohortPublisher:
 
     def prepare(self, references: Mapping[str, Any]) -> None:
         """Before flags referencing ``references`` (group type -> ids) are published: download
-        the cohorts not listed yet and publish them."""
+        the cohorts not listed yet and publish them. The flags wait one request timeout for the
+        round at most (new cohorts often answer 202 for a while); the cohorts not reached by then
+        are asked for on the backoff."""
         wanted = _ids(references)
         new = sorted(wanted - set(self._entries))
         if new:
-            self._download(new)
+            self._download(new, until=self._monotonic() + self._fetcher.timeout_s)
 
     def retain(self, references: Mapping[str, Any]) -> None:
         """After the flags are published: drop the cohorts they do not reference."""
@@ -118,12 +120,14 @@ class CohortPublisher:
 
     # --- downloading and publishing -----------------------------------------------------------
 
-    def _download(self, cohort_ids: List[str]) -> None:
+    def _download(self, cohort_ids: List[str], until: Optional[float] = None) -> None:
+        """Download ``cohort_ids`` one after another and publish what changed; with ``until``
+        (monotonic), downloads end by then and the cohorts not reached wait for the next round."""
         if not cohort_ids:
             return
         changed = False
         failed = 0
-        unreachable: Optional[str] = None
+        skip_reason: Optional[str] = None
         for cohort_id in cohort_ids:
             entry = self._entries.get(cohort_id) or {"id": cohort_id, "group_type": None, "size": None,
                                                        "last_modified": None, "members": 0, "fetched_at_ns": 0,
@@ -131,20 +135,23 @@ class CohortPublisher:
             if cohort_id not in self._entries:
                 self._entries[cohort_id] = entry
                 changed = True
-            if unreachable is not None:
+            if skip_reason is None and until is not None and self._monotonic() + RETRY_DELAY_S >= until:
+                skip_reason = "the flags waited the request timeout for their new cohorts"
+            if skip_reason is not None:
                 # The server gave no answer to the last download, or asked to slow down: do not
                 # wait a timeout per cohort (the flags are waiting) nor press on; the next round,
                 # on the backoff, tries again.
                 failed += 1
                 if not entry.get("error"):
-                    entry["error"] = "not tried this round: %s" % unreachable
+                    entry["error"] = "not tried this round: %s" % skip_reason
                     entry["error_at_ns"] = self._wall_clock_ns()
                     changed = True
                 continue
             before = self._fetcher.requests
             started = self._monotonic()
             try:
-                cohort = self._fetcher.download(cohort_id, entry["last_modified"] if entry.get("members") else None)
+                cohort = self._fetcher.download(cohort_id, entry["last_modified"] if entry.get("members") else None,
+                                                until)
                 members = None
                 if cohort is not None:
                     members = self._writer.write_members(cohort.member_ids)
@@ -153,9 +160,9 @@ class CohortPublisher:
                 failed += 1
                 text = str(error)
                 if error.kind == "transport":
-                    unreachable = "the cohort server did not answer (%s)" % text
+                    skip_reason = "the cohort server did not answer (%s)" % text
                 elif error.kind == "rate_limited":
-                    unreachable = "the cohort server asked to slow down (%s)" % text
+                    skip_reason = "the cohort server asked to slow down (%s)" % text
                 # Logged when it starts or changes; a retry that fails the same way is DEBUG.
                 log = logger.debug if entry.get("error") == text else \
                     logger.error if error.kind == "too_large" else logger.warning

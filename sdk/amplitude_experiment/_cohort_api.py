@@ -96,6 +96,8 @@ class CohortFetcher:
         self._headers = cohort_headers(api_key, secret_key)
         self._secrets = [secret for secret in (secret_key, api_key, self._headers["Authorization"][6:]) if secret]
         self._timeout = timeout_s
+        #: One download's time limit, in seconds.
+        self.timeout_s = timeout_s
         self._session_factory = session_factory
         self._sleep = sleep
         self._monotonic = monotonic
@@ -110,14 +112,17 @@ class CohortFetcher:
             url += "&lastModified=%d" % last_modified
         return url
 
-    def download(self, cohort_id: str, last_modified: Optional[int] = None) -> Optional[Cohort]:
-        """The cohort, or None when it did not change since ``last_modified`` (204).
+    def download(self, cohort_id: str, last_modified: Optional[int] = None,
+                 deadline: Optional[float] = None) -> Optional[Cohort]:
+        """The cohort, or None when it did not change since ``last_modified`` (204). Ends within
+        the time limit, or by ``deadline`` (monotonic seconds) when that comes first.
 
         :raises CohortDownloadError: saying why there is no cohort; never holds the credentials.
         """
         from ._http import FlagFetchError
 
-        deadline = self._monotonic() + self._timeout
+        own_deadline = self._monotonic() + self._timeout
+        deadline = own_deadline if deadline is None else min(deadline, own_deadline)
         url = self.url(cohort_id, last_modified)
         errors = 0
         while True:

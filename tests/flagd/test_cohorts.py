@@ -214,3 +214,35 @@ def test_a_rate_limited_cohort_server_is_asked_once_per_round(stand_in, shm_pref
             assert all("not tried this round" in errors[c] and "429" in errors[c] for c in ("c2", "c3"))
     finally:
         remove_all(shm_prefix, "server-rate-limited")
+
+
+def test_new_cohorts_hold_the_flags_back_one_request_timeout_at_most(stand_in, shm_prefix):
+    """Cohorts just created in Amplitude answer 202 (not ready) for a while. The flags that name
+    them wait one request timeout for the round, not one per cohort: the cohorts not reached are
+    marked and asked again on the backoff. (A fake clock: each 100 ms pause advances it.)"""
+    from amplitude_experiment._cohort_api import CohortFetcher
+    from amplitude_experiment.snapshot import SnapshotWriter, remove_all
+
+    from flagd.cohorts import CohortPublisher
+
+    now = [1000.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    for cohort_id in ("c1", "c2", "c3"):
+        stand_in.answer("GET", "/sdk/v1/cohort/" + cohort_id, Answer(202, b""))
+    try:
+        with SnapshotWriter(shm_prefix, "server-not-ready") as writer:
+            fetcher = CohortFetcher(stand_in.url, API_KEY, SECRET, timeout_s=0.5, sleep=sleep,
+                                    monotonic=lambda: now[0])
+            publisher = CohortPublisher(writer, fetcher, 60000, stand_in.url, monotonic=lambda: now[0])
+            publisher.prepare({"User": ("c1", "c2", "c3")})
+            assert stand_in.seen("/sdk/v1/cohort/c1")
+            assert stand_in.seen("/sdk/v1/cohort/c2") == stand_in.seen("/sdk/v1/cohort/c3") == []
+            errors = {entry["id"]: entry["error"] for entry in publisher.cohorts()}
+            assert "not ready" in errors["c1"]
+            assert all("not tried this round" in errors[c] for c in ("c2", "c3"))
+            assert publisher.next_due() <= now[0] + 1.0  # the backoff, not the interval
+    finally:
+        remove_all(shm_prefix, "server-not-ready")
