@@ -259,3 +259,58 @@ def test_a_rate_limited_cohort_is_asked_once_then_on_the_backoff(stand_in):
         assert len(stand_in.seen("/sdk/v1/cohort/c1")) == 1
         status = client.flag_source_status
         assert status["cohorts_missing"] == ["c1"] and "429" in status["cohorts"]["c1"]["last_error"]
+
+
+class _BlockingFetcher:
+    """A cohort fetcher whose downloads wait until released; counts the downloads per cohort."""
+
+    requests = 0
+
+    def __init__(self):
+        import threading
+
+        self.release = threading.Event()
+        self.calls = {}
+        self.active = 0
+        self._lock = threading.Lock()
+
+    def download(self, cohort_id, last_modified=None):
+        from amplitude_experiment._cohort_api import CohortDownloadError
+
+        with self._lock:
+            self.calls[cohort_id] = self.calls.get(cohort_id, 0) + 1
+            self.active += 1
+        try:
+            self.release.wait(30)
+            raise CohortDownloadError("transport", "no answer")
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def forget_sessions(self):
+        pass
+
+
+def test_a_round_that_runs_out_of_time_leaves_no_backlog(stand_in):
+    """A cohort host that does not answer: each round waits its time limit and ends. Downloads
+    it never started must not start later, and a cohort still in flight is not asked again beside
+    it: otherwise every retry round queues another download per cohort, the queue grows while the
+    host is down, and the process's exit waits for all of them."""
+    from types import SimpleNamespace
+
+    from amplitude_experiment.local import _cohort_sync
+
+    fetcher = _BlockingFetcher()
+    sync = _cohort_sync.CohortSync(CohortSyncConfig(API_KEY, SECRET), 0.1, logging.getLogger("test"), fetcher=fetcher)
+    ids = ["c%02d" % i for i in range(_cohort_sync.DOWNLOAD_THREADS + 4)]
+    flags = SimpleNamespace(cohort_refs={"User": tuple(ids)})
+    try:
+        sync.prepare(flags)  # the round ends at its time limit, every thread busy, 4 cohorts queued
+        sync.installed(flags)
+        sync.refresh(full=False)  # the backoff's retry round, while the first downloads still hang
+        assert fetcher.calls and all(count == 1 for count in fetcher.calls.values()), fetcher.calls
+    finally:
+        fetcher.release.set()
+        wait_until(lambda: fetcher.active == 0, 10, "the hanging downloads to end")
+        sync.stop()
+    assert all(count == 1 for count in fetcher.calls.values()), fetcher.calls

@@ -15,7 +15,7 @@ Thread-safe; fork-safe (the refresh thread restarts in a child that evaluates).
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, TypedDict
 
 from .._cohort_api import Cohort, CohortDownloadError, CohortFetcher
@@ -115,6 +115,8 @@ class CohortSync:
         self._wakeup = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._executor: Optional[ThreadPoolExecutor] = None
+        #: The download of each cohort submitted and not known to be over: one at a time per cohort.
+        self._in_flight: Dict[str, Future] = {}
         self._lock = threading.Lock()
         self.fetcher.forget_sessions()
 
@@ -196,7 +198,12 @@ class CohortSync:
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="amplitude_experiment.cohort")
-            futures = {cohort_id: self._executor.submit(self._download_one, cohort_id) for cohort_id in cohort_ids}
+            futures = {}
+            for cohort_id in cohort_ids:
+                future = self._in_flight.get(cohort_id)
+                if future is None or future.done():  # a cohort still downloading is waited for, not asked again
+                    future = self._in_flight[cohort_id] = self._executor.submit(self._download_one, cohort_id)
+                futures[cohort_id] = future
             # Each download ends within the timeout (plus one retry pause); so does the round.
             deadline = time.monotonic() + self._timeout + 1.0
             failed = []
@@ -213,10 +220,21 @@ class CohortSync:
                     self._logger.log(level, "[Experiment] cohort %s could not be downloaded%s: %s", cohort_id,
                                      "; flags evaluate as if no one were in it" if self.store.get(cohort_id) is None
                                      else "; keeping the copy loaded before", error)
-                except Exception as error:  # the timeout of the round, or a bug: report, never raise
+                except FutureTimeout:
+                    failed.append(cohort_id)
+                    text = "not downloaded within the round's %.1f s (the cohort server is slow or busy)" \
+                        % (self._timeout + 1.0)
+                    self._errors[cohort_id] = (text, self._wall_clock())
+                    self._logger.warning("[Experiment] cohort %s %s", cohort_id, text)
+                except Exception as error:  # a bug: report, never raise
                     failed.append(cohort_id)
                     self._errors[cohort_id] = ("%s: %s" % (type(error).__name__, error), self._wall_clock())
                     self._logger.warning("[Experiment] cohort %s could not be downloaded: %r", cohort_id, error)
+            # Downloads the round did not start never start later (the next round asks again):
+            # retry rounds must not pile up downloads while the cohort server does not answer.
+            for cohort_id, future in futures.items():
+                if future.cancel() or future.done():
+                    self._in_flight.pop(cohort_id, None)
             self._failures = self._failures + 1 if failed else 0
 
     def _download_one(self, cohort_id: str) -> None:
