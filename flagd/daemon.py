@@ -232,6 +232,8 @@ class Daemon:
         if self._cohorts is not None and self._adopted_cohort_refs:
             # The adopted version's cohorts, even if its flags never change again.
             self._cohorts.prepare(self._adopted_cohort_refs)
+        elif self._cohorts is None:
+            self._withdraw_cohorts()
         stored = self._last_good.load() if self._last_good is not None else None
         if stored is not None:
             self._saved_content = self._validated_digest(stored.get("flags"))
@@ -277,6 +279,22 @@ class Daemon:
             self._alive()
             deadline = next_poll if self._watch is None else min(next_poll, self._monotonic() + WATCH_SECONDS)
             self._wait(deadline if self._cohorts is None else min(deadline, self._cohorts.next_due()))
+
+    def _withdraw_cohorts(self) -> None:
+        """Without cohort credentials, take back the cohorts a predecessor published: no one would
+        refresh them, and workers would serve those memberships for ever."""
+        withdraw = getattr(self._writer, "withdraw_cohorts", None)
+        if withdraw is None:
+            return
+        try:
+            number = withdraw()
+        except Exception as error:
+            logger.error("event=cohorts_withdraw_failed error=%s", Quoted(error))
+            return
+        if number:
+            logger.warning("event=cohorts_withdrawn directory=%d msg=%s", number, Quoted(
+                "no cohort credentials: the cohorts a previous flagd published are no longer served; workers "
+                "use the cohort ids callers give"))
 
     def _start_events(self, group: Any) -> None:
         """Relay the workers' events when an analytics API key is given (flagd/events.py); otherwise

@@ -246,3 +246,29 @@ def test_new_cohorts_hold_the_flags_back_one_request_timeout_at_most(stand_in, s
             assert publisher.next_due() <= now[0] + 1.0  # the backoff, not the interval
     finally:
         remove_all(shm_prefix, "server-not-ready")
+
+
+def test_a_flagd_without_cohort_credentials_takes_back_its_predecessors_cohorts(stand_in, flagd, shm_prefix,
+                                                                                 deployment_key):
+    """Cohort credentials removed and flagd restarted: no one refreshes the cohorts any more, so
+    workers must not go on serving the last memberships for ever; they use the caller's cohort
+    ids again, as with no cohort targeting (docs/cohorts.md)."""
+    from amplitude_experiment.snapshot.host import list_versions
+
+    stand_in.answer("GET", FLAGS, Answer(200, cohort_flags()))
+    serve_cohort(stand_in, "c1", ["alice"])
+    serve_cohort(stand_in, "g1", ["acme"], group_type="org")
+    first = flagd(*fleet_args(stand_in), env=CREDENTIALS).start()
+    first.wait_log("event=cohorts_published")
+    client = shared_client(shm_prefix, deployment_key)
+    assert values(client, User(user_id="alice"))["beta"] == "in"
+    assert first.terminate() == ExitCode.OK
+    second = flagd(*fleet_args(stand_in)).start()
+    second.wait_log("event=ready")
+    assert values(client, User(user_id="alice"))["beta"] == "out"
+    assert values(client, User(user_id="bob", cohort_ids=["c1"]))["beta"] == "in"  # as the caller gives them
+    assert client.flag_source_status["cohorts"] is None
+    assert list_versions(shm_prefix, deployment_key, kind="k") == list_versions(shm_prefix, deployment_key,
+                                                                                kind="c") == []
+    status = run_cli("status", "--json", "--shm-prefix", shm_prefix, key=deployment_key)
+    assert "cohorts" not in json.loads(status.stdout)

@@ -495,6 +495,23 @@ class SnapshotWriter:
             logger.warning("could not drop old cohort files", exc_info=True)
         return number
 
+    def withdraw_cohorts(self) -> int:
+        """Publish no cohorts any more (a flagd without cohort credentials): word 16 and the health
+        words to 0, so workers use the caller's cohort ids again instead of memberships no one
+        refreshes, and every cohort file this uid owns unlinked. Returns the directory withdrawn
+        (0: none was published)."""
+        if self._words is None:
+            raise SnapshotError("withdraw_cohorts() on a closed SnapshotWriter")
+        number = self._words[W_COHORT_VERSION]
+        self._words[W_COHORT_VERSION] = 0
+        for word in range(W_COHORT_VERSION + 1, W_COHORT_VERSION + 8):
+            self._words[word] = 0
+        self._directories = {}
+        self._drop_cohort_files()
+        for old in list_versions(self._prefix, self._key, owner_uid=self._uid, kind="k"):
+            unlink(cohort_directory_name(self._prefix, self._key, old))
+        return number if number <= MAX_VERSION else 0
+
     def _drop_cohort_files(self) -> None:
         """Unlink the member files this uid owns that no kept directory names."""
         named = set().union(*self._directories.values()) if self._directories else set()
