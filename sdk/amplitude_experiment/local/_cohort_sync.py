@@ -16,19 +16,19 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, TypedDict
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Set, TypedDict
 
 from .._cohort_api import Cohort, CohortDownloadError, CohortFetcher
 from .._flag_api import Backoff
 from .._fork import FORKS
 from ..evaluation.cohorts import all_cohort_ids
+from ..snapshot.layout import COHORT_STALE_INTERVALS as STALE_INTERVALS, cohort_entry_stale
 
 __all__ = ["CohortState", "CohortStatus", "CohortStore", "CohortSync"]
 
 #: Parallel downloads (Amplitude's SDK uses 32 threads; a few connections are plenty).
 DOWNLOAD_THREADS = 8
-#: A loaded cohort whose last successful refresh is older than this many intervals is stale.
-STALE_INTERVALS = 2
 
 
 class CohortState(TypedDict):
@@ -87,8 +87,12 @@ class CohortSync:
     """Keeps the cohorts the current flags reference loaded in a :class:`CohortStore`."""
 
     def __init__(self, sync_config: Any, timeout_s: float, logger: logging.Logger,
-                 fetcher: Optional[CohortFetcher] = None, wall_clock: Callable[[], float] = time.time):
+                 fetcher: Optional[CohortFetcher] = None, wall_clock: Callable[[], float] = time.time,
+                 io_lock: Callable[[], ContextManager[Any]] = nullcontext):
+        """``io_lock()``: the lock each refresh round holds (the poller's, which fork() takes)."""
         from .._http import base_url
+
+        self._io_lock = io_lock
 
         self.interval = max(int(sync_config.cohort_polling_interval_millis), 1) / 1000.0
         self._timeout = timeout_s
@@ -271,11 +275,9 @@ class CohortSync:
                 next_full = time.monotonic()
             full = time.monotonic() >= next_full
             try:
-                from . import _poller
-
                 # Under the poller's I/O lock, which fork() takes: a child never inherits a lock
                 # that a download or its log line held (at most one round, bounded by the timeout).
-                with _poller._POLL_IO_LOCK:
+                with self._io_lock():
                     self.refresh(full=full)
             except Exception:  # never let the thread die
                 self._logger.exception("[Experiment] cohort refresh failed")
@@ -291,13 +293,11 @@ def shared_cohort_fields(entries: List[Dict[str, Any]], now: float) -> Dict[str,
     """The cohort keys of ``flag_source_status`` in shared mode, from flagd's cohort directory."""
     cohorts: Dict[str, CohortState] = {}
     for entry in entries:
-        interval_s = (entry.get("interval_ms") or 60000) / 1000.0
         fetched = entry.get("fetched_at_ns") or 0
         error_at = entry.get("error_at_ns") or 0
-        loaded = bool(entry.get("members"))
         cohorts[str(entry.get("id"))] = CohortState(
             group_type=entry.get("group_type"), size=entry.get("size"), last_modified=entry.get("last_modified"),
-            loaded=loaded, stale=loaded and (not fetched or now - fetched / 1e9 > STALE_INTERVALS * interval_s),
+            loaded=bool(entry.get("members")), stale=cohort_entry_stale(entry, int(now * 1e9)),
             last_success=fetched / 1e9 if fetched else None, last_error=entry.get("error") or None,
             last_error_at=error_at / 1e9 if error_at else None)
     return {"cohorts": cohorts, "cohorts_missing": [c for c, s in cohorts.items() if not s["loaded"]],

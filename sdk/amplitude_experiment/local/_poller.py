@@ -50,6 +50,11 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
+def _poll_io_lock() -> Any:
+    """The I/O lock of this process (a fork child has its own): cohort refreshes hold it too."""
+    return _POLL_IO_LOCK
+
+
 class PollingFlagSource:
     """Fetches flag configs on a timer thread and keeps the last good ones.
 
@@ -94,7 +99,7 @@ class PollingFlagSource:
         if config.cohort_sync_config is not None:
             from ._cohort_sync import CohortSync
 
-            self.cohorts = CohortSync(config.cohort_sync_config, self._timeout, logger)
+            self.cohorts = CohortSync(config.cohort_sync_config, self._timeout, logger, io_lock=_poll_io_lock)
         #: While True the timer thread skips its polls: a stream delivers the flags (local/_streamer.py).
         self.paused = False
         self._reset_process_state()
