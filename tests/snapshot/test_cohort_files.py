@@ -97,9 +97,11 @@ def test_a_corrupt_member_file_is_refused_and_the_previous_cohorts_stay(shm_pref
         assert follower.current().cohorts_containing("User", "alice", ["c1"]) == ["c1"]
         number = writer.write_members(["bob"])
         path = "/dev/shm/%s.%s.c%d" % (shm_prefix, key_hash(KEY), number)
-        with open(path, "r+b") as handle:
+        with open(path, "r+b") as handle:  # flip a byte of the member's hash (a fixed value would match 1 in 256)
             handle.seek(80)
-            handle.write(b"\xff")
+            byte = handle.read(1)[0]
+            handle.seek(80)
+            handle.write(bytes([byte ^ 0xFF]))
         writer.publish_cohorts([entry("c1", number)], {})
         assert follower.current().cohorts_containing("User", "alice", ["c1"]) == ["c1"]
         assert problems and "checksum" in problems[0]
