@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
 from amplitude_experiment.snapshot.health import read_health
+from amplitude_experiment.snapshot.layout import COHORT_STALE_INTERVALS, cohort_entry_stale
 from amplitude_experiment.snapshot.transport import read_transport
 from amplitude_experiment.snapshot import (
     IndexState,
@@ -59,9 +60,11 @@ class StatusReport(_StatusBase, total=False):
     config_problems: int
     #: Cohort targeting (absent when flagd downloads no cohorts): one map per cohort the flags
     #: reference (id, group_type, size, last_modified, age_s since the last successful download,
-    #: last_error); member ids are never shown (shared memory holds keyed hashes only).
+    #: stale, last_error); member ids are never shown (shared memory holds keyed hashes only).
+    #: Missing: not loaded; stale: loaded, but not refreshed for over two cohort intervals.
     cohorts: List[Dict[str, Any]]
     cohorts_missing: List[str]
+    cohorts_stale: List[str]
     #: flagd's event relay (flagd/event_counters.EventCounters), None when it delivers no events.
     events: Optional[Dict[str, Any]]
     #: How flags reach flagd now: ``stream``, ``poll`` or ``file`` (None: a flagd that does not say),
@@ -151,6 +154,12 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
     if missing and is_alive and not stale:
         problems.append("cohort%s %s not loaded: flags evaluate as if no one were in %s" % (
             "" if len(missing) == 1 else "s", ", ".join(missing), "it" if len(missing) == 1 else "them"))
+    unrefreshed = [entry for entry in cohorts if entry["stale"]]
+    if unrefreshed and is_alive and not stale:
+        problems.append("cohort%s %s not refreshed for over %d intervals, served as last loaded" % (
+            "" if len(unrefreshed) == 1 else "s", ", ".join(
+                "%s (%s)" % (entry["id"], entry["last_error"] or "no error recorded") for entry in unrefreshed),
+            COHORT_STALE_INTERVALS))
     degraded = bool(problems) and not stale
     flag_count = len(snapshot)
     report.update(
@@ -185,7 +194,7 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
         problems=problems,
     )
     if cohorts:
-        report.update(cohorts=cohorts, cohorts_missing=missing)
+        report.update(cohorts=cohorts, cohorts_missing=missing, cohorts_stale=[entry["id"] for entry in unrefreshed])
     report.update(event_report(reader.words))
     return (ExitCode.STALE if stale else ExitCode.DEGRADED if degraded else ExitCode.OK), report
 
@@ -273,6 +282,7 @@ def _cohorts(reader: SnapshotReader, now_ns: int) -> List[Dict[str, Any]]:
              "size": entry.get("size") if entry.get("members") else None,
              "last_modified": entry.get("last_modified"),
              "age_s": _age_s(now_ns, int(entry.get("fetched_at_ns") or 0)),
+             "stale": cohort_entry_stale(entry, now_ns),
              "last_error": entry.get("error")} for entry in view.cohorts]
 
 

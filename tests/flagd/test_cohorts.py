@@ -272,3 +272,33 @@ def test_a_flagd_without_cohort_credentials_takes_back_its_predecessors_cohorts(
                                                                                 kind="c") == []
     status = run_cli("status", "--json", "--shm-prefix", shm_prefix, key=deployment_key)
     assert "cohorts" not in json.loads(status.stdout)
+
+
+def test_status_is_degraded_while_a_loaded_cohort_goes_unrefreshed(shm_prefix):
+    """A cohort that loaded once and has failed every refresh since is served as it was: status
+    says so (as the SDK's ``cohorts_stale`` does) instead of "ok"."""
+    import time
+
+    from amplitude_experiment.evaluation import plan_flags
+    from amplitude_experiment.snapshot import SnapshotWriter, remove_all
+    from amplitude_experiment.snapshot.layout import key_hash
+
+    from flagd.status import status_by_key_hash
+
+    key = "server-stale-cohort"
+    now = time.time_ns()
+    entry = {"id": "c1", "group_type": "User", "size": 1, "last_modified": 1, "interval_ms": 60000,
+             "fetched_at_ns": now - 3 * 60 * 10 ** 9, "error": "HTTP 500: down", "error_at_ns": now}
+    try:
+        with SnapshotWriter(shm_prefix, key, poll_interval_ms=30000) as writer:
+            entry["members"] = writer.write_members(["alice"])
+            fresh = dict(entry, id="c2", fetched_at_ns=now, error=None, members=writer.write_members(["bob"]))
+            writer.publish_cohorts([entry, fresh], {"interval_ms": 60000})
+            writer.publish({"poll_interval_ms": 30000, "fetched_at_ns": now}, catalog=plan_flags(cohort_flags()))
+            writer.heartbeat(fetched_at_ns=now)
+            code, report = status_by_key_hash(shm_prefix, key_hash(key), alive=lambda state: True)
+        assert code == ExitCode.DEGRADED, report["problems"]
+        assert report["cohorts_stale"] == ["c1"]
+        assert any("c1" in problem and "HTTP 500: down" in problem for problem in report["problems"])
+    finally:
+        remove_all(shm_prefix, key)

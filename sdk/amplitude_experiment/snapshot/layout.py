@@ -523,6 +523,20 @@ _HASH_KEY_SIZE = 16
 _LOW_MASK = 2 ** 64 - 1
 
 
+#: A loaded cohort whose last successful download is older than this many cohort refresh
+#: intervals is *stale* (served as it was; poll mode, workers' status and flagd's status agree).
+COHORT_STALE_INTERVALS = 2
+
+
+def cohort_entry_stale(entry: Dict[str, Any], now_ns: int, default_interval_ms: int = 60000) -> bool:
+    """Whether a cohort directory entry is loaded and stale (:data:`COHORT_STALE_INTERVALS`)."""
+    if not entry.get("members"):
+        return False
+    fetched = entry.get("fetched_at_ns") or 0
+    interval_ns = (entry.get("interval_ms") or default_interval_ms) * 1_000_000
+    return not fetched or now_ns - fetched > COHORT_STALE_INTERVALS * interval_ns
+
+
 def cohort_directory_name(prefix: str, deployment_key: str, number: int) -> str:
     """Name of cohort directory ``number`` for this key (with the leading slash)."""
     return "/%s.%s.k%d" % (prefix, key_hash(deployment_key), number)
