@@ -37,12 +37,13 @@ class CohortPublisher:
     """Keeps the cohorts the published flags reference in the key's cohort directory.
 
     Single-threaded, like the daemon: downloads run one after another on the daemon's thread,
-    each within ``--request-timeout-ms``; ``alive`` is called between them (the watchdog).
+    each within ``--request-timeout-ms``; ``alive`` is called between them (the watchdog), and
+    none starts once ``stopping()`` says flagd is stopping (SIGTERM).
     """
 
     def __init__(self, writer: Any, fetcher: CohortFetcher, interval_ms: int, source: str,
                  wall_clock_ns: Callable[[], int] = time.time_ns, monotonic: Callable[[], float] = time.monotonic,
-                 alive: Callable[[], None] = lambda: None):
+                 alive: Callable[[], None] = lambda: None, stopping: Callable[[], bool] = lambda: False):
         self._writer = writer
         self._fetcher = fetcher
         self._interval = interval_ms / 1000.0
@@ -51,6 +52,7 @@ class CohortPublisher:
         self._wall_clock_ns = wall_clock_ns
         self._monotonic = monotonic
         self._alive = alive
+        self._stopping = stopping
         self._backoff = Backoff(min(1.0, self._interval), self._interval, 0.2)
         #: What the directory lists, by cohort id (the maps layout.py describes).
         self._entries: Dict[str, Dict[str, Any]] = {}
@@ -137,6 +139,8 @@ class CohortPublisher:
                 changed = True
             if skip_reason is None and until is not None and self._monotonic() + RETRY_DELAY_S >= until:
                 skip_reason = "the flags waited the request timeout for their new cohorts"
+            if skip_reason is None and self._stopping():
+                skip_reason = "flagd is stopping"
             if skip_reason is not None:
                 # The server gave no answer to the last download, or asked to slow down: do not
                 # wait a timeout per cohort (the flags are waiting) nor press on; the next round,
@@ -230,10 +234,12 @@ def _ids(references: Mapping[str, Any]) -> Set[str]:
     return {cohort_id for ids in references.values() for cohort_id in ids}
 
 
-def build_cohort_publisher(config: Any, writer: Any, alive: Callable[[], None]) -> Optional[CohortPublisher]:
+def build_cohort_publisher(config: Any, writer: Any, alive: Callable[[], None],
+                           stopping: Callable[[], bool] = lambda: False) -> Optional[CohortPublisher]:
     """The publisher flagd runs when cohort credentials are configured, else None."""
     if not config.cohort_api_key or not config.cohort_secret_key:
         return None
     fetcher = CohortFetcher(config.cohort_url, config.cohort_api_key, config.cohort_secret_key,
                             config.max_cohort_size, config.request_timeout_ms / 1000.0)
-    return CohortPublisher(writer, fetcher, config.cohort_poll_interval_ms, config.cohort_url, alive=alive)
+    return CohortPublisher(writer, fetcher, config.cohort_poll_interval_ms, config.cohort_url, alive=alive,
+                           stopping=stopping)

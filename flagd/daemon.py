@@ -228,7 +228,7 @@ class Daemon:
         self._adopt_published()
         from .cohorts import build_cohort_publisher
 
-        self._cohorts = build_cohort_publisher(config, self._writer, self._alive)
+        self._cohorts = build_cohort_publisher(config, self._writer, self._alive, stopping=lambda: self._stop)
         if self._cohorts is not None and self._adopted_cohort_refs:
             # The adopted version's cohorts, even if its flags never change again.
             self._cohorts.prepare(self._adopted_cohort_refs)

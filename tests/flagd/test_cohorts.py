@@ -302,3 +302,27 @@ def test_status_is_degraded_while_a_loaded_cohort_goes_unrefreshed(shm_prefix):
         assert any("c1" in problem and "HTTP 500: down" in problem for problem in report["problems"])
     finally:
         remove_all(shm_prefix, key)
+
+
+def test_a_stopping_flagd_does_not_start_another_cohort_download(stand_in, shm_prefix):
+    """SIGTERM during a refresh round of many slow cohorts: the round ends after the download in
+    flight, instead of systemd's stop timeout running out and SIGKILL ending flagd."""
+    from amplitude_experiment._cohort_api import CohortFetcher
+    from amplitude_experiment.snapshot import SnapshotWriter, remove_all
+
+    from flagd.cohorts import CohortPublisher
+
+    stop = []
+    for cohort_id in ("c1", "c2", "c3"):
+        stand_in.answer("GET", "/sdk/v1/cohort/" + cohort_id, Answer(500, b"down"))
+    try:
+        with SnapshotWriter(shm_prefix, "server-stopping") as writer:
+            fetcher = CohortFetcher(stand_in.url, API_KEY, SECRET, timeout_s=2.0, sleep=lambda seconds: stop.append(1))
+            publisher = CohortPublisher(writer, fetcher, 60000, stand_in.url, stopping=lambda: bool(stop))
+            publisher.prepare({"User": ("c1", "c2", "c3")})
+            assert stand_in.seen("/sdk/v1/cohort/c1")  # the download in flight ends as it does
+            assert stand_in.seen("/sdk/v1/cohort/c2") == stand_in.seen("/sdk/v1/cohort/c3") == []
+            errors = {entry["id"]: entry["error"] for entry in publisher.cohorts()}
+            assert all("flagd is stopping" in errors[c] for c in ("c2", "c3"))
+    finally:
+        remove_all(shm_prefix, "server-stopping")
