@@ -229,11 +229,13 @@ class Daemon:
         from .cohorts import build_cohort_publisher
 
         self._cohorts = build_cohort_publisher(config, self._writer, self._alive, stopping=lambda: self._stop)
-        if self._cohorts is not None and self._adopted_cohort_refs:
-            # The adopted version's cohorts, even if its flags never change again.
-            self._cohorts.prepare(self._adopted_cohort_refs)
-        elif self._cohorts is None:
+        if self._cohorts is None:
             self._withdraw_cohorts()
+        elif self._version:
+            # The adopted version's cohorts, even if its flags never change again, and none else
+            # (a predecessor killed between publishing flags and dropping a cohort left it listed).
+            self._cohorts.prepare(self._adopted_cohort_refs)
+            self._cohorts.retain(self._adopted_cohort_refs)
         stored = self._last_good.load() if self._last_good is not None else None
         if stored is not None:
             self._saved_content = self._validated_digest(stored.get("flags"))

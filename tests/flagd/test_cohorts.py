@@ -326,3 +326,31 @@ def test_a_stopping_flagd_does_not_start_another_cohort_download(stand_in, shm_p
             assert all("flagd is stopping" in errors[c] for c in ("c2", "c3"))
     finally:
         remove_all(shm_prefix, "server-stopping")
+
+
+def test_a_restarted_flagd_drops_the_cohorts_its_adopted_flags_do_not_reference(stand_in, flagd, shm_prefix,
+                                                                                 deployment_key):
+    """A flagd killed between publishing flags that stopped naming a cohort and dropping that
+    cohort leaves it in the directory; the next flagd adopts both and must drop it, not refresh
+    an unreferenced cohort every interval until the flags change again."""
+    from amplitude_experiment.evaluation import plan_flags
+    from amplitude_experiment.snapshot import SnapshotWriter
+
+    def entry(cohort_id, members, group_type="User"):
+        return {"id": cohort_id, "group_type": group_type, "size": 1, "last_modified": 1, "members": members,
+                "fetched_at_ns": 1, "error": None, "error_at_ns": 0, "interval_ms": 60000}
+
+    with SnapshotWriter(shm_prefix, deployment_key) as writer:
+        writer.publish_cohorts([entry("c1", writer.write_members(["alice"])),
+                                entry("c9", writer.write_members(["zed"])),
+                                entry("g1", writer.write_members(["acme"]), "org")], {})
+        writer.publish({"poll_interval_ms": 200, "source": stand_in.url}, catalog=plan_flags(cohort_flags()))
+    stand_in.answer("GET", FLAGS, Answer(200, cohort_flags()))
+    for cohort_id in ("c1", "c9"):
+        serve_cohort(stand_in, cohort_id, ["alice"])
+    serve_cohort(stand_in, "g1", ["acme"], group_type="org")
+    daemon = flagd(*fleet_args(stand_in), env=CREDENTIALS).start()
+    daemon.wait_log("event=ready")
+    assert daemon.version() == 1  # the adopted flags, unchanged
+    client = shared_client(shm_prefix, deployment_key)
+    assert sorted(client.flag_source_status["cohorts"]) == ["c1", "g1"]
