@@ -314,3 +314,38 @@ def test_a_round_that_runs_out_of_time_leaves_no_backlog(stand_in):
         wait_until(lambda: fetcher.active == 0, 10, "the hanging downloads to end")
         sync.stop()
     assert all(count == 1 for count in fetcher.calls.values()), fetcher.calls
+
+
+def test_a_download_that_ends_after_its_cohort_was_dropped_does_not_bring_it_back(stand_in):
+    """A download still in flight when a new flag config stops naming its cohort: the cohort
+    stays dropped (a million ids no flag needs are not held until the next config change)."""
+    from types import SimpleNamespace
+
+    from amplitude_experiment._cohort_api import Cohort
+    from amplitude_experiment.local import _cohort_sync
+
+    class SlowFetcher(_BlockingFetcher):
+        def download(self, cohort_id, last_modified=None):
+            with self._lock:
+                self.active += 1
+            try:
+                self.release.wait(30)
+                return Cohort(cohort_id, "User", 1, 1, frozenset(["alice"]))
+            finally:
+                with self._lock:
+                    self.active -= 1
+
+    fetcher = SlowFetcher()
+    sync = _cohort_sync.CohortSync(CohortSyncConfig(API_KEY, SECRET), 0.1, logging.getLogger("test"), fetcher=fetcher)
+    with_c1, without = SimpleNamespace(cohort_refs={"User": ("c1",)}), SimpleNamespace(cohort_refs={})
+    try:
+        sync.prepare(with_c1)  # the round ends at its time limit, the download still in flight
+        sync.installed(with_c1)
+        sync.prepare(without)
+        sync.installed(without)
+    finally:
+        fetcher.release.set()
+        wait_until(lambda: fetcher.active == 0, 10, "the download to end")
+        sync.stop()
+    assert sync.store.get("c1") is None
+    assert sync.cohorts_containing("User", "alice", ["c1"]) == []

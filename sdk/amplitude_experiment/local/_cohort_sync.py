@@ -129,7 +129,7 @@ class CohortSync:
     def prepare(self, flags: Any) -> None:
         """Before ``flags`` are installed: download the cohorts they reference that are not loaded."""
         wanted = all_cohort_ids(flags.cohort_refs)
-        self._referenced |= wanted
+        self._referenced = self._referenced | wanted  # a new set: status() may be iterating the old one
         missing = wanted - self.store.ids()
         if missing:
             self._download(sorted(missing), full=False)
@@ -245,6 +245,8 @@ class CohortSync:
         held = self.store.get(cohort_id)
         cohort = self.fetcher.download(cohort_id, held.last_modified if held is not None else None)
         self._downloads += 1
+        if cohort_id not in self._referenced:
+            return  # dropped by a new flag config while it downloaded (a round that ran out of time)
         if cohort is not None:
             self.store.put(cohort)
             if self._logger.isEnabledFor(logging.DEBUG):
