@@ -129,7 +129,7 @@ class CohortFetcher:
             failure: CohortDownloadError
             self.requests += 1
             try:
-                status, body = self._fetcher().get(url)
+                status, body = self._fetcher().get(url, deadline - self._monotonic())
             except FlagFetchError as error:
                 failure = CohortDownloadError("transport", self._redact(str(error)))
                 errors += 1

@@ -142,34 +142,37 @@ class FlagConfigFetcher:
             raise FlagFetchError("HTTP %d: %s" % (status, excerpt(body, self._secret)))
         return body
 
-    def get(self, url: Optional[str] = None) -> Tuple[int, bytes]:
+    def get(self, url: Optional[str] = None, timeout_s: Optional[float] = None) -> Tuple[int, bytes]:
         """``(status, body)`` of one GET of ``url`` (default: the fetcher's), read whole within the
-        limits. :raises FlagFetchError: no answer (transport error, timeout, too large)."""
+        limits (``timeout_s``: a shorter time limit for this request, e.g. what is left of a
+        caller's own). :raises FlagFetchError: no answer (transport error, timeout, too large)."""
         started = self._monotonic()
         if self._session is None:
             self._session = session = self._session_factory()
             adapter = _DeadlineAdapter()
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-        deadline = _Deadline(self._timeout)
+        seconds = self._timeout if timeout_s is None else max(min(timeout_s, self._timeout), 0.001)
+        deadline = _Deadline(seconds)
         try:
-            status, body = self._get(self._session, deadline, started, url or self.url)
+            status, body = self._get(self._session, deadline, started, url or self.url, seconds)
         except FlagFetchError:
             self.close()  # a connection left mid-body must not be reused
             raise
         except (requests.RequestException, OSError) as error:
             self.close()
             if deadline.expired:
-                raise self._timed_out(started) from None
+                raise self._timed_out(started, seconds) from None
             raise FlagFetchError("request failed: %s" % redact(str(error).replace(self.url, "<url>"), self._secret)) \
                 from None
         finally:
             deadline.cancel()
         return status, body
 
-    def _get(self, session: requests.Session, deadline: _Deadline, started: float, url: str) -> Tuple[int, bytes]:
+    def _get(self, session: requests.Session, deadline: _Deadline, started: float, url: str,
+             seconds: float) -> Tuple[int, bytes]:
         """``(status, body)`` of one GET read to its end, within the deadline and the size cap."""
-        response = session.get(url, headers=self._headers, timeout=self._timeout, stream=True)
+        response = session.get(url, headers=self._headers, timeout=seconds, stream=True)
         try:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self._max_bytes:
@@ -180,14 +183,14 @@ class FlagConfigFetcher:
                 if len(body) > self._max_bytes:
                     raise FlagFetchError("answer is larger than the %d bytes allowed" % self._max_bytes)
             if deadline.expired:
-                raise self._timed_out(started)
+                raise self._timed_out(started, seconds)
         finally:
             response.close()
         return response.status_code, bytes(body)
 
-    def _timed_out(self, started: float) -> FlagFetchError:
+    def _timed_out(self, started: float, seconds: float) -> FlagFetchError:
         return FlagFetchError("timed out: the request took longer than %d ms (after %.0f ms)"
-                              % (self._timeout * 1000, (self._monotonic() - started) * 1000))
+                              % (seconds * 1000, (self._monotonic() - started) * 1000))
 
     def forget_session(self) -> None:
         """Drop the session without closing it: after ``fork()`` its sockets are the parent's."""

@@ -349,3 +349,15 @@ def test_a_download_that_ends_after_its_cohort_was_dropped_does_not_bring_it_bac
         sync.stop()
     assert sync.store.get("c1") is None
     assert sync.cohorts_containing("User", "alice", ["c1"]) == []
+
+
+def test_a_retry_gets_only_the_time_left_of_the_download(stand_in):
+    """A retry that starts just before the download's time limit is cut at the limit, instead of
+    getting a whole request timeout of its own (a download could take twice the timeout)."""
+    from amplitude_experiment._cohort_api import CohortDownloadError, CohortFetcher
+
+    cohort = {"cohortId": "c1", "groupType": "User", "lastModified": 5, "size": 1, "memberIds": ["alice"]}
+    stand_in.answer("GET", "/sdk/v1/cohort/c1", Answer(500, b"busy", delay=0.85), Answer(200, cohort, delay=0.5))
+    fetcher = CohortFetcher(stand_in.url, API_KEY, SECRET, timeout_s=1.0)
+    with pytest.raises(CohortDownloadError):
+        fetcher.download("c1")  # the retry at about 0.95 s has 0.05 s left, the answer takes 0.5 s
