@@ -196,3 +196,25 @@ def test_the_next_flagds_cohort_directory_is_read_though_it_reuses_the_number(sh
     finally:
         client.stop()
         remove_all(shm_prefix, KEY)
+
+
+def test_a_worker_configured_for_cohorts_is_told_when_flagd_publishes_none(shm_prefix, caplog):
+    """Workers given ``cohort_sync_config`` but served by a flagd without cohort credentials get
+    no cohort targeting (shared mode uses flagd's cohorts): say so once, not silently."""
+    import logging
+
+    from amplitude_experiment import CohortSyncConfig
+
+    with SnapshotWriter(shm_prefix, KEY) as writer:
+        writer.publish({"poll_interval_ms": 30000}, catalog=plan_flags(BETA))
+    caplog.set_level(logging.WARNING)
+    client = LocalEvaluationClient(KEY, LocalEvaluationConfig(
+        flag_source="flagd", shm_prefix=shm_prefix, cohort_sync_config=CohortSyncConfig("api-key", "secret-key")))
+    client.start()
+    try:
+        assert [_beta(client, "alice") for _ in range(3)] == ["out"] * 3
+        warnings = [record.getMessage() for record in caplog.records if "cohort" in record.getMessage()]
+        assert len(warnings) == 1 and "cohort credentials" in warnings[0], warnings
+    finally:
+        client.stop()
+        remove_all(shm_prefix, KEY)

@@ -46,6 +46,7 @@ class LocalEvaluationClient:
         # Per-process Prometheus metrics when prometheus_client and PROMETHEUS_MULTIPROC_DIR are there.
         self._metrics = client_metrics(self._source.status, self.config.flag_source)
         self._failures_logged: Tuple[Any, set] = (None, set())
+        self._told_no_cohorts = False
         self._stop_lock = threading.Lock()
         self._stopped = False
 
@@ -83,6 +84,8 @@ class LocalEvaluationClient:
             membership = self._cohort_membership()
             if membership is not None:
                 enrich_user(user, flags.cohort_refs, membership)
+            elif self.config.cohort_sync_config is not None and not self._told_no_cohorts:
+                self._tell_no_cohorts()
         results, failures = evaluate(flags, user_to_context(user, flags.needs_exact_user_entry), flag_keys)
         if failures:
             self._log_failures(flags, failures)
@@ -147,6 +150,14 @@ class LocalEvaluationClient:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+    def _tell_no_cohorts(self) -> None:
+        """Once: cohort sync is configured, but the flags come from a flagd that publishes no cohorts."""
+        self._told_no_cohorts = True
+        self.logger.warning(
+            "[Experiment] flags target cohorts, but flagd publishes no cohorts: give flagd the cohort credentials "
+            "(AMPLITUDE_COHORT_API_KEY and AMPLITUDE_COHORT_SECRET_KEY, docs/cohorts.md). In shared mode "
+            "cohort_sync_config is not used; until then cohort_ids are used as callers give them.")
 
     def _log_failures(self, flags: Any, failures: List[Any]) -> None:
         """Log each (flag, error type) once per flag set, so a bad user value cannot flood the log."""
