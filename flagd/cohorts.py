@@ -155,7 +155,7 @@ class CohortPublisher:
             started = self._monotonic()
             try:
                 cohort = self._fetcher.download(cohort_id, entry["last_modified"] if entry.get("members") else None,
-                                                until)
+                                                None if until is None else until - self._monotonic())
                 members = None
                 if cohort is not None:
                     members = self._writer.write_members(cohort.member_ids)

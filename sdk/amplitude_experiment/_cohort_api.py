@@ -113,16 +113,15 @@ class CohortFetcher:
         return url
 
     def download(self, cohort_id: str, last_modified: Optional[int] = None,
-                 deadline: Optional[float] = None) -> Optional[Cohort]:
+                 time_limit_s: Optional[float] = None) -> Optional[Cohort]:
         """The cohort, or None when it did not change since ``last_modified`` (204). Ends within
-        the time limit, or by ``deadline`` (monotonic seconds) when that comes first.
+        the request timeout, or ``time_limit_s`` seconds when that is shorter.
 
         :raises CohortDownloadError: saying why there is no cohort; never holds the credentials.
         """
         from ._http import FlagFetchError
 
-        own_deadline = self._monotonic() + self._timeout
-        deadline = own_deadline if deadline is None else min(deadline, own_deadline)
+        deadline = self._monotonic() + (self._timeout if time_limit_s is None else min(time_limit_s, self._timeout))
         url = self.url(cohort_id, last_modified)
         errors = 0
         while True:
