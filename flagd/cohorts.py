@@ -57,6 +57,9 @@ class CohortPublisher:
         #: What the directory lists, by cohort id (the maps layout.py describes).
         self._entries: Dict[str, Dict[str, Any]] = {}
         self._failures = 0
+        #: Cohort id -> when it was last tried (monotonic): each round starts with those tried
+        #: longest ago, so one cohort that always ends a round cannot starve the others.
+        self._tried: Dict[str, float] = {}
         self._next_full = monotonic() + self._interval
         self._next_retry: Optional[float] = None
         #: Download requests sent, downloads that wrote a member file, directories published.
@@ -97,6 +100,7 @@ class CohortPublisher:
         if dropped:
             for cohort_id in dropped:
                 del self._entries[cohort_id]
+                self._tried.pop(cohort_id, None)
             logger.info("event=cohorts_dropped cohorts=%s", Quoted(",".join(sorted(dropped))))
             self._publish()
 
@@ -127,6 +131,7 @@ class CohortPublisher:
         (monotonic), downloads end by then and the cohorts not reached wait for the next round."""
         if not cohort_ids:
             return
+        cohort_ids = sorted(cohort_ids, key=lambda cohort_id: self._tried.get(cohort_id, float("-inf")))
         changed = False
         failed = 0
         skip_reason: Optional[str] = None
@@ -152,7 +157,7 @@ class CohortPublisher:
                     changed = True
                 continue
             before = self._fetcher.requests
-            started = self._monotonic()
+            started = self._tried[cohort_id] = self._monotonic()
             try:
                 cohort = self._fetcher.download(cohort_id, entry["last_modified"] if entry.get("members") else None,
                                                 None if until is None else until - self._monotonic())

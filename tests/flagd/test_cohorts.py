@@ -354,3 +354,30 @@ def test_a_restarted_flagd_drops_the_cohorts_its_adopted_flags_do_not_reference(
     assert daemon.version() == 1  # the adopted flags, unchanged
     client = shared_client(shm_prefix, deployment_key)
     assert sorted(client.flag_source_status["cohorts"]) == ["c1", "g1"]
+
+
+def test_one_cohort_that_always_times_out_does_not_starve_the_others(stand_in, shm_prefix):
+    """A cohort too big to download within the request timeout ends each round it is tried in
+    (the rest are "not tried this round"). Rounds start with the cohorts tried longest ago, so the
+    others are still refreshed; before, the same cohort came first every round."""
+    from amplitude_experiment._cohort_api import CohortFetcher
+    from amplitude_experiment.snapshot import SnapshotWriter, remove_all
+
+    from flagd.cohorts import CohortPublisher
+
+    now = [0.0]
+    stand_in.answer("GET", "/sdk/v1/cohort/a-huge", Answer(200, b"", delay=2.0))
+    serve_cohort(stand_in, "b-small", ["alice"])
+    try:
+        with SnapshotWriter(shm_prefix, "server-starved") as writer:
+            fetcher = CohortFetcher(stand_in.url, API_KEY, SECRET, timeout_s=0.3)
+            publisher = CohortPublisher(writer, fetcher, 60000, stand_in.url, monotonic=lambda: now[0])
+            publisher.prepare({"User": ("a-huge", "b-small")})
+            assert stand_in.seen("/sdk/v1/cohort/b-small") == []  # not tried this round
+            for _ in range(2):  # two retry rounds on the backoff
+                now[0] = publisher.next_due()
+                publisher.tick()
+            members = {entry["id"]: entry["members"] for entry in publisher.cohorts()}
+            assert members["b-small"] and not members["a-huge"]
+    finally:
+        remove_all(shm_prefix, "server-starved")
