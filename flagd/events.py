@@ -56,6 +56,8 @@ QUEUE_MODE = 0o620
 RECEIVE_WAIT = 0.25
 #: The queue depth is looked up after this many messages (and whenever the queue is empty).
 DEPTH_EVERY = 64
+#: The most fallbacks one message may report: a worker counts them between two of its messages.
+MAX_FALLBACKS = 2 ** 32
 #: At stop, how long to wait for the last events to be sent (seconds).
 STOP_FLUSH_SECONDS = 10.0
 
@@ -103,7 +105,7 @@ def _header(message: bytes) -> List[Any]:
     if not isinstance(fields, list) or len(fields) < HEADER_FIELDS or fields[0] != MESSAGE_FORMAT \
             or (len(fields) - HEADER_FIELDS) % 4 or fields[1] not in (KIND_EXPOSURE, KIND_ASSIGNMENT) \
             or not isinstance(fields[2], str) or not isinstance(fields[3], (int, float)) \
-            or not isinstance(fields[7], int):
+            or not isinstance(fields[7], int) or not 0 <= fields[7] <= MAX_FALLBACKS:
         raise ValueError("not an event message of format %d" % MESSAGE_FORMAT)
     return fields
 
@@ -227,8 +229,13 @@ class EventRelay:
             except posix_ipc.BusyError:
                 self._note_depth()
                 continue
-            except Exception as error:  # the queue was removed under us: say so, keep the daemon up
-                logger.error("event=events_receive_failed queue=%s error=%s", self.queue_name, Quoted(error))
+            except posix_ipc.SignalError:  # a signal's C handler ran on this thread (EINTR): read on
+                continue
+            except Exception as error:  # the descriptor is unusable: nobody reads the queue from now on
+                if not self._stopping:
+                    self._words[W_ANALYTICS_KEY] = 0  # so workers deliver their own again
+                    logger.error("event=events_receive_failed queue=%s error=%s msg=%s", self.queue_name,
+                                 Quoted(error), Quoted("flagd stopped delivering events; workers deliver their own"))
                 return
             self._handle(message)
             handled += 1
@@ -236,22 +243,21 @@ class EventRelay:
                 self._note_depth()
 
     def _handle(self, message: bytes) -> None:
+        """Deduplicate and deliver one message; never raises (anyone in the workers' group may send)."""
         try:
-            fields = _header(message)
-            kind, canonical, timestamp = fields[1], fields[2], float(fields[3])
+            self._relay(message)
         except Exception as error:
             self._reject(error)
-            return
+
+    def _relay(self, message: bytes) -> None:
+        fields = _header(message)
+        kind, canonical, timestamp = fields[1], fields[2], float(fields[3])
         # The worker's canonical form is the dedup key: a repeat costs one decode and one lookup.
         new = self._filters[kind].should_track(canonical, timestamp)
         self._count("received" if new else "deduplicated", fields[7])
         if not new:
             return
-        try:
-            user, variants, evaluated_props = _decode(fields)
-        except Exception as error:
-            self._reject(error)
-            return
+        user, variants, evaluated_props = _decode(fields)
         if kind == KIND_EXPOSURE:
             record: Any = Exposure(user, variants, timestamp)
         else:
