@@ -7,6 +7,7 @@ import os
 
 import posix_ipc
 import pytest
+from amplitude import IngestionMetadata, Plan
 from other_user import NOBODY, as_user, require_root
 
 from amplitude_experiment import AssignmentConfig, User, Variant
@@ -103,7 +104,12 @@ def test_a_matching_key_and_endpoint_route_to_flagd(host, shm_prefix):
     ExposureConfig(api_key="another-analytics-key", server_url=URL),   # another key
     ExposureConfig(api_key=ANALYTICS, server_zone="EU"),              # another endpoint
     ExposureConfig(0, api_key=ANALYTICS, server_url=URL),             # dedup turned off by the worker
-], ids=["key", "endpoint", "no-dedup"])
+    # What the worker's analytics client would add to its events or requests, or do with them:
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, plan=Plan(branch="main", version="3")),
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, ingestion_metadata=IngestionMetadata(source_name="web")),
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, min_id_length=1),  # user ids shorter than 5 accepted
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, callback=lambda event, code, message: None),
+], ids=["key", "endpoint", "no-dedup", "plan", "ingestion-metadata", "min-id-length", "callback"])
 def test_anything_else_stays_in_the_process(host, shm_prefix, config):
     _, queue = host
     sink = Sink()

@@ -88,10 +88,18 @@ class EventChannelStatus(TypedDict):
     last_problem: Optional[str]
 
 
+#: ``amplitude.Config`` fields flagd's analytics client does not have: set, they change the
+#: process's events or requests (plan, ingestion_metadata, min_id_length) or must see every result
+#: (callback), so its results stay in the process.
+PROCESS_ONLY_FIELDS = ("plan", "ingestion_metadata", "min_id_length", "callback")
+
+
 def route_of(config: Any) -> Optional[Route]:
     """The route of a tracking config (``ExposureConfig`` / ``AssignmentConfig``), or None when its
-    results must stay in this process (no api_key, or deduplication turned off)."""
-    if config is None or not getattr(config, "api_key", None) or getattr(config, "cache_capacity", 1) <= 0:
+    results must stay in this process (no api_key, deduplication turned off, or one of
+    :data:`PROCESS_ONLY_FIELDS` set)."""
+    if config is None or not getattr(config, "api_key", None) or getattr(config, "cache_capacity", 1) <= 0 \
+            or any(getattr(config, name, None) is not None for name in PROCESS_ONLY_FIELDS):
         return None
     return analytics_key_hash(config.api_key), analytics_endpoint_hash(str(config.server_url))
 
