@@ -2,6 +2,7 @@
 queue's permissions (issue 14). The queue and index are real; flagd's decoding is flagd's own."""
 
 import datetime
+import gc
 import logging
 import os
 
@@ -180,6 +181,27 @@ def test_the_next_message_tells_flagd_of_the_fallbacks(host, shm_prefix):
     made.track(User(user_id="after"), VARIANTS, True)
     [(_, user, _, _, fallbacks, _)] = received(queue)
     assert (user.user_id, fallbacks) == ("after", 3)
+
+
+def descriptors_of(name):
+    """This process's open descriptors of the message queue ``name``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink("/proc/self/fd/" + fd) == name
+        except OSError:  # the listing's own descriptor, gone already
+            pass
+    return count
+
+
+def test_a_dropped_tracker_closes_its_queue(host, shm_prefix):
+    made = tracker(shm_prefix, Sink(), exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made.track(User(user_id="u1"), VARIANTS, True)
+    name = queue_name(shm_prefix, KEY)
+    assert descriptors_of(name) == 2  # flagd's (the fixture's) and the worker's
+    del made
+    gc.collect()
+    assert descriptors_of(name) == 1  # else the queue stays allocated (RLIMIT_MSGQUEUE) after flagd unlinks it
 
 
 def test_the_queue_has_flagds_owner_group_and_mode(host):

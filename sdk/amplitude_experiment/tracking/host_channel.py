@@ -206,6 +206,16 @@ class HostChannel:
         self.sent += 1
         return True
 
+    def __del__(self) -> None:
+        # posix_ipc does not close a queue's descriptor when the object goes: a dropped client
+        # would keep the queue allocated (flagd's RLIMIT_MSGQUEUE) after flagd unlinked it.
+        queue = getattr(self, "_queue", None)
+        if queue is not None:
+            try:
+                queue.close()
+            except Exception:
+                pass
+
     def status(self) -> EventChannelStatus:
         fallbacks = dict(self.fallbacks)
         return EventChannelStatus(
