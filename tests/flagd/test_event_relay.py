@@ -12,7 +12,7 @@ import pytest
 from waiting import wait_until
 
 from amplitude_experiment.snapshot import SnapshotWriter, key_hash
-from amplitude_experiment.snapshot.layout import W_ANALYTICS_KEY, queue_name
+from amplitude_experiment.snapshot.layout import queue_name
 from amplitude_experiment.tracking.host_channel import KIND_EXPOSURE, MESSAGE_FORMAT
 from flagd.event_counters import remove_queue
 from flagd.events import EventRelay, analytics_config
