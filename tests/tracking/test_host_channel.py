@@ -173,14 +173,68 @@ def test_the_next_message_tells_flagd_of_the_fallbacks(host, shm_prefix):
     _, queue = host
     sink = Sink()
     made = tracker(shm_prefix, sink, exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made._host.resend_wait = 0.01  # nobody reads the queue here: the pipeline thread falls back soon
     capacity = queue.max_messages
     for index in range(capacity + 3):
         made.track(User(user_id="u%d" % index), VARIANTS, True)
+    made.flush(5)  # the pipeline thread offered the 3 results again, then delivered them
     assert made.host_status()["fallbacks"]["queue_full"] == 3
+    assert len(sink.events) == 3 * 2
     assert len(received(queue)) == capacity
     made.track(User(user_id="after"), VARIANTS, True)
     [(_, user, _, _, fallbacks, _)] = received(queue)
     assert (user.user_id, fallbacks) == ("after", 3)
+
+
+def fill(queue):
+    sender = posix_ipc.MessageQueue(queue.name, flags=0, read=False, write=True)
+    for index in range(queue.max_messages):
+        sender.send(b"filler %d" % index)
+    sender.close()
+
+
+def test_a_result_that_finds_the_queue_full_goes_to_flagd_when_room_appears(host, shm_prefix):
+    _, queue = host
+    sink = Sink()
+    made = tracker(shm_prefix, sink, exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made._host.resend_wait = 10.0  # the room appears at once below; the bound only ends a failing test
+    fill(queue)
+    made.track(User(user_id="burst"), VARIANTS, True)  # returns: the caller never waits for room
+    assert queue.receive(0)[0] == b"filler 0"  # flagd reads one: the pipeline thread's send goes in
+    made.flush(10)
+    assert sink.events == []
+    status = made.host_status()
+    assert (status["sent_to_flagd"], status["sent_after_wait"], status["delivered_here"]) == (1, 1, 0)
+    for index in range(1, queue.max_messages):
+        assert queue.receive(0)[0] == b"filler %d" % index
+    assert [message[1].user_id for message in received(queue)] == ["burst"]
+
+
+def test_no_wait_while_flagd_does_not_read(host, shm_prefix):
+    _, queue = host
+    sink = Sink()
+    made = tracker(shm_prefix, sink, exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made._host.resend_wait = 0.01
+    fill(queue)
+    for index in range(3):
+        made.track(User(user_id="u%d" % index), VARIANTS, True)
+    made.flush(5)
+    status = made.host_status()
+    assert (status["fallbacks"]["queue_full"], status["sent_after_wait"]) == (3, 0) and len(sink.events) == 3 * 2
+
+
+def test_a_full_queue_of_a_flagd_that_stopped_is_not_waited_for(host, shm_prefix):
+    writer, queue = host
+    made = tracker(shm_prefix, Sink(), exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    channel = made._host
+    channel.resend_wait = 10.0
+    fill(queue)
+    message = channel.send(KIND_EXPOSURE, User(user_id="late"), VARIANTS, 1.7e12, "late None exp on ")
+    assert isinstance(message, bytes)  # full: to be offered again from the pipeline thread
+    writer.words[W_ANALYTICS_KEY] = 0  # flagd stops (SIGTERM) after reading one: room nobody will read
+    queue.receive(0)
+    assert channel.resend(KIND_EXPOSURE, message) is False
+    assert queue.current_messages == queue.max_messages - 1 and channel.fallbacks["queue_full"] == 1
 
 
 def descriptors_of(name):

@@ -23,10 +23,11 @@ canonical form travels with the result so flagd drops a repeat before decoding a
 
 import logging
 import os
+import select
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, TypedDict
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, TypedDict, Union
 
 import msgpack
 import posix_ipc
@@ -54,6 +55,12 @@ KIND_EXPOSURE = 0
 KIND_ASSIGNMENT = 1
 #: Seconds between two looks for flagd's index or queue while they are missing or refused.
 RETRY_SECONDS = 1.0
+#: Seconds the pipeline thread waits for room in a full queue before delivering a result itself.
+RESEND_WAIT = 0.1
+#: After a wait that found no room, seconds during which :meth:`HostChannel.resend` does not wait.
+RESEND_PAUSE = 1.0
+#: Sends one resend tries at most (other workers may take the room it waited for).
+RESEND_TRIES = 8
 #: Why a result flagd should have delivered was delivered by this process instead.
 FALLBACK_REASONS = ("queue_full", "queue_missing", "too_large", "unencodable")
 
@@ -71,6 +78,8 @@ class EventChannelStatus(TypedDict):
     - ``flagd_delivers``: flagd advertises that it delivers for this process's analytics key and
       endpoint (exposure or assignment config); None before anything was tracked.
     - ``sent_to_flagd``: results handed to flagd.
+    - ``sent_after_wait``: of those, results that found the queue full and went to flagd from the
+      pipeline thread after a short wait (:meth:`HostChannel.resend`).
     - ``delivered_here``: results this process delivered itself, for any reason.
     - ``not_advertised``: of those, results flagd does not deliver for (no flagd, no analytics key,
       another key or endpoint, or the tracking config turned dedup off).
@@ -82,6 +91,7 @@ class EventChannelStatus(TypedDict):
     queue: str
     flagd_delivers: Optional[bool]
     sent_to_flagd: int
+    sent_after_wait: int
     delivered_here: int
     not_advertised: int
     fallbacks: Dict[str, int]
@@ -108,7 +118,7 @@ def _reset_in_child(reference: "weakref.ref[HostChannel]") -> None:
     channel = reference()
     if channel is not None:
         channel._lock = threading.Lock()
-        channel.sent = channel.not_advertised = channel._unreported = 0
+        channel.sent = channel.resent = channel.not_advertised = channel._unreported = 0
         channel.fallbacks = dict.fromkeys(FALLBACK_REASONS, 0)
 
 
@@ -149,6 +159,9 @@ class HostChannel:
         self._next_open = 0.0
         self._warned = False
         self.sent = 0
+        self.resent = 0  # of sent: found the queue full, sent by the pipeline thread after a wait
+        self.resend_wait = RESEND_WAIT
+        self._resend_stuck_until = 0.0
         self.not_advertised = 0
         self.fallbacks = dict.fromkeys(FALLBACK_REASONS, 0)
         self._unreported = 0  # fallbacks not yet told to flagd (carried by the next message)
@@ -159,9 +172,14 @@ class HostChannel:
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_in_child(reference))
 
-    def send(self, kind: int, user: Any, variants: Dict[str, Any], timestamp: float, canonical: str) -> bool:
-        """Hand one new result (whose canonical form is ``canonical``) to flagd; False when this
-        process must deliver it itself (counted)."""
+    def send(self, kind: int, user: Any, variants: Dict[str, Any], timestamp: float, canonical: str
+             ) -> Union[bool, bytes]:
+        """Hand one new result (whose canonical form is ``canonical``) to flagd without blocking.
+
+        :returns: True when flagd has it; False when this process must deliver it itself (counted);
+            the packed message when the queue is full: the process's pipeline thread offers it
+            once more with :meth:`resend` before delivering the result itself.
+        """
         route = self._routes.get(kind)
         words = self._words
         if words is None or words[W_VERSION] == RETIRED:
@@ -198,13 +216,51 @@ class HostChannel:
         try:
             queue.send(message)
         except posix_ipc.BusyError:
-            return self._fall_back("queue_full")
+            return message
         except (posix_ipc.Error, OSError) as error:
             self._queue = None
             return self._fall_back("queue_missing", str(error))
         self._unreported = 0
         self.sent += 1
         return True
+
+    def resend(self, kind: int, message: bytes) -> bool:
+        """On the pipeline thread, for a message :meth:`send` found the queue full for: wait up to
+        ``resend_wait`` seconds (:data:`RESEND_WAIT`) for room (no wait for a while after a wait that found none) and
+        send it; False (counted as ``queue_full``) when this process must deliver the result itself.
+
+        A burst of all workers at once overflows the queue before flagd gets the CPU to read it;
+        waiting here, off the caller's thread, lets flagd catch up instead of each worker
+        delivering a copy. Nothing waits longer than today's fallback would: the result is in
+        the process's pipeline meanwhile, delivered at exit like any other.
+        """
+        route = self._routes.get(kind)
+        words = self._words
+        queue = self._queue
+        if route is None or words is None or queue is None or words[W_ANALYTICS_KEY] != route[0] \
+                or words[W_ANALYTICS_ENDPOINT] != route[1] or words[W_PID] != self._queue_pid:
+            return self._fall_back("queue_full")  # flagd stopped or changed since: deliver it here
+        now = self._monotonic()
+        deadline = now + (self.resend_wait if now >= self._resend_stuck_until else 0.0)
+        for _ in range(RESEND_TRIES):
+            try:
+                queue.send(message)
+            except posix_ipc.BusyError:
+                remaining = deadline - self._monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    select.select([], [queue.mqd], [], remaining)  # writable: the queue has room
+                except (OSError, ValueError):
+                    break
+                continue
+            except (posix_ipc.Error, OSError, ValueError) as error:
+                return self._fall_back("queue_missing", str(error))
+            self.resent += 1
+            self.sent += 1
+            return True
+        self._resend_stuck_until = self._monotonic() + RESEND_PAUSE
+        return self._fall_back("queue_full")
 
     def __del__(self) -> None:
         # posix_ipc does not close a queue's descriptor when the object goes: a dropped client
@@ -220,6 +276,7 @@ class HostChannel:
         fallbacks = dict(self.fallbacks)
         return EventChannelStatus(
             queue=self.queue_name, flagd_delivers=self._advertised, sent_to_flagd=self.sent,
+            sent_after_wait=self.resent,
             delivered_here=self.not_advertised + sum(fallbacks.values()), not_advertised=self.not_advertised,
             fallbacks=fallbacks, last_problem=self.last_problem)
 
