@@ -9,6 +9,7 @@ import threading
 import msgpack
 import posix_ipc
 import pytest
+from event_sink import Sink
 from waiting import wait_until
 
 from amplitude_experiment.snapshot import SnapshotWriter, key_hash
@@ -20,17 +21,6 @@ from flagd.events import EventRelay, analytics_config
 KEY = "server-relay-test"
 #: mq_timedreceive's system call number, by machine.
 MQ_TIMEDRECEIVE = {"x86_64": "243", "aarch64": "183"}
-
-
-class Sink:
-    def __init__(self):
-        self.events = []
-
-    def track(self, event):
-        self.events.append(event)
-
-    def flush(self):
-        return []
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import os
 import posix_ipc
 import pytest
 from amplitude import IngestionMetadata, Plan
+from event_sink import Sink
 from other_user import NOBODY, as_user, require_root
 
 from amplitude_experiment import AssignmentConfig, User, Variant
@@ -31,17 +32,6 @@ ANALYTICS = "analytics-key-0123456789"
 URL = "http://127.0.0.1:9/2/httpapi"
 #: A uid whose gid (the same number) is the queue's group: a worker of another user in flagd's group.
 GROUP_MEMBER = 47115
-
-
-class Sink:
-    def __init__(self):
-        self.events = []
-
-    def track(self, event):
-        self.events.append(event)
-
-    def flush(self):
-        return []
 
 
 @pytest.fixture
