@@ -227,6 +227,22 @@ def test_a_full_queue_of_a_flagd_that_stopped_is_not_waited_for(host, shm_prefix
     assert queue.current_messages == queue.max_messages - 1 and channel.fallbacks["queue_full"] == 1
 
 
+def test_a_result_sent_after_a_wait_does_not_report_the_fallbacks_twice(host, shm_prefix):
+    _, queue = host
+    channel = tracker(shm_prefix, Sink(), exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))._host
+    channel.resend_wait = 0.0
+    fill(queue)
+    first = channel.send(KIND_EXPOSURE, User(user_id="a"), VARIANTS, 1.7e12, "a None exp on ")
+    assert channel.resend(KIND_EXPOSURE, first) is False  # still full: one fallback, not yet told to flagd
+    second = channel.send(KIND_EXPOSURE, User(user_id="b"), VARIANTS, 1.7e12, "b None exp on ")
+    queue.receive(0), queue.receive(0)  # flagd reads two fillers
+    assert channel.resend(KIND_EXPOSURE, second) is True
+    assert channel.send(KIND_EXPOSURE, User(user_id="c"), VARIANTS, 1.7e12, "c None exp on ") is True
+    for _ in range(queue.max_messages - 2):
+        queue.receive(0)
+    assert {message[1].user_id: message[4] for message in received(queue)} == {"b": 0, "c": 1}
+
+
 def descriptors_of(name):
     """This process's open descriptors of the message queue ``name``."""
     count = 0

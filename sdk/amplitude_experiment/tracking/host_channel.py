@@ -216,7 +216,11 @@ class HostChannel:
         try:
             queue.send(message)
         except posix_ipc.BusyError:
-            return message
+            if not self._unreported:
+                return message
+            # Offered again later: the fallbacks go with the next message sent now, not twice.
+            fields[7] = 0
+            return packer.pack(fields)
         except (posix_ipc.Error, OSError) as error:
             self._queue = None
             return self._fall_back("queue_missing", str(error))
