@@ -265,11 +265,8 @@ class EventRelay:
             # The sending worker's send_evaluated_props: it sends the user's fields only with it on.
             record.send_evaluated_props = evaluated_props
         record._canonical = canonical
-        pipeline = self._pipelines[kind]
-        state = pipeline._state
-        if state is not None and len(state.items) >= pipeline._max_pending:
+        if not self._pipelines[kind].submit(record):
             self._count("dropped")
-        pipeline.submit(record)
 
     def _reject(self, error: Exception) -> None:
         self._count("rejected")

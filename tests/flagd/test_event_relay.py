@@ -85,3 +85,24 @@ def test_a_relay_that_can_no_longer_read_stops_advertising(relay):
     queue, relay._queue = relay._queue, None
     queue.close()  # the next receive fails: nobody would read what workers send
     wait_until(lambda: not relay.counters()["delivers"], 10, "the analytics key withdrawn")
+
+
+def test_a_result_the_delivery_cannot_take_is_counted_as_dropped(shm_prefix):
+    writer = SnapshotWriter(shm_prefix, KEY)
+
+    def broken(config):
+        raise RuntimeError("the analytics client cannot start")
+
+    made = EventRelay(shm_prefix, KEY, writer.words, analytics_config("relay-analytics-key", "http://127.0.0.1:9/x",
+                                                                      200, 100, 0), 100, sink_factory=broken)
+    made.start()
+    sender = posix_ipc.MessageQueue(queue_name(shm_prefix, KEY), flags=0, read=False, write=True)
+    try:
+        sender.send(message("lost"))
+        received(made, 1)
+        wait_until(lambda: made.counters()["dropped"] == 1, 10, "the result counted as dropped")
+    finally:
+        sender.close()
+        made.stop(1)
+        remove_queue(shm_prefix, key_hash(KEY))
+        writer.close()
