@@ -4,10 +4,12 @@ host-wide and delivers once (docs/tracking.md, "One exposure per user per host")
 After its own per-process dedup, a worker hands each new result to flagd when flagd advertises,
 in its index, that it delivers for this tracking config's analytics API key (word 32) and
 endpoint (word 33). The result travels as one msgpack message on the key's POSIX message queue
-(``/<prefix>.<keyhash>.q``), sent without blocking. Whenever that is not possible (flagd is
-absent or delivers for another key, the queue is full or missing, the message is too large or
-holds a value msgpack cannot carry) :meth:`HostChannel.send` returns False and the worker
-delivers the result itself, exactly as without flagd; each case is counted (:meth:`status`).
+(``/<prefix>.<keyhash>.q``), sent without blocking. When the queue is full, the result goes to
+the process's pipeline thread with its message, and that thread offers it once more after a
+short wait for room (:meth:`HostChannel.resend`). Whenever flagd cannot take it (flagd is absent
+or delivers for another key, the queue stays full or is missing, the message is too large or
+holds a value msgpack cannot carry) the worker delivers the result itself, exactly as without
+flagd; each case is counted (:meth:`HostChannel.status`).
 
 A message (msgpack array)::
 
