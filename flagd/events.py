@@ -30,6 +30,7 @@ from amplitude_experiment.snapshot.layout import (
     W_ANALYTICS_ENDPOINT,
     W_ANALYTICS_KEY,
     W_EVENTS_QUEUE_DEPTH,
+    W_EVENTS_QUEUE_KEY,
     W_EVENTS_SINCE,
     W_EVENTS_WORKER_FALLBACKS,
     analytics_endpoint_hash,
@@ -179,13 +180,33 @@ class EventRelay:
         self._counts["queue_depth"] = self._queue.current_messages
         self._store()
         words[W_EVENTS_SINCE] = self._wall_clock_ns()
+        key, endpoint = analytics_key_hash(self._analytics.api_key), analytics_endpoint_hash(self._analytics.server_url)
+        if words[W_EVENTS_QUEUE_KEY] and (words[W_EVENTS_QUEUE_KEY], words[W_ANALYTICS_ENDPOINT]) != (key, endpoint):
+            self._discard_left_over()
+        words[W_EVENTS_QUEUE_KEY] = key
         self._thread = threading.Thread(target=self._receive_loop, name="flagd.events", daemon=True)
         self._thread.start()
-        words[W_ANALYTICS_ENDPOINT] = analytics_endpoint_hash(self._analytics.server_url)
-        words[W_ANALYTICS_KEY] = analytics_key_hash(self._analytics.api_key)
+        words[W_ANALYTICS_ENDPOINT] = endpoint
+        words[W_ANALYTICS_KEY] = key
         logger.info("event=events_relay queue=%s endpoint=%s queue_capacity=%d message_size=%d waiting=%d",
                     self.queue_name, Quoted(self._analytics.server_url), self._queue.max_messages,
                     self._queue.max_message_size, self._counts["queue_depth"])
+
+    def _discard_left_over(self) -> None:
+        """Read away what a previous flagd left in the queue for another analytics key or endpoint:
+        delivered with ours, those events would reach another project or region. Counted as rejected."""
+        discarded = 0
+        for _ in range(max(self._queue.max_messages, 1) * 4):  # bounded: a worker may still send for it
+            try:
+                self._queue.receive(0)
+            except posix_ipc.BusyError:
+                break
+            discarded += 1
+        if discarded:
+            for _ in range(discarded):
+                self._count("rejected")
+            logger.warning("event=events_discarded queue=%s count=%d msg=%s", self.queue_name, discarded, Quoted(
+                "a previous flagd left these for another analytics key or endpoint; not delivered with this one"))
 
     def stop(self, timeout: float = STOP_FLUSH_SECONDS) -> None:
         """Stop advertising, read what the queue holds now, and deliver everything held (SIGTERM)."""

@@ -106,3 +106,57 @@ def test_a_result_the_delivery_cannot_take_is_counted_as_dropped(shm_prefix):
         made.stop(1)
         remove_queue(shm_prefix, key_hash(KEY))
         writer.close()
+
+
+@pytest.mark.parametrize("analytics_key, endpoint", [("another-analytics-key", "http://127.0.0.1:9/2/httpapi"),
+                                                     ("relay-analytics-key", "http://127.0.0.1:9/eu/httpapi")],
+                         ids=["key", "endpoint"])
+def test_messages_left_for_another_key_or_endpoint_are_not_delivered_with_ours(shm_prefix, analytics_key, endpoint):
+    writer = SnapshotWriter(shm_prefix, KEY)
+    killed = EventRelay(shm_prefix, KEY, writer.words, analytics_config(analytics_key, endpoint, 200, 100, 0), 100,
+                        sink_factory=lambda config: Sink())
+    killed.start()  # advertises its route; stopped below without reading what is sent after
+    killed._stopping = True
+    killed._thread.join(5)
+    sender = posix_ipc.MessageQueue(queue_name(shm_prefix, KEY), flags=0, read=False, write=True)
+    sender.send(message("for-them-1"))
+    sender.send(message("for-them-2"))
+    sink = Sink()
+    relay = EventRelay(shm_prefix, KEY, writer.words, analytics_config("relay-analytics-key",
+                                                                       "http://127.0.0.1:9/2/httpapi", 200, 100, 0),
+                       100, sink_factory=lambda config: sink)
+    try:
+        relay.start()
+        sender.send(message("for-us"))
+        received(relay, 1)
+        relay.stop(1)
+        assert [event.user_id for event in sink.events] == ["for-us"]
+        assert relay.counters()["rejected"] == 2
+    finally:
+        sender.close()
+        killed._queue.close()
+        remove_queue(shm_prefix, key_hash(KEY))
+        writer.close()
+
+
+def test_messages_left_for_our_key_and_endpoint_are_delivered(shm_prefix):
+    writer = SnapshotWriter(shm_prefix, KEY)
+    config = analytics_config("relay-analytics-key", "http://127.0.0.1:9/2/httpapi", 200, 100, 0)
+    killed = EventRelay(shm_prefix, KEY, writer.words, config, 100, sink_factory=lambda config: Sink())
+    killed.start()
+    killed._stopping = True
+    killed._thread.join(5)
+    sender = posix_ipc.MessageQueue(queue_name(shm_prefix, KEY), flags=0, read=False, write=True)
+    sender.send(message("left"))
+    sink = Sink()
+    relay = EventRelay(shm_prefix, KEY, writer.words, config, 100, sink_factory=lambda config: sink)
+    try:
+        relay.start()
+        received(relay, 1)
+        relay.stop(1)
+        assert [event.user_id for event in sink.events] == ["left"] and relay.counters()["rejected"] == 0
+    finally:
+        sender.close()
+        killed._queue.close()
+        remove_queue(shm_prefix, key_hash(KEY))
+        writer.close()
