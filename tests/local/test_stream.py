@@ -257,17 +257,22 @@ def test_a_client_started_before_fork_streams_in_the_child(stand_in):
     assert outcome == "v2"
 
 
-def test_a_rejected_message_keeps_the_last_flags_and_the_stream(stand_in):
+def test_a_rejected_message_keeps_the_last_flags_and_the_stream_and_polls_until_a_good_one(stand_in):
     stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
-    with streaming_client(stand_in) as client:
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "v1")]))
+    with streaming_client(stand_in, interval_ms=50) as client:
         client.start()
+        assert polls(stand_in) == 0
         stand_in.push("[{not json")
         wait_until(lambda: client.flag_source_status["stream_messages"] == 2, what="the bad message")
         assert value(client) == "v1"
-        assert "not JSON" in client.flag_source_status["last_error"]
+        stand_in.wait_for(2, FLAGS_PATH)  # the stream does not deliver flags now: polling stands in
+        status = client.flag_source_status
+        assert status["transport"] == "poll"
+        assert "not JSON" in status["stream_last_error"]
         stand_in.push([flag("a", "v2")])
         wait_until(lambda: value(client) == "v2", what="the next good message")
-        assert client.flag_source_status["last_error"] is None
+        assert client.flag_source_status["transport"] == "stream"
     assert stand_in.streams_opened == 1
 
 
@@ -290,3 +295,20 @@ def test_an_event_over_the_size_cap_ends_the_connection(stand_in):
     stream = FlagStream(stand_in.url + STREAM_PATH, "server-key-123", keep_alive_s=5.0, max_bytes=1000)
     with pytest.raises(StreamError, match="larger than the 1000 bytes"):
         stream.run_once(lambda data: None)
+
+
+@pytest.mark.parametrize("first", ['{"error": "not a flag list"}', "<html>proxy login</html>"])
+def test_a_first_message_that_is_not_a_flag_list_does_not_stop_polling(stand_in, first):
+    # Only a flag list this SDK applies counts as the stream delivering: a client must not be left
+    # without flags, polling paused, behind a stream that sends something else.
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=first))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "polled")]))
+    with streaming_client(stand_in, interval_ms=50) as client:
+        client.start()
+        assert value(client) == "polled"
+        assert client.flag_source_status["transport"] == "poll"
+        stand_in.wait_for(3, FLAGS_PATH)  # polling goes on
+        stand_in.push([flag("a", "pushed")])
+        wait_until(lambda: value(client) == "pushed", what="the next good message")
+        assert client.flag_source_status["transport"] == "stream"
+

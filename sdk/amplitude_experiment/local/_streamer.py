@@ -178,9 +178,8 @@ class StreamingFlagSource:
         stream = self._stream
         while not self._stopped and generation == FORKS.generation:
             self._connects += 1
-            delivered = [False]
             try:
-                stream.run_once(lambda data: self._on_message(data, delivered))
+                stream.run_once(self._on_message)
                 if not self._stopped:
                     self._logger.debug("[Experiment] renewing the flag stream connection")
                 continue  # renewed after its maximum age, or stopped
@@ -191,24 +190,37 @@ class StreamingFlagSource:
             if self._wakeup.wait(stream_retry_delay(self._stream_failures, *self._retry)):
                 return
 
-    def _on_message(self, data: str, delivered: list) -> None:
+    def _on_message(self, data: str) -> None:
+        """Apply a pushed flag list. Only a list this SDK accepts counts as the stream delivering
+        (polling stops); a rejected one keeps the last flags and polls until a good one comes."""
         self._messages += 1
         try:
             self._poller.install(data.encode("utf-8"), self._url)
         except FlagFetchError as error:
             self._logger.error("[Experiment] flag stream message rejected, keeping the last flags: %s", error)
-        if not delivered[0]:
-            delivered[0] = True
-            with self._lock:
-                if self._stopped:
-                    return
-                self._stream_failures = 0
-                back = self.transport != "stream"  # not a renewed connection
-                self._set_transport("stream")
-                self._poller.paused = True  # the stream is back: polling stops
-            self._first_outcome.set()
-            if back:
-                self._logger.info("[Experiment] flag stream %s connected; polling stopped", self._url)
+            self._message_rejected("message rejected: %s" % error)
+            return
+        with self._lock:
+            if self._stopped:
+                return
+            self._stream_failures = 0
+            back = self.transport != "stream"  # not a renewed connection, nor the next message
+            self._set_transport("stream")
+            self._poller.paused = True  # the stream delivers: polling stops
+        self._first_outcome.set()
+        if back:
+            self._logger.info("[Experiment] flag stream %s connected; polling stopped", self._url)
+
+    def _message_rejected(self, message: str) -> None:
+        self._stream_error = message
+        self._stream_error_at = self._wall_clock()
+        with self._lock:
+            starting = self._starting
+            streaming = self.transport == "stream"
+        if starting:
+            self._first_outcome.set()  # start() falls back itself, on the caller's thread
+        elif streaming:
+            self._fall_back(after_failure=True)
 
     def _stream_failed(self, message: str) -> None:
         self._stream_failures += 1
