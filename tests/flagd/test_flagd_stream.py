@@ -182,3 +182,16 @@ def test_without_stream_status_names_the_poll_or_the_file(stand_in, flagd, shm_p
     report = json.loads(run_cli("status", "--shm-prefix", shm_prefix, "--json", key=deployment_key).stdout)
     assert report["transport"] == "file"
     assert process.terminate() == 0
+
+
+def test_a_first_message_that_is_not_a_flag_list_is_not_taken_for_the_stream(stand_in, shm_prefix, deployment_key):
+    # flagd rejects it; the API has good flags: they must be published, not wait for the next push.
+    stand_in.answer("GET", STREAM, EventStream(initial='{"error": "not a flag list"}', keep_alive_every=0.05))
+    stand_in.answer("GET", FLAGS, Answer(200, marker_flags("polled")))
+    with InProcessFlagd(stand_in, shm_prefix, deployment_key, poll_interval_ms=50) as flagd:
+        flagd.wait_marker("polled")
+        assert flagd.transport().transport == "poll"
+        stand_in.push(marker_flags("pushed"))
+        flagd.wait_marker("pushed")
+        wait_until(lambda: flagd.transport().transport == "stream", 5, "the stream noted as the transport")
+    assert len(stand_in.seen(STREAM)) == 1
