@@ -34,6 +34,8 @@ from ._logging import redact
 __all__ = ["FlagStream", "StreamError"]
 
 CHUNK_BYTES = 64 * 1024
+#: How an event ends (a blank line after its last field), as sseclient splits them.
+EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")
 
 
 class StreamError(Exception):
@@ -176,7 +178,12 @@ class FlagStream:
 
     def _chunks(self, response: Any, renew_at: float) -> Iterator[bytes]:
         """The body's bytes as they arrive, with the watchdog, the size cap and the renewal checked
-        between reads (a silent socket is ended by the read timeout, which equals the keep-alive)."""
+        between reads (a silent socket is ended by the read timeout, which equals the keep-alive).
+
+        The body ends only between events: sseclient would dispatch the part of an event that is
+        left when its source ends, so a renewal waits for the event's end, and a server that hangs
+        up in the middle of one is a failed stream.
+        """
         raw = response.raw
         read1 = getattr(raw, "read1", None)
         if read1 is not None:  # urllib3 2: whatever has arrived, chunked or not
@@ -184,15 +191,19 @@ class FlagStream:
         else:  # urllib3 1.26: chunk by chunk (SSE servers send chunked)
             reads = response.iter_content(chunk_size=None)
         self._pending = 0
+        tail = b""  # the last bytes read, to tell whether they end an event
         for chunk in reads:
             if self._monotonic() - self.last_event_at > self._keep_alive:
                 raise StreamError("keep-alive timed out: no complete event for %.1f s" % self._keep_alive)
             self._pending += len(chunk)
             if self._pending > self._max_bytes:
                 raise StreamError("an event is larger than the %d bytes allowed" % self._max_bytes)
+            tail = (tail + chunk[-4:])[-4:]
             yield chunk
-            if self._monotonic() >= renew_at:
+            if self._monotonic() >= renew_at and tail.endswith(EVENT_ENDS):
                 return  # renew quietly: the caller reconnects at once
+        if tail and not tail.endswith(EVENT_ENDS) and not self._closed:
+            raise StreamError("the server ended the stream in the middle of an event")
 
     def abandon(self) -> None:
         """In a fork child: close this process's copy of the parent's connection, without shutting it

@@ -312,3 +312,54 @@ def test_a_first_message_that_is_not_a_flag_list_does_not_stop_polling(stand_in,
         wait_until(lambda: value(client) == "pushed", what="the next good message")
         assert client.flag_source_status["transport"] == "stream"
 
+
+
+class SteppedClock:
+    """A monotonic clock the test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_stream_the_server_ends_mid_event_delivers_no_part_of_it(stand_in):
+    from amplitude_experiment._flag_stream import FlagStream, StreamError
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    stream = FlagStream(stand_in.url + STREAM_PATH, "server-key-123", keep_alive_s=5.0)
+    messages = []
+
+    def on_message(data):
+        messages.append(data)
+        if len(messages) == 1:
+            stand_in.send_raw(b'data: [{"key": "a", "variants": ')  # the first part of an event
+            stand_in.disconnect()  # and the server hangs up
+
+    with pytest.raises(StreamError, match="ended the stream"):
+        stream.run_once(on_message)
+    assert len(messages) == 1
+
+
+def test_a_connection_is_renewed_only_between_events(stand_in):
+    from amplitude_experiment._flag_stream import FlagStream
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a")]))
+    clock = SteppedClock()
+    stream = FlagStream(stand_in.url + STREAM_PATH, "server-key-123", keep_alive_s=100.0, max_connection_s=60.0,
+                        max_connection_jitter_s=0.0, monotonic=clock)
+    last = '[{"key": "c"}]'
+    messages = []
+
+    def on_message(data):
+        messages.append(data)
+        if len(messages) == 1:
+            # One write: a whole event and the first bytes of the next, as a server's buffer may send them.
+            stand_in.send_raw(b'data: [{"key": "b"}]\n\ndata: ' + last[:5].encode())
+        elif len(messages) == 2:
+            clock.now += 61.0  # the connection's maximum age is reached in the middle of the next event
+            stand_in.send_raw(last[5:].encode() + b"\n\n")  # the rest of it
+
+    stream.run_once(on_message)  # renewed: returns
+    assert messages[1:] == ['[{"key": "b"}]', last]
