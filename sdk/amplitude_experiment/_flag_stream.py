@@ -14,7 +14,7 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import requests
 import sseclient
@@ -192,6 +192,7 @@ class FlagStream:
             reads = response.iter_content(chunk_size=None)
         self._pending = 0
         tail = b""  # the last bytes read, to tell whether they end an event
+        line_start: List[bytes] = []  # the pieces of a line not ended yet
         for chunk in reads:
             if self._monotonic() - self.last_event_at > self._keep_alive:
                 raise StreamError("keep-alive timed out: no complete event for %.1f s" % self._keep_alive)
@@ -199,7 +200,13 @@ class FlagStream:
             if self._pending > self._max_bytes:
                 raise StreamError("an event is larger than the %d bytes allowed" % self._max_bytes)
             tail = (tail + chunk[-4:])[-4:]
-            yield chunk
+            # Whole lines only: sseclient adds up a line's pieces by copying, quadratic in its length.
+            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+            if not end:
+                line_start.append(chunk)
+                continue
+            yield b"".join(line_start + [chunk[:end]]) if line_start else chunk[:end]
+            line_start = [chunk[end:]] if end < len(chunk) else []
             if self._monotonic() >= renew_at and tail.endswith(EVENT_ENDS):
                 return  # renew quietly: the caller reconnects at once
         if tail and not tail.endswith(EVENT_ENDS) and not self._closed:
