@@ -380,3 +380,18 @@ def test_a_long_line_reaches_the_event_parser_in_one_piece():
     stream = FlagStream("http://127.0.0.1:1/sdk/stream/v1/flags", "server-key-123", monotonic=lambda: 0.0)
     pieces = list(stream._chunks(Response(), renew_at=float("inf")))
     assert pieces == [line + b"\n", b"data: [1]\n\n"]
+
+
+def test_stop_while_the_fallback_poll_stalls_ends_every_thread_within_a_second(stand_in):
+    # The stream fails; its thread polls the API, which stalls (the poll timeout is 2 s).
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a")]))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a")], delay=5.0))
+    before = set(stream_threads())
+    client = streaming_client(stand_in, retry_s=60.0)
+    client.start()
+    stand_in.disconnect()
+    stand_in.wait_for(1, FLAGS_PATH)  # the fallback poll is under way
+    started = time.monotonic()
+    client.stop()
+    assert time.monotonic() - started < 1.0
+    assert set(stream_threads()) - before == set()

@@ -153,6 +153,7 @@ class PollingFlagSource:
             self._stopped = True
             thread = self._thread
         self._wakeup.set()
+        self._fetcher.abort()  # a poll under way (this poller's thread or the stream's) ends now
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self._timeout + 1.0)
         self._fetcher.close()
@@ -215,10 +216,14 @@ class PollingFlagSource:
             return self._poll_locked()
 
     def _poll_locked(self) -> bool:
+        if self._stopped:
+            return False
         self._polls += 1
         try:
             self._fetch_and_install()
         except Exception as error:  # keep the last good flags whatever went wrong
+            if self._stopped:
+                return False  # cut short by stop()
             self._failures += 1
             self._last_error = str(error)
             self._last_error_at = self._wall_clock()
