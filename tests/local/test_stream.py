@@ -395,3 +395,37 @@ def test_stop_while_the_fallback_poll_stalls_ends_every_thread_within_a_second(s
     client.stop()
     assert time.monotonic() - started < 1.0
     assert set(stream_threads()) - before == set()
+
+
+def test_a_poll_that_starts_after_a_stream_message_does_not_replace_it(stand_in):
+    # The API may lag behind the stream (a cached answer): a timed poll that begins once the
+    # stream has delivered must not install its older list over the stream's, then stay paused on it.
+    from amplitude_experiment.local._poller import PollingFlagSource
+
+    stand_in.answer("GET", STREAM_PATH, EventStream())  # connects, sends nothing until the push
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "older")]))
+    holder = {"timed_polls": 0}
+
+    class PollerWithALateTimedPoll(PollingFlagSource):
+        def _poll_once(self):
+            if threading.current_thread().name != "amplitude_experiment.flag_poller":
+                return super()._poll_once()  # start()'s first poll
+            holder["timed_polls"] += 1
+            if holder["timed_polls"] == 1:  # the timer decided to poll; the stream delivers first
+                stand_in.push([flag("a", "streamed")])
+                wait_until(lambda: holder["source"].transport == "stream", what="the stream's message installed")
+            result = super()._poll_once()
+            holder["done"] = True
+            return result
+
+    config = LocalEvaluationConfig(server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True,
+                                   stream_flag_conn_timeout=50, flag_source="poll",
+                                   flag_config_polling_interval_millis=50)
+    client = LocalEvaluationClient("server-key-123", config)
+    poller = PollerWithALateTimedPoll("server-key-123", config, client.logger)
+    client._source = holder["source"] = StreamingFlagSource("server-key-123", config, client.logger, poller=poller)
+    with client:
+        client.start()
+        wait_until(lambda: holder.get("done"), what="the timed poll")
+        assert value(client) == "streamed"
+        assert client.flag_source_status["transport"] == "stream"

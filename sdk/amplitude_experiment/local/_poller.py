@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import requests
 
@@ -124,6 +124,12 @@ class PollingFlagSource:
         """Poll once on the calling thread; True when it succeeded."""
         return self._poll_once()
 
+    def io_lock(self) -> Any:
+        """The re-entrant lock every poll and install runs under (fork-safe: renewed in a child).
+        A stream holds it to install a list and set ``paused`` as one step, so no poll begun
+        before that step installs its list after it."""
+        return _POLL_IO_LOCK
+
     def install(self, body: bytes, origin: str) -> None:
         """Apply a flag list that arrived another way (a stream message) exactly as a poll result:
         same parser, same storage order, same compiled-flag cache.
@@ -216,7 +222,7 @@ class PollingFlagSource:
             return self._poll_locked()
 
     def _poll_locked(self) -> bool:
-        if self._stopped:
+        if self._stopped or self.paused:
             return False
         self._polls += 1
         try:

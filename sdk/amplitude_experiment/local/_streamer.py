@@ -194,19 +194,20 @@ class StreamingFlagSource:
         """Apply a pushed flag list. Only a list this SDK accepts counts as the stream delivering
         (polling stops); a rejected one keeps the last flags and polls until a good one comes."""
         self._messages += 1
-        try:
-            self._poller.install(data.encode("utf-8"), self._url)
-        except FlagFetchError as error:
-            self._logger.error("[Experiment] flag stream message rejected, keeping the last flags: %s", error)
-            self._message_rejected("message rejected: %s" % error)
-            return
-        with self._lock:
-            if self._stopped:
+        with self._poller.io_lock():  # the list and the pause as one step, between polls
+            try:
+                self._poller.install(data.encode("utf-8"), self._url)
+            except FlagFetchError as error:
+                self._logger.error("[Experiment] flag stream message rejected, keeping the last flags: %s", error)
+                self._message_rejected("message rejected: %s" % error)
                 return
-            self._stream_failures = 0
-            back = self.transport != "stream"  # not a renewed connection, nor the next message
-            self._set_transport("stream")
-            self._poller.paused = True  # the stream delivers: polling stops
+            with self._lock:
+                if self._stopped:
+                    return
+                self._stream_failures = 0
+                back = self.transport != "stream"  # not a renewed connection, nor the next message
+                self._set_transport("stream")
+                self._poller.paused = True  # the stream delivers: polling stops
         self._first_outcome.set()
         if back:
             self._logger.info("[Experiment] flag stream %s connected; polling stopped", self._url)
@@ -238,17 +239,18 @@ class StreamingFlagSource:
     def _fall_back(self, after_failure: bool = False) -> None:
         """Poll now and at the interval until the stream delivers again. From ``start()`` nothing
         happens when the stream delivered meanwhile; after a failure (the stream thread) always."""
-        with self._lock:
-            if self._stopped or (self.transport == "stream" and not after_failure):
-                return
-            self._set_transport("poll")
-            self._poller.paused = False
-            first = not self._polling_started
-            self._polling_started = True
-        if first:
-            self._poller.start()  # the first poll, on this thread, then the timer
-        else:
-            self._poller.poll_now()
+        with self._poller.io_lock():  # never between a stream message's install and its pause
+            with self._lock:
+                if self._stopped or (self.transport == "stream" and not after_failure):
+                    return
+                self._set_transport("poll")
+                self._poller.paused = False
+                first = not self._polling_started
+                self._polling_started = True
+            if first:
+                self._poller.start()  # the first poll, on this thread, then the timer
+            else:
+                self._poller.poll_now()
 
     def _set_transport(self, transport: str) -> None:
         if transport != self.transport:
