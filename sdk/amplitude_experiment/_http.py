@@ -159,6 +159,7 @@ class FlagConfigFetcher:
                 from None
         finally:
             deadline.cancel()
+            self._deadline = None
         if status != 200:  # the body was read whole: the connection stays usable
             raise FlagFetchError("HTTP %d: %s" % (status, excerpt(body, self._secret)))
         return body
