@@ -86,8 +86,10 @@ class StreamingSource:
         """
         with self._lock:
             self._news = False
-            if self.transport == TRANSPORT_STREAM and self._latest is not None:
-                return self._latest
+            latest = self._latest if self.transport == TRANSPORT_STREAM else None
+        if latest is not None:
+            self._poll_source.note_config(latest)  # an empty poll after it must still be confirmed
+            return latest
         return self._poll_source.fetch()
 
     def has_news(self) -> bool:
