@@ -429,3 +429,15 @@ def test_a_poll_that_starts_after_a_stream_message_does_not_replace_it(stand_in)
         wait_until(lambda: holder.get("done"), what="the timed poll")
         assert value(client) == "streamed"
         assert client.flag_source_status["transport"] == "stream"
+
+
+def test_a_message_the_json_parser_cannot_nest_that_deep_does_not_end_the_stream(stand_in):
+    # json raises RecursionError (not ValueError) for deep nesting: the stream thread must survive it.
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "v1")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+        stand_in.push("[" * 100_000 + "]" * 100_000)
+        stand_in.push([flag("a", "v2")])
+        wait_until(lambda: value(client) == "v2", what="the message after the deep one")
+        assert "recursion" in client.flag_source_status["stream_last_error"]

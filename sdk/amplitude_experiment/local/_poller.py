@@ -134,15 +134,18 @@ class PollingFlagSource:
         """Apply a flag list that arrived another way (a stream message) exactly as a poll result:
         same parser, same storage order, same compiled-flag cache.
 
-        :raises FlagFetchError: the body is not a flag list this SDK accepts (the flags are kept).
+        :raises FlagFetchError: the body is not a flag list this SDK accepts (the flags are kept),
+            whatever failed (json raises RecursionError for deep nesting, say).
         """
         with _POLL_IO_LOCK:
             try:
                 self._install(body, origin)
-            except FlagFetchError as error:
+            except Exception as error:
                 self._last_error = str(error)
                 self._last_error_at = self._wall_clock()
-                raise
+                if isinstance(error, FlagFetchError):
+                    raise
+                raise FlagFetchError("flag config rejected: %s" % error) from None
             self._failures = 0
             self._last_error = self._last_error_at = None
             self._last_success = self._wall_clock()
