@@ -1,7 +1,6 @@
 """stream_updates=True: flag lists over Server-Sent Events, polling as the fallback, against the
 stand-in's stream endpoint (tests/stand_in.py, EventStream)."""
 
-import os
 import threading
 import time
 
@@ -10,6 +9,7 @@ import pytest
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
 from amplitude_experiment._flag_api import stream_retry_delay
 from amplitude_experiment.local._streamer import StreamingFlagSource
+from forking import reap, run_in_child
 from stand_in import Answer, EventStream
 from test_poller import flag
 from waiting import wait_until
@@ -231,30 +231,16 @@ def test_a_client_started_before_fork_streams_in_the_child(stand_in):
     stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "v1")]))
     with streaming_client(stand_in) as client:
         client.start()
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: its own stream delivers the next push
-            os.close(read_end)
-            outcome = "timeout"
-            try:
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:  # bounded
-                    if value(client) == "v2":
-                        outcome = "v2"
-                        break
-                    time.sleep(0.01)
-            except BaseException as error:  # report, never let the child run the parent's tests
-                outcome = repr(error)
-            os.write(write_end, outcome.encode())
-            os._exit(0)
-        os.close(write_end)
+
+        def child(send):  # its own stream delivers the next push
+            send.send(wait_until(lambda: value(client) == "v2" and "v2", 10, "v2 in the child"))
+
+        recv, pid = run_in_child(child)
         stand_in.wait_streams(2)  # the parent's and the child's own
         stand_in.push([flag("a", "v2")])
-        with os.fdopen(read_end, "rb") as pipe:
-            outcome = pipe.read().decode()
-        os.waitpid(pid, 0)
+        assert recv.poll(15) and recv.recv() == "v2"
+        assert reap(pid) == 0
         assert value(client) == "v2"
-    assert outcome == "v2"
 
 
 def test_a_rejected_message_keeps_the_last_flags_and_the_stream_and_polls_until_a_good_one(stand_in):
