@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 KEY_ENV = "AMPLITUDE_DEPLOYMENT_KEY"
 CREDENTIAL_NAME = "deployment-key"
+#: The analytics API key flagd delivers the workers' events with (optional; same rules as the deployment key).
+ANALYTICS_KEY_ENV = "AMPLITUDE_ANALYTICS_API_KEY"
+ANALYTICS_CREDENTIAL_NAME = "analytics-api-key"
 ENV_PREFIX = "FLAGD_"
 MAX_KEY_FILE_BYTES = 4096
 
@@ -44,6 +47,15 @@ class _KeyOnCommandLine(argparse.Action):
                      % (KEY_ENV, CREDENTIAL_NAME))
 
 
+class _AnalyticsKeyOnCommandLine(argparse.Action):
+    """Refuses ``--analytics-api-key VALUE`` without ever echoing VALUE."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        parser.error("the analytics API key is not accepted on the command line (other users can read it there); "
+                     "set %s, use --analytics-api-key-file PATH or a systemd credential named %s"
+                     % (ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME))
+
+
 class _PrintVersion(argparse.Action):
     """``--version`` on one line (argparse's own action wraps it at the terminal width)."""
 
@@ -63,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--deployment-key-file", metavar="PATH",
                          help="file holding the deployment key [env %sDEPLOYMENT_KEY_FILE]" % ENV_PREFIX)
         sub.add_argument("--deployment-key", nargs="?", action=_KeyOnCommandLine, help=argparse.SUPPRESS)
+        if command == "run":
+            sub.add_argument("--analytics-api-key-file", metavar="PATH",
+                             help="file holding the analytics API key flagd delivers the workers' events with "
+                             "[env %sANALYTICS_API_KEY_FILE; or %s, or the systemd credential %s; none: workers "
+                             "deliver their own]" % (ENV_PREFIX, ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME))
+            sub.add_argument("--analytics-api-key", nargs="?", action=_AnalyticsKeyOnCommandLine,
+                             help=argparse.SUPPRESS)
         for name, spec in Config.option_fields(command).items():
             kwargs: Dict[str, Any] = {"dest": name, "default": None, "type": _converter(spec.type)}
             if spec.type is bool:
@@ -110,11 +129,34 @@ def resolve_deployment_key(key_file: Optional[str], environ: Mapping[str, str]) 
                       "named %s (LoadCredential=%s:/path)" % (KEY_ENV, CREDENTIAL_NAME, CREDENTIAL_NAME))
 
 
+def resolve_analytics_key(key_file: Optional[str], environ: Mapping[str, str]) -> Tuple[str, str]:
+    """The analytics API key and where it came from, ``("", "none")`` when none is given:
+    ``--analytics-api-key-file``, ``AMPLITUDE_ANALYTICS_API_KEY``, the systemd credential
+    ``analytics-api-key``, in that order.
+
+    :raises ConfigError: a key file cannot be read or holds no key.
+    """
+    key_file = key_file or environ.get(ENV_PREFIX + "ANALYTICS_API_KEY_FILE")
+    if key_file:
+        return _read_key_file(key_file, "analytics API key"), "file"
+    if environ.get(ANALYTICS_KEY_ENV, "").strip():
+        return _check_key(environ[ANALYTICS_KEY_ENV], ANALYTICS_KEY_ENV, "analytics API key"), "environment"
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        path = os.path.join(credentials, ANALYTICS_CREDENTIAL_NAME)
+        if os.path.exists(path):
+            return _read_key_file(path, "analytics API key"), "credential"
+    return "", "none"
+
+
 def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """Options over ``FLAGD_*`` variables over ``Config``'s defaults. :raises ConfigError:."""
     key, origin = resolve_deployment_key(args.deployment_key_file, environ)
     values: Dict[str, Any] = {"deployment_key": key}
     args.key_origin = origin
+    if args.command == "run":
+        values["analytics_api_key"], args.analytics_key_origin = resolve_analytics_key(
+            getattr(args, "analytics_api_key_file", None), environ)
     for name, spec in Config.option_fields(args.command).items():
         value = getattr(args, name, None)
         if value is None and environ.get(_env_name(name), "") != "":
@@ -152,7 +194,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     except ConfigError as error:
         print("amplitude-flagd %s: %s" % (args.command, error), file=sys.stderr)
         return ExitCode.USAGE
-    setup_logging(config.log_level, secret=config.deployment_key)
+    setup_logging(config.log_level, secret=config.deployment_key, more_secrets=(config.analytics_api_key,))
     if args.command == "run":
         from .daemon import Daemon
 
@@ -165,6 +207,7 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
             return ExitCode.USAGE
 
         logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_hash)
+        logger.info("event=analytics_api_key origin=%s", args.analytics_key_origin)
         from amplitude_experiment._coexist import conflict_message
 
         conflict = conflict_message()
@@ -207,6 +250,8 @@ def _print_report(report: Any, as_json: bool) -> None:
     for name, value in report.items():
         if isinstance(value, list):
             value = "; ".join(value) or "none"
+        elif isinstance(value, dict):
+            value = " ".join("%s=%s" % item for item in value.items())
         print("%-*s  %s" % (width, name, "-" if value is None else value))
 
 
@@ -295,28 +340,28 @@ def _dump(config: Config, flags_only: bool) -> int:
     return code
 
 
-def _read_key_file(path: str) -> str:
+def _read_key_file(path: str, what: str = "deployment key") -> str:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as error:
-        raise ConfigError("cannot read the deployment key file %s: %s" % (path, error.strerror or error)) from None
+        raise ConfigError("cannot read the %s file %s: %s" % (what, path, error.strerror or error)) from None
     if len(data) > MAX_KEY_FILE_BYTES:
-        raise ConfigError("the deployment key file %s is too large to hold a key" % path)
+        raise ConfigError("the %s file %s is too large to hold a key" % (what, path))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError("the deployment key file %s is not UTF-8 text" % path) from None
-    return _check_key(text, path)
+        raise ConfigError("the %s file %s is not UTF-8 text" % (what, path)) from None
+    return _check_key(text, path, what)
 
 
-def _check_key(text: str, origin: str) -> str:
+def _check_key(text: str, origin: str, what: str = "deployment key") -> str:
     """Strip the line break editors add; refuse anything that cannot be a key, without echoing it."""
     key = text.strip()
     if not key:
-        raise ConfigError("the deployment key from %s is empty" % origin)
+        raise ConfigError("the %s from %s is empty" % (what, origin))
     if any(ch.isspace() or not ch.isprintable() for ch in key):
-        raise ConfigError("the deployment key from %s contains whitespace or control characters" % origin)
+        raise ConfigError("the %s from %s contains whitespace or control characters" % (what, origin))
     return key
 
 

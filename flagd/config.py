@@ -24,6 +24,10 @@ from amplitude_experiment.snapshot import key_hash
 
 __all__ = ["Config", "ConfigError", "ExitCode", "DEFAULT_SERVER_URL", "EU_SERVER_URL", "DEFAULT_SHM_PREFIX"]
 
+#: Amplitude's HTTP API v2 (the analytics SDK's default endpoint) and its EU host: flagd's event endpoints.
+DEFAULT_ANALYTICS_URL = "https://api2.amplitude.com/2/httpapi"
+EU_ANALYTICS_URL = "https://api.eu.amplitude.com/2/httpapi"
+
 # The flag-config hosts and the shared-memory namespace are the SDK's (amplitude_experiment._flag_api),
 # so workers find the daemon without settings.
 
@@ -91,6 +95,14 @@ class Config:
         None, "status, dump: the user (name or uid) flagd runs as; a shared-memory file is trusted only when the caller's uid, "
         "root or this user owns it (default: amplitude-flagd, when that user exists)", ("status", "dump"),
         metavar="USER")
+    analytics_api_key: str = field(default="", repr=False, metadata={"option": False})
+    analytics_server_url: Optional[str] = _option(
+        None, "full URL of the analytics endpoint flagd delivers the workers' events to (with an analytics API "
+        "key; default Amplitude's HTTP API, its EU host with --server-zone eu)", metavar="URL")
+    analytics_cache_capacity: int = _option(65536, "results remembered for the host-wide deduplication of events")
+    analytics_flush_queue_size: int = _option(200, "events per batch sent to the analytics endpoint")
+    analytics_flush_interval_ms: int = _option(10000, "longest wait before a partial batch of events is sent")
+    analytics_flush_max_retries: int = _option(12, "retries of a failed batch of events before it is dropped")
     stream: bool = _option(
         False, "keep one Server-Sent Events connection to Amplitude's flag stream and publish each pushed change "
         "at once; the API is polled only while the stream is down (docs/streaming.md)")
@@ -118,6 +130,12 @@ class Config:
         if not (url.startswith("http://") or url.startswith("https://")) or "/" in url.split("://", 1)[1]:
             raise ConfigError("--server-url must be a scheme and host such as https://api.lab.amplitude.com, got %r"
                               % self.server_url)
+        for name in ("analytics_flush_queue_size", "analytics_flush_interval_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("--%s must be positive, got %d" % (name.replace("_", "-"), getattr(self, name)))
+        if self.analytics_server_url is not None and not self.analytics_server_url.startswith(("http://", "https://")):
+            raise ConfigError("--analytics-server-url must be a full http(s) URL such as "
+                              "https://api2.amplitude.com/2/httpapi, got %r" % self.analytics_server_url)
         if self.stream and self.flags_file:
             raise ConfigError("--stream reads Amplitude's flag stream; it cannot be combined with --flags-file")
         stream_url = self.stream_server_url.rstrip("/")
@@ -145,6 +163,22 @@ class Config:
         if self.server_zone == "eu" and base in (DEFAULT_STREAM_URL, DEFAULT_SERVER_URL):
             base = EU_STREAM_URL
         return base + STREAM_PATH
+
+    @property
+    def analytics_url(self) -> str:
+        """Where events go: ``--analytics-server-url``, else Amplitude's HTTP API (its EU host with
+        ``--server-zone eu``), the analytics SDK's own defaults."""
+        if self.analytics_server_url:
+            return self.analytics_server_url
+        return EU_ANALYTICS_URL if self.server_zone == "eu" else DEFAULT_ANALYTICS_URL
+
+    def analytics_settings(self) -> Dict[str, Any]:
+        """What the event relay needs (flagd/events.py); holds the analytics key."""
+        return {"api_key": self.analytics_api_key, "server_url": self.analytics_url,
+                "cache_capacity": self.analytics_cache_capacity,
+                "flush_queue_size": self.analytics_flush_queue_size,
+                "flush_interval_ms": self.analytics_flush_interval_ms,
+                "flush_max_retries": self.analytics_flush_max_retries}
 
     @property
     def source_name(self) -> str:

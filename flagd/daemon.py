@@ -33,6 +33,7 @@ from amplitude_experiment.snapshot.health import (
 )
 from amplitude_experiment.snapshot.transport import record_stream, record_stream_error, record_transport
 from amplitude_experiment.snapshot import ForeignIndexError, SnapshotReader, SnapshotWriter, WriterConflictError
+from amplitude_experiment.snapshot.layout import W_ANALYTICS_KEY
 
 from .check import check_flags, summarize
 from .config import Config, ExitCode
@@ -131,6 +132,8 @@ class Daemon:
         self._transport_noted: Optional[tuple] = None
         #: flagd/metrics.DaemonMetrics when --metrics-address is given, else None.
         self._metrics: Any = None
+        #: flagd/events.EventRelay when an analytics API key is given and its queue opened, else None.
+        self._events: Any = None
         # A flags file is stat()ed every WATCH_SECONDS and re-read at once when it changed.
         self._watch = FileWatch(config.flags_file) if config.flags_file else None
 
@@ -217,6 +220,7 @@ class Daemon:
             logger.error("event=startup_failed step=shared_memory error=%s", Quoted(error))
             return ExitCode.STARTUP_FAILURE
         self._note_health()  # a previous flagd's failures are not this one's; its last error text stays
+        self._start_events(group)
         self._check_state_dir()
         self._adopt_published()
         stored = self._last_good.load() if self._last_good is not None else None
@@ -260,12 +264,34 @@ class Daemon:
             self._alive()
             self._wait(next_poll if self._watch is None else min(next_poll, self._monotonic() + WATCH_SECONDS))
 
+    def _start_events(self, group: Any) -> None:
+        """Relay the workers' events when an analytics API key is given (flagd/events.py); otherwise
+        take back what a killed predecessor advertised, so workers deliver their own."""
+        words = getattr(self._writer, "words", None)
+        if words is not None:
+            words[W_ANALYTICS_KEY] = 0
+        if not self._config.analytics_api_key:
+            return
+        from amplitude_experiment.snapshot.host import resolve_gid
+
+        from .events import start_relay
+
+        self._events = start_relay(self._config.shm_prefix, self._config.deployment_key, self._writer.words,
+                                   self._config.analytics_settings(), resolve_gid(group))
+        if self._events is not None and self._metrics is not None:
+            self._metrics.watch_events(self._events.counters)
+
     def _shutdown(self) -> None:
         self._notifier.stopping()
         if getattr(self._source, "start", None) is not None:
             self._source.close()  # the stream thread nudges through the signal pipe: end it before the pipe closes
         if self._stop_signal:
             logger.info("event=stopping signal=%s", signal.Signals(self._stop_signal).name)
+        if self._events is not None:
+            try:
+                self._events.stop()  # stops advertising, reads what is queued, sends what it holds
+            except Exception as error:
+                logger.warning("event=events_flush_failed error=%s", Quoted(error))
         if self._writer is not None:
             try:
                 self._writer.close()  # unmaps only: workers keep serving the current version

@@ -8,7 +8,7 @@ format. Values that may hold spaces go through :class:`Quoted`, which quotes laz
 import logging
 import sys
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, TextIO, Tuple
 
 from amplitude_experiment._logging import redact
 
@@ -70,14 +70,19 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str = "info", secret: str = "", stream: Optional[TextIO] = None) -> logging.Handler:
-    """Send every logger's records (flagd's, urllib3's) to ``stream`` in key=value form.
+def setup_logging(level: str = "info", secret: str = "", stream: Optional[TextIO] = None,
+                  more_secrets: Tuple[str, ...] = ()) -> logging.Handler:
+    """Send every logger's records (flagd's, urllib3's) to ``stream`` in key=value form, with
+    ``secret`` and each of ``more_secrets`` (the analytics API key) redacted.
 
     Called by ``cli.py`` once per process, never on import.
     """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(KeyValueFormatter())
     handler.addFilter(RedactFilter(secret))
+    for other in more_secrets:
+        if other:
+            handler.addFilter(RedactFilter(other))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

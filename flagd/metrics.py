@@ -19,18 +19,24 @@ flagd_publish_errors_total{kind}           counter  publish_failed, state_save_f
 flagd_config_problems_total                counter  problems found in configs from the API
 flagd_publish_duration_seconds             histo.   writing one version into shared memory
 flagd_info{key_hash, source, shm_prefix}   gauge    1; which key and source this daemon serves
+flagd_events_total{outcome}                counter  worker events: received, deduplicated, sent,
+                                                    failed, dropped, rejected, worker_fallbacks
+flagd_events_queue_depth                   gauge    messages waiting in the event queue
 =========================================  =======  ===============================================
+
+The event metrics exist when flagd delivers events (an analytics API key is given).
 
 Streaming is not implemented, so there is no stream-state metric yet.
 """
 
 import os
-from typing import Any, Iterable, Optional, Set, Tuple
+from typing import Any, Callable, Iterable, Iterator, Optional, Set, Tuple
 
 __all__ = ["DaemonMetrics", "MetricsUnavailable", "parse_address"]
 
 FETCH_KINDS = ("fetch_failed", "config_rejected")
 PUBLISH_KINDS = ("publish_failed", "state_save_failed")
+EVENT_OUTCOMES = ("received", "deduplicated", "sent", "failed", "dropped", "rejected", "worker_fallbacks")
 
 
 class MetricsUnavailable(RuntimeError):
@@ -140,6 +146,22 @@ class DaemonMetrics:
 
     def problems(self, count: int) -> None:
         self.config_problems.inc(count)
+
+    def watch_events(self, read: Callable[[], Any]) -> None:
+        """Export the event relay's counters (``read()`` gives flagd/event_counters.EventCounters) at each scrape."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        class _EventCollector:
+            def collect(self) -> Iterator[Any]:
+                counters = read()
+                total = CounterMetricFamily("flagd_events", "Worker events by outcome", labels=["outcome"])
+                for outcome in EVENT_OUTCOMES:
+                    total.add_metric([outcome], counters[outcome])
+                yield total
+                yield GaugeMetricFamily("flagd_events_queue_depth", "Messages waiting in the event queue",
+                                        value=counters["queue_depth"])
+
+        self.registry.register(_EventCollector())
 
 
 def cohort_ids(flags: Iterable[Any]) -> Set[str]:

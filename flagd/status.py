@@ -57,6 +57,8 @@ class StatusReport(_StatusBase, total=False):
     last_error_at: Optional[str]
     last_error_age_s: Optional[float]
     config_problems: int
+    #: flagd's event relay (flagd/event_counters.EventCounters), None when it delivers no events.
+    events: Optional[Dict[str, Any]]
     #: How flags reach flagd now: ``stream``, ``poll`` or ``file`` (None: a flagd that does not say),
     #: since when, and with ``--stream`` the stream's last error, failed attempts in a row, its last
     #: event (keep-alives included) and the connections opened (docs/streaming.md).
@@ -168,7 +170,23 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
         stream_connects=transport.stream_connects,
         problems=problems,
     )
+    report.update(event_report(reader.words))
     return (ExitCode.STALE if stale else ExitCode.DEGRADED if degraded else ExitCode.OK), report
+
+
+def event_report(words: Any) -> Dict[str, Any]:
+    """The event relay's counters as ``status`` shows them: one ``events`` entry, None when flagd
+    delivers no events and never counted any."""
+    from .event_counters import queue_limits, read_counters
+
+    counters = read_counters(words)
+    if not counters["delivers"] and not counters["since_ns"]:
+        return {"events": None}
+    counters_report: Dict[str, Any] = dict(counters)
+    counters_report["since"] = _iso(counters_report.pop("since_ns"))
+    # What a larger queue would need (docs/tracking.md, "The queue and the kernel's limits").
+    counters_report.update(("kernel_" + name, value) for name, value in queue_limits().items())
+    return {"events": counters_report}
 
 
 def host_status(prefix: Optional[str] = None, max_age_ms: Optional[int] = None,
@@ -197,6 +215,10 @@ def clean(prefix: str, hashed: str) -> Tuple[ExitCode, List[str], str]:
         return ExitCode.ALREADY_RUNNING, [], "flagd pid %d still publishes key hash %s under prefix %s: stop it first" % (
             state.publisher_pid, hashed, prefix)
     removed = remove_by_key_hash(prefix, hashed)
+    from .event_counters import remove_queue
+
+    if remove_queue(prefix, hashed):  # unread events in it are lost: workers deliver their own from now on
+        removed.append("/%s.%s.q" % (prefix, hashed))
     if not removed:
         return ExitCode.ABSENT, [], reason or "nothing published for key hash %s under prefix %s" % (hashed, prefix)
     return ExitCode.OK, removed, ""

@@ -123,7 +123,8 @@ def test_config_is_frozen_and_hides_the_key():
 def test_every_run_option_is_a_config_field():
     parser = cli.build_parser()
     run = parser._subparsers._group_actions[0].choices["run"]  # argparse keeps subparsers here
-    dests = {action.dest for action in run._actions} - {"help", "deployment_key_file", "deployment_key"}
+    dests = {action.dest for action in run._actions} - {"help", "deployment_key_file", "deployment_key",
+                                                         "analytics_api_key_file", "analytics_api_key"}
     assert dests == set(Config.option_fields("run"))
 
 

@@ -37,6 +37,9 @@ class LocalEvaluationClient:
         self.logger: logging.Logger = self.config.logger
         self._source = build_flag_source(api_key, self.config, self.logger)
         self._tracker = build_tracker(self.config, self.logger)
+        if self._tracker is not None and self.config.flag_source != "poll":
+            # flagd deduplicates host-wide and delivers when it serves this analytics key (docs/tracking.md).
+            self._tracker.route_to_host(self.config.shm_prefix, api_key, self.config.flagd_owner)
         # Per-process Prometheus metrics when prometheus_client and PROMETHEUS_MULTIPROC_DIR are there.
         self._metrics = client_metrics(self._source.status, self.config.flag_source)
         self._failures_logged: Tuple[Any, set] = (None, set())
@@ -117,7 +120,10 @@ class LocalEvaluationClient:
         (amplitude_experiment.local.status), the same keys for every source."""
         if self._metrics is not None:
             self._metrics.flush()
-        return self._source.status()
+        status = self._source.status()
+        if self._tracker is not None:
+            status["events"] = self._tracker.host_status()
+        return status
 
     @staticmethod
     def reset_after_fork() -> None:

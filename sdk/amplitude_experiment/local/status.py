@@ -4,7 +4,7 @@ Every key is present whatever the source; a key that does not apply to the sourc
 None. Times are wall-clock seconds since the epoch, ages seconds.
 """
 
-from typing import List, Optional, TypedDict
+from typing import Any, Dict, List, Optional, TypedDict
 
 __all__ = ["FlagSourceStatus", "empty_status", "publisher_trouble"]
 
@@ -37,6 +37,10 @@ class FlagSourceStatus(TypedDict):
     (flagd's own health, read from the index).
 
     Polling (None in shared mode): ``url`` and ``polls`` (polls attempted by this process).
+
+    ``events``: where this process's tracked results went (an ``EventChannelStatus``, see
+    amplitude_experiment.tracking.host_channel: handed to flagd, delivered here, fallbacks by
+    reason); None without tracking or with ``flag_source="poll"``.
 
     Transport (docs/streaming.md): ``transport`` is how flags arrive now, ``"stream"`` or
     ``"poll"`` (in shared mode, flagd's: also ``"file"``), ``transport_since`` since when. With
@@ -71,6 +75,7 @@ class FlagSourceStatus(TypedDict):
     publisher_failing: Optional[List[str]]
     url: Optional[str]
     polls: Optional[int]
+    events: Optional[Dict[str, Any]]
     transport: Optional[str]
     transport_since: Optional[float]
     stream_url: Optional[str]
@@ -89,7 +94,8 @@ def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
         published_version=None, publisher_pid=None, publisher_alive=None, heartbeat_age_seconds=None,
         last_fetch_age_seconds=None, poll_interval_seconds=None, upstream=None, index=None,
         publisher_last_error=None, publisher_last_error_at=None, publisher_consecutive_failures=None,
-        publisher_failing=None, url=None, polls=None, transport=None, transport_since=None, stream_url=None,
+        publisher_failing=None, url=None, polls=None, events=None, transport=None, transport_since=None,
+        stream_url=None,
         stream_last_error=None, stream_last_error_at=None, stream_consecutive_failures=None, stream_connects=None,
         stream_messages=None,
     )

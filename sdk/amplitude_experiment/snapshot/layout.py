@@ -27,8 +27,11 @@ The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``):
           24..31 transport: 24 how flags arrive now (TRANSPORT_*), 25 since when (ns);
                  26..31 reserved for the stream's health; bytes 2048..2559 its last error's text
           32..47 events: 32 the hash of the analytics API key flagd delivers for (0 = none,
-                 :func:`analytics_key_hash`), 33 the hash of its analytics endpoint URL,
-                 34..47 event counters
+                 :func:`analytics_key_hash`), 33 the hash of its analytics endpoint URL
+                 (:func:`analytics_endpoint_hash`), 34..44 event counters (W_EVENTS_*: messages
+                 received, deduplicated, events sent, failed, queue depth, workers' fallbacks,
+                 messages rejected, events dropped, queue capacity, message size, counting
+                 since), 45..47 reserved
           48.. reserved (0)
 
 Other names a key's files may take (all under the same ``/<prefix>.<keyhash>.`` stem):
@@ -77,7 +80,7 @@ import msgpack
 
 from ..evaluation.catalog import DIGEST_SIZE, PlannedCatalog, content_digest, decode_flag, flag_digest
 
-__all__ = ["DATA_FORMAT", "analytics_key_hash", "DATA_MAGIC", "ENTRY", "HEADER", "INDEX_SIZE", "MAX_VERSION", "RETIRED", "FlagTable",
+__all__ = ["DATA_FORMAT", "analytics_endpoint_hash", "analytics_key_hash", "queue_name", "DATA_MAGIC", "ENTRY", "HEADER", "INDEX_SIZE", "MAX_VERSION", "RETIRED", "FlagTable",
            "IndexState", "TableCorruptError", "VersionImage", "encode_version", "index_name", "key_hash",
            "lookup_hash", "parse_version", "version_name"]
 
@@ -106,6 +109,18 @@ def analytics_key_hash(api_key: str) -> int:
     return int.from_bytes(digest, "little") or 1
 
 
+def queue_name(prefix: str, deployment_key: str) -> str:
+    """Name of this key's event queue (a POSIX message queue, with the leading slash)."""
+    return "/%s.%s.q" % (prefix, key_hash(deployment_key))
+
+
+def analytics_endpoint_hash(url: str) -> int:
+    """The u64 a worker compares with index word 33: the analytics endpoint flagd sends to (its full
+    URL, a trailing slash ignored; 0 is never returned)."""
+    digest = blake2b(url.rstrip("/").encode("utf-8"), digest_size=8, person=b"amp-endpoint").digest()
+    return int.from_bytes(digest, "little") or 1
+
+
 def parse_version(text: str) -> Optional[int]:
     """The version a ``v<N>`` name holds, or None when it is not one a writer could have made
     (not canonical decimal, 0, or above :data:`MAX_VERSION`)."""
@@ -130,6 +145,10 @@ W_TRANSPORT, W_TRANSPORT_SINCE = 24, 25
 TRANSPORT_NONE, TRANSPORT_POLL, TRANSPORT_STREAM, TRANSPORT_FILE = range(4)
 #: Events: hashes of the analytics API key and endpoint flagd delivers for; 34..47 event counters.
 W_ANALYTICS_KEY, W_ANALYTICS_ENDPOINT = 32, 33
+#: The event counters flagd keeps in words 34..44 (``flagd/events.py`` writes them, ``status`` reads).
+W_EVENTS_RECEIVED, W_EVENTS_DEDUPLICATED, W_EVENTS_SENT, W_EVENTS_FAILED, W_EVENTS_QUEUE_DEPTH, \
+    W_EVENTS_WORKER_FALLBACKS, W_EVENTS_REJECTED, W_EVENTS_DROPPED, W_EVENTS_QUEUE_CAPACITY, \
+    W_EVENTS_MESSAGE_SIZE, W_EVENTS_SINCE = range(34, 45)
 #: Stored in the version word by :func:`remove_all` before unlinking, so mapped readers re-open.
 RETIRED = 2 ** 64 - 1
 #: The highest version number a writer uses, or accepts from a ``v<N>`` name; far below RETIRED.

@@ -4,6 +4,8 @@ The local client calls :meth:`EvaluationTracker.track` after every ``evaluate_v2
 deduplicates on the caller's thread (a string join, a digest and a locked dict lookup) and hands
 only new results to a per-process :class:`~amplitude_experiment.tracking._delivery.EventPipeline`,
 which builds the events and gives them to Amplitude's analytics SDK (``amplitude-analytics``).
+When flagd delivers for the config's analytics key, new results go to flagd instead
+(:mod:`.host_channel`), which deduplicates them host-wide.
 """
 
 import copy
@@ -15,12 +17,13 @@ from amplitude import constants as _analytics_constants
 
 from ..server_zone import ServerZone
 from ._delivery import MAX_PENDING, EventPipeline, EventSink, ProcessAnalytics, SinkFactory
-from .assignment import Assignment, AssignmentFilter, AssignmentService, to_event
+from .assignment import EVALUATED_PROPS, Assignment, AssignmentFilter, AssignmentService, to_event
 from .canonical import canonicalize
 from .dedup import DAY_MILLIS, DedupFilter
 from .encoding import Reporter
 from .exposure import Exposure, ExposureFilter, ExposureService, to_exposure_events
 from .hash_code import hash_code
+from .host_channel import KIND_ASSIGNMENT, KIND_EXPOSURE, EventChannelStatus, HostChannel, route_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..local.config import LocalEvaluationConfig
@@ -78,6 +81,10 @@ class EvaluationTracker:
         self._assignment_filter: Optional[DedupFilter] = None
         self._exposure: Optional[EventPipeline] = None
         self._exposure_filter: Optional[DedupFilter] = None
+        self._assignment_config = assignment_config
+        self._exposure_config = exposure_config
+        #: flagd's event queue, when :meth:`route_to_host` was called (shared mode).
+        self._host: Optional[HostChannel] = None
         report = Reporter(logger)
         if assignment_config is not None:
             send_props = bool(getattr(assignment_config, "send_evaluated_props", False))
@@ -123,16 +130,32 @@ class EvaluationTracker:
             canonical = canonicalize(user_id, device_id, variants)
             now = self._clock() * 1000
             snapshot = None
+            host = self._host
             if exposure is not None and self._exposure_filter.should_track(canonical, now):  # type: ignore[union-attr]
-                snapshot = _snapshot(user)
-                exposure.submit(_with_canonical(Exposure(snapshot, dict(variants), now), canonical))
+                if host is None or not host.send(KIND_EXPOSURE, user, variants, now, canonical):
+                    snapshot = _snapshot(user)
+                    exposure.submit(_with_canonical(Exposure(snapshot, dict(variants), now), canonical))
             if assignment is not None and self._assignment_filter.should_track(canonical, now):  # type: ignore[union-attr]
-                snapshot = snapshot or _snapshot(user)
-                assignment.submit(_with_canonical(Assignment(snapshot, dict(variants), now), canonical))
+                if host is None or not host.send(KIND_ASSIGNMENT, user, variants, now, canonical):
+                    snapshot = snapshot or _snapshot(user)
+                    assignment.submit(_with_canonical(Assignment(snapshot, dict(variants), now), canonical))
         except Exception:
             if not self._warned_error:
                 self._warned_error = True
                 self._logger.exception("[Experiment] tracking an evaluation failed; evaluation results are unaffected")
+
+    def route_to_host(self, prefix: str, deployment_key: str, owner: Any = None) -> None:
+        """Hand new results to flagd whenever it advertises that it delivers for this tracker's
+        analytics key and endpoint (see :mod:`.host_channel`); deliver them here otherwise."""
+        send_props = bool(getattr(self._assignment_config, "send_evaluated_props", False))
+        routes = {KIND_EXPOSURE: route_of(self._exposure_config), KIND_ASSIGNMENT: route_of(self._assignment_config)}
+        self._host = HostChannel(prefix, deployment_key, routes, self._logger, owner,
+                                 EVALUATED_PROPS if send_props else ())
+
+    def host_status(self) -> Optional[EventChannelStatus]:
+        """Where this process's new results went (:class:`.host_channel.EventChannelStatus`), None
+        when results are never routed to flagd."""
+        return self._host.status() if self._host is not None else None
 
     def flush(self, timeout: Optional[float]) -> None:
         """Send every queued event, waiting at most ``timeout`` seconds in all (None: no limit).
