@@ -427,3 +427,43 @@ def test_a_message_the_json_parser_cannot_nest_that_deep_does_not_end_the_stream
         stand_in.push([flag("a", "v2")])
         wait_until(lambda: value(client) == "v2", what="the message after the deep one")
         assert "recursion" in client.flag_source_status["stream_last_error"]
+
+
+@pytest.mark.multiprocess
+def test_two_threads_that_first_evaluate_in_a_child_open_one_stream(stand_in):
+    # A threaded worker's first requests may evaluate at once: one restart after fork, not two
+    # (two left a second stream thread and connection that stop() did not know of).
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "v1")]))
+    with streaming_client(stand_in) as client:
+        client.start()
+
+        def child(send):
+            source = client._source
+            both_restarting = threading.Barrier(2, timeout=2.0)
+            abandon = source._stream.abandon
+
+            def abandon_when_both_are_here():
+                try:
+                    if both_restarting.wait() == 1:  # the second goes on once the first restarted
+                        wait_until(lambda: source._thread is not None and source._thread.is_alive(), 5,
+                                   "the first thread's restart")
+                except threading.BrokenBarrierError:
+                    pass  # the other thread is not restarting too
+                abandon()
+
+            source._stream.abandon = abandon_when_both_are_here
+            evaluating = [threading.Thread(target=value, args=(client,)) for _ in range(2)]
+            for thread in evaluating:
+                thread.start()
+            for thread in evaluating:
+                thread.join(10)
+            wait_until(lambda: source.transport == "stream", what="the child's stream")
+            names = [thread.name for thread in threading.enumerate()]
+            send.send((names.count("amplitude_experiment.flag_stream"), names.count("amplitude_experiment.flag_poller")))
+            client.stop()
+
+        recv, pid = run_in_child(child)
+        assert recv.poll(20)
+        assert recv.recv() == (1, 1)
+        assert reap(pid) == 0

@@ -113,7 +113,9 @@ class StreamingFlagSource:
 
     def current(self) -> Optional[FlagSet]:
         if self._generation != FORKS.generation:
-            self._restart_after_fork()
+            with FORKS.restart_lock:  # threads noticing the fork at once restart it once
+                if self._generation != FORKS.generation:
+                    self._restart_after_fork()
         return self._poller.current()
 
     def stop(self) -> None:
