@@ -467,3 +467,22 @@ def test_two_threads_that_first_evaluate_in_a_child_open_one_stream(stand_in):
         assert recv.poll(20)
         assert recv.recv() == (1, 1)
         assert reap(pid) == 0
+
+
+def test_keep_alives_keep_the_status_age_fresh_while_the_stream_delivers(stand_in):
+    # A quiet stream is a current one: age_seconds must not grow as if polling had stopped working.
+    from amplitude_experiment.local._poller import PollingFlagSource
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
+    clock = SteppedClock()
+    config = LocalEvaluationConfig(server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True,
+                                   flag_source="poll")
+    client = LocalEvaluationClient("server-key-123", config)
+    poller = PollingFlagSource("server-key-123", config, client.logger, wall_clock=clock)
+    client._source = StreamingFlagSource("server-key-123", config, client.logger, poller=poller)
+    with client:
+        client.start()
+        assert client.flag_source_status["age_seconds"] == 0
+        clock.now += 600.0  # ten minutes of keep-alives only
+        stand_in.keep_alive()
+        wait_until(lambda: client.flag_source_status["age_seconds"] == 0, what="the keep-alive confirming the flags")

@@ -150,6 +150,12 @@ class PollingFlagSource:
             self._last_error = self._last_error_at = None
             self._last_success = self._wall_clock()
 
+    def mark_current(self) -> None:
+        """The flags are known to be current without a fetch (a stream's keep-alive while it
+        delivers): ``last_success`` and ``age_seconds`` count from now."""
+        if self._flags is not None:
+            self._last_success = self._wall_clock()
+
     def current(self) -> Optional[FlagSet]:
         if self._generation != FORKS.generation:
             with FORKS.restart_lock:  # threads noticing the fork at once restart it once

@@ -181,7 +181,7 @@ class StreamingFlagSource:
         while not self._stopped and generation == FORKS.generation:
             self._connects += 1
             try:
-                stream.run_once(self._on_message)
+                stream.run_once(self._on_message, self._on_event)
                 if not self._stopped:
                     self._logger.debug("[Experiment] renewing the flag stream connection")
                 continue  # renewed after its maximum age, or stopped
@@ -191,6 +191,11 @@ class StreamingFlagSource:
                 self._stream_failed(str(error))
             if self._wakeup.wait(stream_retry_delay(self._stream_failures, *self._retry)):
                 return
+
+    def _on_event(self) -> None:
+        """Any event, keep-alives included, on a stream that delivers says the flags are current."""
+        if self.transport == "stream":
+            self._poller.mark_current()
 
     def _on_message(self, data: str) -> None:
         """Apply a pushed flag list. Only a list this SDK accepts counts as the stream delivering
