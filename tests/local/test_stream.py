@@ -8,6 +8,7 @@ import pytest
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User
 from amplitude_experiment._flag_api import stream_retry_delay
+from amplitude_experiment.local._poller import PollingFlagSource
 from amplitude_experiment.local._streamer import StreamingFlagSource
 from forking import reap, run_in_child
 from stand_in import Answer, EventStream
@@ -26,14 +27,16 @@ REFERENCE_STREAM_HEADERS = {
 
 
 def streaming_client(server, keep_alive_s=5.0, retry_s=0.2, conn_timeout_ms=2000, interval_ms=60000,
-                     flag_source="poll"):
-    """A client streaming from ``server``, with the watchdog and retry intervals shortened."""
+                     flag_source="poll", poller_class=PollingFlagSource, **poller_options):
+    """A client streaming from ``server``, with the watchdog and retry intervals shortened; its
+    fallback poller is a ``poller_class`` built with ``poller_options`` (a wall clock, say)."""
     config = LocalEvaluationConfig(server_url=server.url, stream_server_url=server.url, stream_updates=True,
                                    stream_flag_conn_timeout=conn_timeout_ms, flag_source=flag_source,
                                    flag_config_polling_interval_millis=interval_ms,
                                    flag_config_poller_request_timeout_millis=2000)
     client = LocalEvaluationClient("server-key-123", config)
-    source = StreamingFlagSource("server-key-123", config, client.logger, keep_alive_s=keep_alive_s,
+    poller = poller_class("server-key-123", config, client.logger, **poller_options)
+    source = StreamingFlagSource("server-key-123", config, client.logger, poller=poller, keep_alive_s=keep_alive_s,
                                  retry_s=retry_s, retry_jitter_s=retry_s / 10, max_retry_s=retry_s * 4)
     client._source = source
     return client
@@ -386,33 +389,25 @@ def test_stop_while_the_fallback_poll_stalls_ends_every_thread_within_a_second(s
 def test_a_poll_that_starts_after_a_stream_message_does_not_replace_it(stand_in):
     # The API may lag behind the stream (a cached answer): a timed poll that begins once the
     # stream has delivered must not install its older list over the stream's, then stay paused on it.
-    from amplitude_experiment.local._poller import PollingFlagSource
-
     stand_in.answer("GET", STREAM_PATH, EventStream())  # connects, sends nothing until the push
     stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "older")]))
-    holder = {"timed_polls": 0}
+    timed_polls = []
 
     class PollerWithALateTimedPoll(PollingFlagSource):
         def _poll_once(self):
             if threading.current_thread().name != "amplitude_experiment.flag_poller":
                 return super()._poll_once()  # start()'s first poll
-            holder["timed_polls"] += 1
-            if holder["timed_polls"] == 1:  # the timer decided to poll; the stream delivers first
+            if not timed_polls:  # the timer decided to poll; the stream delivers first
                 stand_in.push([flag("a", "streamed")])
-                wait_until(lambda: holder["source"].transport == "stream", what="the stream's message installed")
+                wait_until(lambda: client._source.transport == "stream", what="the stream's message installed")
             result = super()._poll_once()
-            holder["done"] = True
+            timed_polls.append(result)
             return result
 
-    config = LocalEvaluationConfig(server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True,
-                                   stream_flag_conn_timeout=50, flag_source="poll",
-                                   flag_config_polling_interval_millis=50)
-    client = LocalEvaluationClient("server-key-123", config)
-    poller = PollerWithALateTimedPoll("server-key-123", config, client.logger)
-    client._source = holder["source"] = StreamingFlagSource("server-key-123", config, client.logger, poller=poller)
+    client = streaming_client(stand_in, conn_timeout_ms=50, interval_ms=50, poller_class=PollerWithALateTimedPoll)
     with client:
         client.start()
-        wait_until(lambda: holder.get("done"), what="the timed poll")
+        wait_until(lambda: timed_polls, what="the timed poll")
         assert value(client) == "streamed"
         assert client.flag_source_status["transport"] == "stream"
 
@@ -471,16 +466,9 @@ def test_two_threads_that_first_evaluate_in_a_child_open_one_stream(stand_in):
 
 def test_keep_alives_keep_the_status_age_fresh_while_the_stream_delivers(stand_in):
     # A quiet stream is a current one: age_seconds must not grow as if polling had stopped working.
-    from amplitude_experiment.local._poller import PollingFlagSource
-
     stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]))
     clock = SteppedClock()
-    config = LocalEvaluationConfig(server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True,
-                                   flag_source="poll")
-    client = LocalEvaluationClient("server-key-123", config)
-    poller = PollingFlagSource("server-key-123", config, client.logger, wall_clock=clock)
-    client._source = StreamingFlagSource("server-key-123", config, client.logger, poller=poller)
-    with client:
+    with streaming_client(stand_in, wall_clock=clock) as client:
         client.start()
         assert client.flag_source_status["age_seconds"] == 0
         clock.now += 600.0  # ten minutes of keep-alives only
