@@ -474,3 +474,24 @@ def test_keep_alives_keep_the_status_age_fresh_while_the_stream_delivers(stand_i
         clock.now += 600.0  # ten minutes of keep-alives only
         stand_in.keep_alive()
         wait_until(lambda: client.flag_source_status["age_seconds"] == 0, what="the keep-alive confirming the flags")
+
+
+def test_a_stream_that_fails_right_after_its_first_message_during_start_falls_back(stand_in):
+    # The failure comes before start() looks at the transport: start() must poll, not trust it.
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "v1")]), Answer(500, "down"))
+    stand_in.answer("GET", FLAGS_PATH, Answer(200, [flag("a", "v1")]))
+    client = streaming_client(stand_in, retry_s=60.0, interval_ms=50)
+    source = client._source
+
+    class FailingRightAfterTheFirstMessage(threading.Event):
+        def wait(self, timeout=None):
+            delivered = super().wait(timeout)
+            stand_in.disconnect()
+            wait_until(lambda: source._stream_failures, what="the failure after the first message")
+            return delivered
+
+    source._first_outcome = FailingRightAfterTheFirstMessage()
+    with client:
+        client.start()
+        assert client.flag_source_status["transport"] == "poll"
+        stand_in.wait_for(2, FLAGS_PATH)  # and it polls while the stream waits for its retry

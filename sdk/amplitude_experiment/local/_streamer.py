@@ -225,6 +225,8 @@ class StreamingFlagSource:
         with self._lock:
             starting = self._starting
             streaming = self.transport == "stream"
+            if starting:
+                self._set_transport("poll")  # start() falls back: see _stream_failed
         if starting:
             self._first_outcome.set()  # start() falls back itself, on the caller's thread
         elif streaming:
@@ -238,6 +240,8 @@ class StreamingFlagSource:
                              self._url, self._stream_failures, message)
         with self._lock:
             starting = self._starting
+            if starting:
+                self._set_transport("poll")  # the stream may have delivered first: it does not now
         if starting:
             self._first_outcome.set()  # start() falls back itself, on the caller's thread
         else:
