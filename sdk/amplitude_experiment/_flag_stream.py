@@ -131,6 +131,9 @@ class FlagStream:
         adapter = _DeadlineAdapter()
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        if self._closed:  # a close() since the check above had no connection to cut: send nothing
+            session.close()
+            return
         started = self._monotonic()
         renew_at = started + self._max_connection + random.uniform(0, self._max_connection_jitter)
         self.last_event_at = started

@@ -495,3 +495,23 @@ def test_a_stream_that_fails_right_after_its_first_message_during_start_falls_ba
         client.start()
         assert client.flag_source_status["transport"] == "poll"
         stand_in.wait_for(2, FLAGS_PATH)  # and it polls while the stream waits for its retry
+
+
+def test_a_close_while_a_connection_is_being_set_up_sends_no_request(stand_in):
+    # stop() may land after run_once() checked for it but before the request: the request must not
+    # go out (it would hold the thread until the server answers, up to the keep-alive time).
+    import requests
+
+    from amplitude_experiment._flag_stream import FlagStream
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a")], delay=3.0))
+    holder = {}
+
+    def session_closed_meanwhile():
+        holder["stream"].close()  # as stop() on another thread, at this moment
+        return requests.Session()
+
+    stream = holder["stream"] = FlagStream(stand_in.url + STREAM_PATH, "server-key-123",
+                                           session_factory=session_closed_meanwhile)
+    stream.run_once(lambda data: None)
+    assert stand_in.seen(STREAM_PATH) == []
