@@ -787,3 +787,95 @@ def generate_result_flags(seed: int, count: int) -> List[Dict[str, Any]]:
         else:
             flags.append(reader)
     return flags
+
+
+# --- cohort targeting ----------------------------------------------------------------------------
+# Flags whose segments test user and group cohorts (in / not in, several cohorts, cohorts that fail
+# to download or change between refreshes), the cohorts a stand-in serves in two phases, and users
+# who are members, non-members, id-less or carry cohort ids of their own.
+
+#: id -> (group type the API answers, members in phase 1, members in phase 2 or None: unchanged).
+#: ``fail`` marks what the endpoint answers instead: "500", "413" (too large), "404", or
+#: "500-later" (200 in phase 1, 500 in phase 2: the loaded copy is kept).
+COHORT_SPECS = {
+    "uc1": ("User", ["u0", "u1", "u2", "ü1"], None, None),
+    "uc2": ("User", ["u2", "u3", "u4"], ["u4", "u5", "u6"], None),
+    "uc3": ("User", ["u7", "u8", "", "d1"], ["u7"], None),
+    "uc-big": ("User", ["u%d" % i for i in range(30)], None, "413"),
+    "uc-fail": ("User", ["u0"], None, "500"),
+    "uc-flaky": ("User", ["u1", "u9"], None, "500-later"),
+    "uc-missing": ("User", [], None, "404"),
+    "uc-org": ("org", ["u0", "acme"], None, None),  # referenced as a user cohort, answered as an org cohort
+    "oc1": ("org", ["acme", "globex"], None, None),
+    "oc2": ("org", ["initech", "日本社"], ["acme"], None),
+    "tc1": ("team", ["red", "blue"], ["red"], None),
+}
+COHORT_MAX_SIZE = 20
+_COHORT_SELECTORS = [
+    (["context", "user", "cohort_ids"], ["uc1", "uc2", "uc3", "uc-big", "uc-fail", "uc-flaky", "uc-missing", "uc-org",
+                                         "oc1", "unknown"]),
+    (["context", "groups", "org", "cohort_ids"], ["oc1", "oc2", "uc1", "uc-org"]),
+    (["context", "groups", "team", "cohort_ids"], ["tc1", "oc1"]),
+]
+
+
+def generate_cohort_flags(seed: int, count: int) -> List[Dict[str, Any]]:
+    """Flags whose segments hold cohort conditions, sometimes beside a plain one."""
+    rng = random.Random(seed)
+    flags = []
+    for index in range(count):
+        segments = []
+        for segment_index in range(rng.randint(1, 3)):
+            groups = []
+            for _ in range(rng.randint(1, 2)):
+                conditions = []
+                for _ in range(rng.randint(1, 2)):
+                    if rng.random() < 0.85:
+                        selector, pool = _pick(rng, _COHORT_SELECTORS)
+                        conditions.append({"selector": list(selector),
+                                           "op": _pick(rng, ["set contains any", "set contains any",
+                                                             "set does not contain any"]),
+                                           "values": rng.sample(pool, rng.randint(1, min(3, len(pool))))})
+                    else:
+                        conditions.append({"selector": ["context", "user", "platform"], "op": "is",
+                                           "values": ["iOS", "Web"]})
+                groups.append(conditions)
+            segments.append({"conditions": groups, "variant": "v%d" % segment_index,
+                             "metadata": {"segmentName": "s%d" % segment_index}})
+        if rng.random() < 0.7:
+            segments.append({"variant": "off"})
+        variants = {"v%d" % i: {"key": "v%d" % i, "value": "v%d" % i} for i in range(3)}
+        variants["off"] = {"key": "off", "metadata": {"default": True}}
+        flags.append({"key": "cohort-%d" % index, "metadata": {"flagType": "release", "flagVersion": index},
+                      "variants": variants, "segments": segments})
+    return flags
+
+
+def generate_cohort_users(seed: int, count: int) -> List[Dict[str, Any]]:
+    """User specs for cohort flags: ids in and out of the cohorts, groups of both types, odd shapes."""
+    rng = random.Random(seed)
+    user_ids = ["u%d" % i for i in range(10)] + ["ü1", "", "d1", "acme", "zz"]
+    users = []
+    for _ in range(count):
+        fields: Dict[str, Any] = {}
+        if rng.random() < 0.85:
+            fields["user_id"] = _pick(rng, user_ids)
+        if rng.random() < 0.5:
+            fields["device_id"] = _pick(rng, ["d1", "d2", "u0"])
+        if rng.random() < 0.3:
+            fields["platform"] = _pick(rng, ["iOS", "Android"])
+        if rng.random() < 0.25:
+            fields["cohort_ids"] = _pick(rng, [["uc1"], ["uc2", "uc-fail"], [], ["unknown"]])
+        roll = rng.random()
+        if roll < 0.6:
+            groups: Dict[str, Any] = {}
+            if rng.random() < 0.8:
+                groups["org"] = _pick(rng, [["acme"], ["globex"], ["initech"], ["日本社"], ["other"], ["acme", "x"],
+                                            [""], [], "acme"])
+            if rng.random() < 0.5:
+                groups["team"] = _pick(rng, [["red"], ["blue"], ["green"]])
+            fields["groups"] = groups
+        if rng.random() < 0.1:
+            fields["group_cohort_ids"] = {"org": {"acme": ["oc2"]}}
+        users.append({"fields": fields, "extra": {}})
+    return users

@@ -27,6 +27,11 @@ ANALYTICS_KEY_ENV = "AMPLITUDE_ANALYTICS_API_KEY"
 ANALYTICS_CREDENTIAL_NAME = "analytics-api-key"
 ENV_PREFIX = "FLAGD_"
 MAX_KEY_FILE_BYTES = 4096
+#: Cohort credentials (the project's analytics API key and secret key, docs/cohorts.md): option
+#: (a file), environment variable and systemd credential name, looked at in that order.
+COHORT_CREDENTIALS = (("cohort_api_key_file", "AMPLITUDE_COHORT_API_KEY", "cohort-api-key", "cohort API key"),
+                      ("cohort_secret_key_file", "AMPLITUDE_COHORT_SECRET_KEY", "cohort-secret-key",
+                       "cohort secret key"))
 
 COMMANDS = {
     "run": "publish flag configs into shared memory until stopped",
@@ -45,6 +50,15 @@ class _KeyOnCommandLine(argparse.Action):
         parser.error("the deployment key is not accepted on the command line (other users can read it there); "
                      "set %s, use --deployment-key-file PATH or a systemd credential named %s"
                      % (KEY_ENV, CREDENTIAL_NAME))
+
+
+class _SecretOnCommandLine(argparse.Action):
+    """Refuses a cohort credential on the command line without echoing it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        parser.error("cohort credentials are not accepted on the command line (other users can read it there); "
+                     "set AMPLITUDE_COHORT_API_KEY and AMPLITUDE_COHORT_SECRET_KEY, use --cohort-api-key-file and "
+                     "--cohort-secret-key-file, or systemd credentials named cohort-api-key and cohort-secret-key")
 
 
 class _AnalyticsKeyOnCommandLine(argparse.Action):
@@ -76,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="file holding the deployment key [env %sDEPLOYMENT_KEY_FILE]" % ENV_PREFIX)
         sub.add_argument("--deployment-key", nargs="?", action=_KeyOnCommandLine, help=argparse.SUPPRESS)
         if command == "run":
+            for dest, env, credential, what in COHORT_CREDENTIALS:
+                sub.add_argument("--" + dest.replace("_", "-"), metavar="PATH", dest=dest,
+                                 help="file holding the %s, for cohort targeting [env %s%s; or %s, or the "
+                                      "systemd credential %s]" % (what, ENV_PREFIX, dest.upper(), env, credential))
+                sub.add_argument("--" + dest[:-5].replace("_", "-"), nargs="?", action=_SecretOnCommandLine,
+                                 help=argparse.SUPPRESS)
             sub.add_argument("--analytics-api-key-file", metavar="PATH",
                              help="file holding the analytics API key flagd delivers the workers' events with "
                              "[env %sANALYTICS_API_KEY_FILE; or %s, or the systemd credential %s; none: workers "
@@ -129,6 +149,31 @@ def resolve_deployment_key(key_file: Optional[str], environ: Mapping[str, str]) 
                       "named %s (LoadCredential=%s:/path)" % (KEY_ENV, CREDENTIAL_NAME, CREDENTIAL_NAME))
 
 
+def resolve_cohort_credentials(args: argparse.Namespace, environ: Mapping[str, str]) -> Tuple[str, str, str]:
+    """``(api key, secret key, where they came from)``; empty strings when cohort targeting is off.
+
+    Each comes from its file option (or ``FLAGD_COHORT_*_KEY_FILE``), its environment variable, or
+    the systemd credential of its name, in that order. :raises ConfigError: a file cannot be read.
+    """
+    found = []
+    origins = []
+    for dest, env, credential, what in COHORT_CREDENTIALS:
+        path = getattr(args, dest, None) or environ.get(ENV_PREFIX + dest.upper())
+        credentials = environ.get("CREDENTIALS_DIRECTORY")
+        if path:
+            found.append(_read_key_file(path, what))
+            origins.append("file")
+        elif environ.get(env, "").strip():
+            found.append(_check_key(environ[env], env, what))
+            origins.append("environment")
+        elif credentials and os.path.exists(os.path.join(credentials, credential)):
+            found.append(_read_key_file(os.path.join(credentials, credential), what))
+            origins.append("credential")
+        else:
+            found.append("")
+    return found[0], found[1], ",".join(origins)
+
+
 def resolve_analytics_key(key_file: Optional[str], environ: Mapping[str, str]) -> Tuple[str, str]:
     """The analytics API key and where it came from, ``("", "none")`` when none is given:
     ``--analytics-api-key-file``, ``AMPLITUDE_ANALYTICS_API_KEY``, the systemd credential
@@ -157,6 +202,8 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config
     if args.command == "run":
         values["analytics_api_key"], args.analytics_key_origin = resolve_analytics_key(
             getattr(args, "analytics_api_key_file", None), environ)
+        values["cohort_api_key"], values["cohort_secret_key"], args.cohort_origin = \
+            resolve_cohort_credentials(args, environ)
     for name, spec in Config.option_fields(args.command).items():
         value = getattr(args, name, None)
         if value is None and environ.get(_env_name(name), "") != "":
@@ -194,7 +241,8 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
     except ConfigError as error:
         print("amplitude-flagd %s: %s" % (args.command, error), file=sys.stderr)
         return ExitCode.USAGE
-    setup_logging(config.log_level, secret=config.deployment_key, more_secrets=(config.analytics_api_key,))
+    handler = setup_logging(config.log_level, secret=config.deployment_key, more_secrets=(config.analytics_api_key,))
+    _redact_cohort_credentials(handler, config)
     if args.command == "run":
         from .daemon import Daemon
 
@@ -208,6 +256,9 @@ def run_cli(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str,
 
         logger.info("event=deployment_key origin=%s key_hash=%s", args.key_origin, config.key_hash)
         logger.info("event=analytics_api_key origin=%s", args.analytics_key_origin)
+        if config.cohort_api_key:
+            logger.info("event=cohort_targeting credentials=%s cohort_server=%s", args.cohort_origin,
+                        Quoted(config.cohort_url))
         from amplitude_experiment._coexist import conflict_message
 
         conflict = conflict_message()
@@ -249,10 +300,20 @@ def _print_report(report: Any, as_json: bool) -> None:
     width = max(len(name) for name in report)
     for name, value in report.items():
         if isinstance(value, list):
-            value = "; ".join(value) or "none"
+            value = "; ".join(_cohort_text(item) if isinstance(item, dict) else item for item in value) or "none"
         elif isinstance(value, dict):
             value = " ".join("%s=%s" % item for item in value.items())
         print("%-*s  %s" % (width, name, "-" if value is None else value))
+
+
+def _cohort_text(cohort: Dict[str, Any]) -> str:
+    """One cohort of ``status``, in words."""
+    return "%s (%s, %s, last modified %s, %s%s)" % (
+        cohort.get("id"), cohort.get("group_type") or "group type unknown",
+        "not loaded" if cohort.get("size") is None else "%s members" % cohort.get("size"),
+        cohort.get("last_modified") or "-",
+        "downloaded %.0f s ago" % cohort["age_s"] if cohort.get("age_s") is not None else "never downloaded",
+        ", last error: %s" % cohort["last_error"] if cohort.get("last_error") else "")
 
 
 #: Worst first: the exit code of `status --all` is the worst of its keys'.
@@ -363,6 +424,19 @@ def _check_key(text: str, origin: str, what: str = "deployment key") -> str:
     if any(ch.isspace() or not ch.isprintable() for ch in key):
         raise ConfigError("the %s from %s contains whitespace or control characters" % (what, origin))
     return key
+
+
+def _redact_cohort_credentials(handler: logging.Handler, config: Config) -> None:
+    """Cohort credentials, and the Basic token made of them, never reach the log either."""
+    from amplitude_experiment._cohort_api import cohort_headers
+
+    from .log import RedactFilter
+
+    if not config.cohort_api_key:
+        return
+    token = cohort_headers(config.cohort_api_key, config.cohort_secret_key)["Authorization"][len("Basic "):]
+    for secret in (config.cohort_api_key, config.cohort_secret_key, token):
+        handler.addFilter(RedactFilter(secret))
 
 
 def _env_name(field_name: str) -> str:

@@ -11,6 +11,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from amplitude_experiment._cohort_api import (
+    DEFAULT_COHORT_SERVER_URL,
+    DEFAULT_MAX_COHORT_SIZE,
+    EU_COHORT_SERVER_URL,
+    MIN_COHORT_POLLING_INTERVAL_MILLIS,
+)
 from amplitude_experiment._flag_api import (
     DEFAULT_SERVER_URL,
     DEFAULT_SHM_PREFIX,
@@ -95,6 +101,17 @@ class Config:
         None, "status, dump: the user (name or uid) flagd runs as; a shared-memory file is trusted only when the caller's uid, "
         "root or this user owns it (default: amplitude-flagd, when that user exists)", ("status", "dump"),
         metavar="USER")
+    # Cohort targeting (docs/cohorts.md): on when both credentials are given (never as options).
+    cohort_api_key: str = field(default="", repr=False, metadata={"option": False})
+    cohort_secret_key: str = field(default="", repr=False, metadata={"option": False})
+    cohort_server_url: str = _option(
+        DEFAULT_COHORT_SERVER_URL, "base URL of the cohort download API (or an evaluation-proxy); with "
+        "--server-zone eu and this left at its default, the EU host is used")
+    cohort_poll_interval_ms: int = _option(
+        MIN_COHORT_POLLING_INTERVAL_MILLIS, "how often each referenced cohort is asked for again (with "
+        "lastModified: unchanged cohorts cost a 204)")
+    max_cohort_size: int = _option(DEFAULT_MAX_COHORT_SIZE, "cohorts with more members are not downloaded "
+                                   "(flags evaluate as if no one were in them; status names them)")
     analytics_api_key: str = field(default="", repr=False, metadata={"option": False})
     analytics_server_url: Optional[str] = _option(
         None, "full URL of the analytics endpoint flagd delivers the workers' events to (with an analytics API "
@@ -119,7 +136,7 @@ class Config:
         if not self.deployment_key:
             raise ConfigError("no deployment key")
         for name in ("poll_interval_ms", "request_timeout_ms", "backoff_min_ms", "backoff_max_ms",
-                     "stream_conn_timeout_ms"):
+                     "cohort_poll_interval_ms", "max_cohort_size", "stream_conn_timeout_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError("--%s must be positive, got %d" % (name.replace("_", "-"), getattr(self, name)))
         if self.max_age_ms is not None and self.max_age_ms <= 0:
@@ -130,6 +147,14 @@ class Config:
         if not (url.startswith("http://") or url.startswith("https://")) or "/" in url.split("://", 1)[1]:
             raise ConfigError("--server-url must be a scheme and host such as https://api.lab.amplitude.com, got %r"
                               % self.server_url)
+        cohort_url = self.cohort_server_url.rstrip("/")
+        if not (cohort_url.startswith("http://") or cohort_url.startswith("https://")) \
+                or "/" in cohort_url.split("://", 1)[1]:
+            raise ConfigError("--cohort-server-url must be a scheme and host such as %s, got %r"
+                              % (DEFAULT_COHORT_SERVER_URL, self.cohort_server_url))
+        if bool(self.cohort_api_key) != bool(self.cohort_secret_key):
+            raise ConfigError("cohort targeting needs both the cohort API key and the cohort secret key; only one "
+                              "was given")
         for name in ("analytics_flush_queue_size", "analytics_flush_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError("--%s must be positive, got %d" % (name.replace("_", "-"), getattr(self, name)))
@@ -154,6 +179,14 @@ class Config:
         if self.server_zone == "eu" and base == DEFAULT_SERVER_URL:
             base = EU_SERVER_URL
         return base + FLAGS_PATH
+
+    @property
+    def cohort_url(self) -> str:
+        """The cohort API's base URL; ``--server-zone eu`` with the default switches to the EU host."""
+        base = self.cohort_server_url.rstrip("/")
+        if self.server_zone == "eu" and base == DEFAULT_COHORT_SERVER_URL:
+            base = EU_COHORT_SERVER_URL
+        return base
 
     @property
     def stream_url(self) -> str:

@@ -136,6 +136,9 @@ class Daemon:
         self._events: Any = None
         # A flags file is stat()ed every WATCH_SECONDS and re-read at once when it changed.
         self._watch = FileWatch(config.flags_file) if config.flags_file else None
+        #: flagd/cohorts.CohortPublisher when cohort credentials are given (docs/cohorts.md), else None.
+        self._cohorts: Any = None
+        self._adopted_cohort_refs: Dict[str, Any] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -223,6 +226,12 @@ class Daemon:
         self._start_events(group)
         self._check_state_dir()
         self._adopt_published()
+        from .cohorts import build_cohort_publisher
+
+        self._cohorts = build_cohort_publisher(config, self._writer, self._alive)
+        if self._cohorts is not None and self._adopted_cohort_refs:
+            # The adopted version's cohorts, even if its flags never change again.
+            self._cohorts.prepare(self._adopted_cohort_refs)
         stored = self._last_good.load() if self._last_good is not None else None
         if stored is not None:
             self._saved_content = self._validated_digest(stored.get("flags"))
@@ -251,6 +260,8 @@ class Daemon:
                 self._accepted_body = self._rejected_body = None  # re-validate even unchanged input
                 logger.info("event=reload source=%s", Quoted(self._source.name))
                 next_poll = self._monotonic()
+                if self._cohorts is not None:
+                    self._cohorts.refresh_soon()
             if self._stream_has_news():
                 next_poll = self._monotonic()
             if self._watch is not None and self._watch.changed():
@@ -261,8 +272,11 @@ class Daemon:
                 self._note_transport()
                 self._announce()
                 next_poll = self._monotonic() + self._retry_in
+            if self._cohorts is not None:
+                self._cohorts.tick()
             self._alive()
-            self._wait(next_poll if self._watch is None else min(next_poll, self._monotonic() + WATCH_SECONDS))
+            deadline = next_poll if self._watch is None else min(next_poll, self._monotonic() + WATCH_SECONDS)
+            self._wait(deadline if self._cohorts is None else min(deadline, self._cohorts.next_due()))
 
     def _start_events(self, group: Any) -> None:
         """Relay the workers' events when an analytics API key is given (flagd/events.py); otherwise
@@ -453,8 +467,12 @@ class Daemon:
             "flag_count": len(catalog),
             "poll_interval_ms": self._config.poll_interval_ms,
         }
+        if self._cohorts is not None:
+            self._cohorts.prepare(catalog.cohort_refs)  # new cohorts are in shared memory before the flags
         started = self._monotonic()
         version = self._writer.publish(meta, catalog=catalog)
+        if self._cohorts is not None:
+            self._cohorts.retain(catalog.cohort_refs)
         if self._metrics is not None:
             from .metrics import version_file_path
 
@@ -501,6 +519,7 @@ class Daemon:
         self._flag_count = len(snapshot)
         self._order = snapshot.keys()
         self._published_content = content_digest(snapshot)
+        self._adopted_cohort_refs = dict(getattr(snapshot, "cohort_refs", None) or {})
         self._last_fetch_ns = int(meta.get("fetched_at_ns") or 0)
         if self._metrics is not None:
             from .metrics import version_file_path

@@ -57,6 +57,11 @@ class StatusReport(_StatusBase, total=False):
     last_error_at: Optional[str]
     last_error_age_s: Optional[float]
     config_problems: int
+    #: Cohort targeting (absent when flagd downloads no cohorts): one map per cohort the flags
+    #: reference (id, group_type, size, last_modified, age_s since the last successful download,
+    #: last_error); member ids are never shown (shared memory holds keyed hashes only).
+    cohorts: List[Dict[str, Any]]
+    cohorts_missing: List[str]
     #: flagd's event relay (flagd/event_counters.EventCounters), None when it delivers no events.
     events: Optional[Dict[str, Any]]
     #: How flags reach flagd now: ``stream``, ``poll`` or ``file`` (None: a flagd that does not say),
@@ -137,6 +142,15 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
     if is_alive and "state_dir" in health.failing:
         problems.append("the state dir is failing, no last good copy is kept for restarts: %s" % (
             health.last_error if health.last_error_kind == "state_save_failed" else "see flagd's log"))
+    try:
+        cohorts = _cohorts(reader, now)
+    except Exception as error:  # refused or corrupt: say so, the flags are still served
+        cohorts = []
+        problems.append("the cohort directory cannot be read: %s" % error)
+    missing = [entry["id"] for entry in cohorts if entry["size"] is None]
+    if missing and is_alive and not stale:
+        problems.append("cohort%s %s not loaded: flags evaluate as if no one were in %s" % (
+            "" if len(missing) == 1 else "s", ", ".join(missing), "it" if len(missing) == 1 else "them"))
     degraded = bool(problems) and not stale
     flag_count = len(snapshot)
     report.update(
@@ -170,6 +184,8 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
         stream_connects=transport.stream_connects,
         problems=problems,
     )
+    if cohorts:
+        report.update(cohorts=cohorts, cohorts_missing=missing)
     report.update(event_report(reader.words))
     return (ExitCode.STALE if stale else ExitCode.DEGRADED if degraded else ExitCode.OK), report
 
@@ -234,7 +250,30 @@ def dump(config: Config) -> Tuple[ExitCode, Optional[Dict[str, Any]]]:
         return ExitCode.ABSENT, None
     result: Dict[str, Any] = {"version": snapshot.version, "created_ns": snapshot.created_ns}
     result.update(snapshot.document)
+    try:
+        reader = _reader(config)
+        reader.attach()
+        cohorts = _cohorts(reader, time.time_ns())
+    except Exception:
+        cohorts = []
+    if cohorts:
+        result["cohorts"] = cohorts
     return ExitCode.OK, result
+
+
+def _cohorts(reader: SnapshotReader, now_ns: int) -> List[Dict[str, Any]]:
+    """The published cohort directory's entries, as status and dump show them (no member ids)."""
+    from amplitude_experiment.snapshot.layout import W_COHORT_VERSION
+
+    number = reader.words[W_COHORT_VERSION]
+    if not number:
+        return []
+    view = reader.read_cohorts(number)
+    return [{"id": entry.get("id"), "group_type": entry.get("group_type"),
+             "size": entry.get("size") if entry.get("members") else None,
+             "last_modified": entry.get("last_modified"),
+             "age_s": _age_s(now_ns, int(entry.get("fetched_at_ns") or 0)),
+             "last_error": entry.get("error")} for entry in view.cohorts]
 
 
 def _age_s(now_ns: int, then_ns: int) -> Optional[float]:

@@ -344,3 +344,39 @@ def _peer_pid(peer_port: int, server_port: int) -> Optional[int]:
                 and connection.raddr.port == server_port):
             return connection.pid
     return None
+
+
+class CohortScript:
+    """Amplitude's cohort endpoint for one cohort (``/sdk/v1/cohort/<id>``), as a stand-in script:
+    200 with the cohort; 204 when the request's ``lastModified`` is the cohort's; 413 when the
+    cohort is larger than the request's ``maxCohortSize``. :meth:`update` changes the cohort."""
+
+    def __init__(self, cohort_id: str, members: List[str], group_type: str = "User", last_modified: int = 1000):
+        self.cohort_id = cohort_id
+        self.group_type = group_type
+        self.update(members, last_modified)
+
+    def update(self, members: List[str], last_modified: int) -> None:
+        self.members = list(members)
+        self.last_modified = last_modified
+        self.body = json.dumps({"cohortId": self.cohort_id, "groupType": self.group_type,
+                                "lastModified": self.last_modified, "size": len(self.members),
+                                "memberIds": self.members}).encode()
+
+    def __call__(self, seen: "Seen") -> Answer:
+        from urllib.parse import parse_qs
+
+        query = parse_qs(seen.query)
+        if int(query.get("maxCohortSize", ["2147483647"])[0]) < len(self.members):
+            return Answer(413, b"")
+        if query.get("lastModified", [None])[0] == str(self.last_modified):
+            return Answer(204, b"")
+        return Answer(200, self.body)
+
+
+def serve_cohort(stand_in: "StandIn", cohort_id: str, members: List[str], group_type: str = "User",
+                 last_modified: int = 1000) -> CohortScript:
+    """Serve a cohort at ``/sdk/v1/cohort/<cohort_id>`` of ``stand_in``; returns its script."""
+    script = CohortScript(cohort_id, members, group_type, last_modified)
+    stand_in.answer("GET", "/sdk/v1/cohort/" + cohort_id, script)
+    return script

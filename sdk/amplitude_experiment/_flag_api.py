@@ -35,6 +35,8 @@ STREAM_RETRY_JITTER_S = 1.0
 MAX_STREAM_RETRY_S = 120.0
 #: A flag-config document larger than this is a fault (of the server, the proxy or the file), not a config.
 MAX_FLAG_CONFIG_BYTES = 64 * 1024 * 1024
+#: The header naming the SDK, on every request to Amplitude's APIs (flag configs and cohorts alike).
+LIBRARY_HEADER = "X-Amp-Exp-Library"
 
 
 def flag_config_headers(deployment_key: str) -> Dict[str, str]:
@@ -42,7 +44,7 @@ def flag_config_headers(deployment_key: str) -> Dict[str, str]:
     return {
         "Authorization": "Api-Key " + deployment_key,
         "Content-Type": "application/json;charset=utf-8",
-        "X-Amp-Exp-Library": LIBRARY,
+        LIBRARY_HEADER: LIBRARY,
     }
 
 

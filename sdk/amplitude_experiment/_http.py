@@ -3,7 +3,7 @@
 import socket
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -126,10 +126,10 @@ class FlagConfigFetcher:
     def __init__(self, url: str, deployment_key: str, timeout_s: float,
                  max_bytes: int = MAX_FLAG_CONFIG_BYTES,
                  session_factory: Callable[[], requests.Session] = requests.Session,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, headers: Optional[Dict[str, str]] = None):
         self.url = url
         self._secret = deployment_key
-        self._headers = flag_config_headers(deployment_key)
+        self._headers = headers if headers is not None else flag_config_headers(deployment_key)
         self._timeout = timeout_s
         self._max_bytes = max_bytes
         self._session_factory = session_factory
@@ -139,6 +139,14 @@ class FlagConfigFetcher:
 
     def fetch(self) -> bytes:
         """The body of a 200 answer. :raises FlagFetchError: for anything else, saying what happened."""
+        status, body = self.get()
+        if status != 200:  # the body was read whole: the connection stays usable
+            raise FlagFetchError("HTTP %d: %s" % (status, excerpt(body, self._secret)))
+        return body
+
+    def get(self, url: Optional[str] = None) -> Tuple[int, bytes]:
+        """``(status, body)`` of one GET of ``url`` (default: the fetcher's), read whole within the
+        limits. :raises FlagFetchError: no answer (transport error, timeout, too large)."""
         started = self._monotonic()
         if self._session is None:
             self._session = session = self._session_factory()
@@ -147,7 +155,7 @@ class FlagConfigFetcher:
             session.mount("https://", adapter)
         deadline = self._deadline = _Deadline(self._timeout)
         try:
-            status, body = self._get(self._session, deadline, started)
+            status, body = self._get(self._session, deadline, started, url or self.url)
         except FlagFetchError:
             self.close()  # a connection left mid-body must not be reused
             raise
@@ -160,13 +168,11 @@ class FlagConfigFetcher:
         finally:
             deadline.cancel()
             self._deadline = None
-        if status != 200:  # the body was read whole: the connection stays usable
-            raise FlagFetchError("HTTP %d: %s" % (status, excerpt(body, self._secret)))
-        return body
+        return status, body
 
-    def _get(self, session: requests.Session, deadline: _Deadline, started: float) -> Tuple[int, bytes]:
+    def _get(self, session: requests.Session, deadline: _Deadline, started: float, url: str) -> Tuple[int, bytes]:
         """``(status, body)`` of one GET read to its end, within the deadline and the size cap."""
-        response = session.get(self.url, headers=self._headers, timeout=self._timeout, stream=True)
+        response = session.get(url, headers=self._headers, timeout=self._timeout, stream=True)
         try:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self._max_bytes:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 
 import msgpack
 
+from .cohorts import CohortReferences, flag_cohort_references, merge_references
 from .flags import CompiledFlag, FlagConfigError, _compile_flag, _type_name, collector_paused
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +38,8 @@ class FlagCatalog(Protocol):
     needs_exact_user_entry: bool
     #: What to log once for this version: dependency cycles, regexes that do not compile.
     problems: Sequence[str]
+    #: Group type -> the cohort ids the flags' cohort conditions name (``cohorts.py``).
+    cohort_refs: CohortReferences
 
     def __len__(self) -> int:
         """Number of flags, those on dependency cycles included."""
@@ -123,11 +126,13 @@ class PlannedCatalog:
     """A validated config in process: what :func:`plan_flags` computes, as plain dicts."""
 
     __slots__ = ("_keys", "records", "digests", "dependencies", "sequences", "order", "cycle_keys",
-                 "problems", "needs_exact_user_entry")
+                 "problems", "needs_exact_user_entry", "cohort_refs")
 
     def __init__(self, keys: List[str], records: Dict[str, bytes], digests: Dict[str, bytes],
-                 dependencies: Dict[str, Tuple[str, ...]], problems: List[str], needs_exact_user_entry: bool):
+                 dependencies: Dict[str, Tuple[str, ...]], problems: List[str], needs_exact_user_entry: bool,
+                 cohort_refs: Optional[CohortReferences] = None):
         self._keys = keys
+        self.cohort_refs: CohortReferences = cohort_refs or {}
         self.records = records
         self.digests = digests
         self.dependencies = dependencies
@@ -186,11 +191,13 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
     encoded: Dict[str, bytes] = {}
     digests: Dict[str, bytes] = {}
     compiled: Dict[str, CompiledFlag] = {}
+    cohorts: Dict[str, Any] = {}
     with collector_paused():
         for index, flag in enumerate(raw):
             if not records:
                 flag_plan = _compile_flag(flag, index)
                 key = flag_plan.key
+                cohorts[key] = flag_cohort_references(flag)
                 digests[key] = b"#%d" % index
                 compiled[key] = flag_plan
                 if cache is not None:
@@ -207,6 +214,7 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
                 if cache is not None:
                     cache.put(flag_plan.key, digest, flag_plan)
             key = flag_plan.key
+            cohorts[key] = flag_cohort_references(flag)
             encoded[key] = record
             digests[key] = digest
             compiled[key] = flag_plan
@@ -216,7 +224,8 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
     problems = [problem for key in ordered_keys for problem in compiled[key].problems]
     return PlannedCatalog(
         ordered_keys, encoded, digests, {key: compiled[key].dependencies for key in ordered_keys}, problems,
-        any(compiled[key].needs_exact_user_entry for key in ordered_keys))
+        any(compiled[key].needs_exact_user_entry for key in ordered_keys),
+        merge_references(cohorts[key] for key in ordered_keys))
 
 
 # --- dependency order (docs/compatibility.md, "Flag order and dependencies") ----------------------------------

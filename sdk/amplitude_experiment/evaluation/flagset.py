@@ -72,7 +72,7 @@ class FlagSet:
     """
 
     __slots__ = ("catalog", "cache", "sequences", "all", "needs_exact_user_entry", "problems", "on_problem",
-                 "_failed")
+                 "cohort_refs", "_failed")
 
     def __init__(self, catalog: FlagCatalog, cache: Optional[CompiledFlagCache] = None,
                  on_problem: Optional[Callable[[str], None]] = None) -> None:
@@ -81,6 +81,8 @@ class FlagSet:
         self.sequences: Dict[str, Tuple[CompiledFlag, ...]] = {}
         self.all: Optional[Tuple[CompiledFlag, ...]] = None
         self.needs_exact_user_entry = catalog.needs_exact_user_entry
+        #: Group type -> cohort ids the flags' cohort conditions name; empty when none does.
+        self.cohort_refs = getattr(catalog, "cohort_refs", None) or {}
         self.problems: List[str] = list(catalog.problems)
         self.on_problem = on_problem
         self._failed: Dict[str, str] = {}

@@ -89,6 +89,12 @@ class PollingFlagSource:
         #: Asked on the poller thread before each timed poll; True means another source took over
         #: and this poller ends without polling (auto mode's probe for flagd, see _shared_source).
         self.before_poll: Optional[Callable[[], bool]] = None
+        #: Cohort sync (docs/cohorts.md) when ``cohort_sync_config`` is set, else None.
+        self.cohorts = None
+        if config.cohort_sync_config is not None:
+            from ._cohort_sync import CohortSync
+
+            self.cohorts = CohortSync(config.cohort_sync_config, self._timeout, logger)
         #: While True the timer thread skips its polls: a stream delivers the flags (local/_streamer.py).
         self.paused = False
         self._reset_process_state()
@@ -110,6 +116,8 @@ class PollingFlagSource:
             self._started = True
         self._poll_once()
         self._start_thread()
+        if self.cohorts is not None:
+            self.cohorts.start()
 
     def resume(self) -> None:
         """Poll at the interval from now on, starting the timer thread if needed (no poll now)."""
@@ -174,6 +182,12 @@ class PollingFlagSource:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self._timeout + 1.0)
         self._fetcher.close()
+        if self.cohorts is not None:
+            self.cohorts.stop()
+
+    def cohort_membership(self) -> Any:
+        """The loaded cohorts (a ``CohortMembership``), or None without cohort sync."""
+        return self.cohorts
 
     def status(self) -> FlagSourceStatus:
         flags = self._flags
@@ -191,6 +205,8 @@ class PollingFlagSource:
             polls=self._polls,
             transport="poll",
         )
+        if self.cohorts is not None:
+            status.update(self.cohorts.status_fields())
         return status
 
     # --- polling ------------------------------------------------------------------------------
@@ -198,6 +214,8 @@ class PollingFlagSource:
     def _restart_after_fork(self) -> None:
         # The parent's lock may have been held by another thread at fork time: replace, never acquire.
         self._reset_process_state()
+        if self.cohorts is not None:
+            self.cohorts.after_fork()
         if self._started and not self._stopped:
             self._logger.debug("[Experiment] restarting the flag poller in forked process")
             self._start_thread()
@@ -276,7 +294,11 @@ class PollingFlagSource:
         self._compiled.retain(catalog)
         flags = FlagSet(catalog, self._compiled)
         report_problems(self._logger, flags, "flag config from " + origin)
+        if self.cohorts is not None:
+            self.cohorts.prepare(flags)  # cohorts first, as the reference: new flags see their cohorts
         self._flags = flags
+        if self.cohorts is not None:
+            self.cohorts.installed(flags)
         self._body_digest = digest
         if self._logger.isEnabledFor(logging.DEBUG):
             self._logger.debug("[Experiment] loaded %d flag configs from %s", len(flags), origin)

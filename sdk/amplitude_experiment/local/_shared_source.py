@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from ..evaluation import CompiledFlagCache, FlagSet
 from ..snapshot import FlagTable, IndexState, SnapshotError, SnapshotFollower, SnapshotReader, publisher_alive
+from ..snapshot.reader import CohortFollower
 from ..snapshot.health import read_health
 from ..snapshot.transport import read_transport
 from ..snapshot.host import list_published
@@ -75,6 +76,9 @@ class SharedSnapshotSource:
         #: THE hot path: the follower's own method, one 8-byte load and an int compare per call.
         self.current: Callable[[], Optional[FlagSet]] = self._follower.current
         self.index_name = reader.index_name
+        #: flagd's cohorts (docs/cohorts.md): read in place, no cohort config needed here.
+        self._cohorts = CohortFollower(reader, on_problem=self._log_problem)
+        self.cohort_membership = self._cohorts.current
 
     # --- FlagSource ---------------------------------------------------------------------------
 
@@ -159,6 +163,11 @@ class SharedSnapshotSource:
             stream_last_error=transport.stream_last_error,
             stream_last_error_at=transport.stream_last_error_at_ns / 1e9 if transport.stream_last_error_at_ns else None,
         )
+        view = self._cohorts.current()
+        if view is not None:
+            from ._cohort_sync import shared_cohort_fields
+
+            status.update(shared_cohort_fields(view.cohorts, now / 1e9))
         return status
 
     def other_keys_hint(self) -> Optional[str]:
@@ -302,6 +311,13 @@ class AutoFlagSource:
     def stop(self) -> None:
         self._poller.stop()
         self._shared.stop()
+
+    def cohort_membership(self) -> Any:
+        """The cohorts of whichever source serves now (flagd's, or this process's cohort sync)."""
+        if self.mode == "flagd":
+            return self._shared.cohort_membership()
+        lookup = getattr(self._poller, "cohort_membership", None)
+        return lookup() if lookup is not None else None
 
     def status(self) -> FlagSourceStatus:
         if self.mode == "flagd":

@@ -12,7 +12,7 @@ own stream and polls until that stream delivers.
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import requests
 
@@ -102,6 +102,8 @@ class StreamingFlagSource:
             self._started = True
         self._start_thread()
         self._first_outcome.wait(self._conn_timeout)
+        if getattr(self._poller, "cohorts", None) is not None:
+            self._poller.cohorts.start()  # cohort refreshes run whatever delivers the flags (docs/cohorts.md)
         with self._lock:
             self._starting = False
             live = self.transport == "stream"
@@ -110,6 +112,10 @@ class StreamingFlagSource:
                                  self._url, self._stream_error or "no message within %d ms, still connecting"
                                  % (self._conn_timeout * 1000))
             self._fall_back()
+
+    def cohort_membership(self) -> Any:
+        """The cohorts the poller's cohort sync keeps loaded (None without ``cohort_sync_config``)."""
+        return self._poller.cohort_membership()
 
     def current(self) -> Optional[FlagSet]:
         if self._generation != FORKS.generation:

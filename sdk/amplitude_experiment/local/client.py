@@ -5,6 +5,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .._fork import notice_fork
 from ..evaluation import evaluate
+from ..evaluation.cohorts import enrich_user
 from ..tracking import build_tracker
 from ..user import User
 from ..variant import Variant
@@ -36,6 +37,8 @@ class LocalEvaluationClient:
         self.config = config or LocalEvaluationConfig()
         self.logger: logging.Logger = self.config.logger
         self._source = build_flag_source(api_key, self.config, self.logger)
+        #: The source's loaded cohorts, asked per evaluation of flags with cohort conditions.
+        self._cohort_membership = getattr(self._source, "cohort_membership", None)
         self._tracker = build_tracker(self.config, self.logger)
         if self._tracker is not None and self.config.flag_source != "poll":
             # flagd deduplicates host-wide and delivers when it serves this analytics key (docs/tracking.md).
@@ -74,6 +77,12 @@ class LocalEvaluationClient:
         metrics = self._metrics
         if metrics is not None:
             metrics.evaluated(flags)
+        if flags.cohort_refs and self._cohort_membership is not None and user is not None:
+            # Fill the user's cohort ids from the loaded cohorts (docs/cohorts.md): this process's
+            # cohort sync, or flagd's in shared mode; None when no cohorts are loaded at all.
+            membership = self._cohort_membership()
+            if membership is not None:
+                enrich_user(user, flags.cohort_refs, membership)
         results, failures = evaluate(flags, user_to_context(user, flags.needs_exact_user_entry), flag_keys)
         if failures:
             self._log_failures(flags, failures)

@@ -50,6 +50,13 @@ class FlagSourceStatus(TypedDict):
     ``stream_last_error_at``, ``stream_consecutive_failures``, ``stream_connects`` (connections
     opened), ``stream_messages`` (flag lists received). In shared mode ``stream_last_error`` and
     ``stream_last_error_at`` are flagd's.
+
+    Cohorts (None without cohort targeting: no ``cohort_sync_config`` while polling, no cohorts
+    published by flagd in shared mode): ``cohorts`` maps each cohort the flags reference to its
+    state (``group_type``, ``size``, ``last_modified``, ``loaded``, ``stale``, ``last_success``,
+    ``last_error``, ``last_error_at``); ``cohorts_missing`` lists those not loaded (flags evaluate
+    as if no one were in them), ``cohorts_stale`` those whose last refresh is older than two
+    cohort intervals (docs/cohorts.md).
     """
 
     source: str
@@ -77,6 +84,9 @@ class FlagSourceStatus(TypedDict):
     publisher_failing: Optional[List[str]]
     url: Optional[str]
     polls: Optional[int]
+    cohorts: Optional[Dict[str, Any]]
+    cohorts_missing: Optional[List[str]]
+    cohorts_stale: Optional[List[str]]
     events: Optional[Dict[str, Any]]
     transport: Optional[str]
     transport_since: Optional[float]
@@ -99,7 +109,7 @@ def empty_status(source: str, flag_source: str) -> FlagSourceStatus:
         publisher_failing=None, url=None, polls=None, events=None, transport=None, transport_since=None,
         stream_url=None,
         stream_last_error=None, stream_last_error_at=None, stream_consecutive_failures=None, stream_connects=None,
-        stream_messages=None,
+        stream_messages=None, cohorts=None, cohorts_missing=None, cohorts_stale=None,
     )
 
 

@@ -34,10 +34,13 @@ _CHECK_BACKED = sys.platform.startswith("linux")
 OwnerSpec = Optional[Union[int, str]]
 
 
-def list_versions(prefix: str, deployment_key: str, owner_uid: Optional[int] = None) -> List[int]:
+def list_versions(prefix: str, deployment_key: str, owner_uid: Optional[int] = None, kind: str = "v") -> List[int]:
     """Versions whose version files exist for this key, optionally only those ``owner_uid`` owns
-    (needs /dev/shm; empty where there is none). Names that are no valid version are left out."""
-    stem = "%s.%s.v" % (prefix, key_hash(deployment_key))
+    (needs /dev/shm; empty where there is none). Names that are no valid version are left out.
+
+    ``kind`` lists another numbered file of the key instead: ``"k"`` cohort directories, ``"c"``
+    member files (layout.py); their numbers follow the same rules as versions."""
+    stem = "%s.%s.%s" % (prefix, key_hash(deployment_key), kind)
     try:
         names = os.listdir(SHM_DIR)
     except OSError:

@@ -23,7 +23,9 @@ The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``):
                   bytes 1024..2047 hold the last error's text
           16..23 cohorts: 16 cohort_version, the current cohort directory ``.k<N>`` (0 = none);
                  stored last when cohorts are published, like ``version`` for flags.
-                 17..23 reserved for cohort health
+                 17..22 cohort health (W_COHORT_*: cohorts listed, not loaded, last full
+                 refresh ns, refresh interval ms, failed rounds in a row, last error ns);
+                 23 reserved. The formats: "cohorts" below
           24..31 transport: 24 how flags arrive now (TRANSPORT_*), 25 since when (ns);
                  26..31 reserved for the stream's health; bytes 2048..2559 its last error's text
           32..47 events: 32 the hash of the analytics API key flagd delivers for (0 = none,
@@ -51,7 +53,8 @@ worker evaluates are ever decoded. All integers are little-endian; every section
                    | order_count u32 | sequence_total u32 | reserved u32
     offset 64    directory, directory_length bytes, crc32 = directory_crc
                    meta        msgpack map (source, fetched_at_ns, poll_interval_ms, problems,
-                               needs_exact_user_entry, content_digest, ...), meta_length bytes
+                               needs_exact_user_entry, content_digest, cohort_refs: group type ->
+                               the cohort ids the flags' cohort conditions name, ...), meta_length bytes
                    key hashes  flag_count x u64, ascending (BLAKE2b-64 of the UTF-8 key)
                    positions   flag_count x u32: the storage position of each hash's flag
                    entries     flag_count x ENTRY (48 bytes), in storage order:
@@ -203,7 +206,7 @@ MAX_DIRECTORY = 2 ** 32 - 1
 
 
 #: Meta entries the layout adds to what the writer gives (see :func:`encode_version`).
-_TABLE_META = frozenset(("problems", "needs_exact_user_entry", "content_digest"))
+_TABLE_META = frozenset(("problems", "needs_exact_user_entry", "content_digest", "cohort_refs"))
 
 
 class TableCorruptError(ValueError):
@@ -257,6 +260,7 @@ def encode_version(catalog: PlannedCatalog, meta: Dict[str, Any]) -> VersionImag
     meta["problems"] = list(catalog.problems)
     meta["needs_exact_user_entry"] = bool(catalog.needs_exact_user_entry)
     meta["content_digest"] = content_digest(catalog)
+    meta["cohort_refs"] = {group_type: list(ids) for group_type, ids in getattr(catalog, "cohort_refs", {}).items()}
     meta_bytes = msgpack.packb(meta, use_bin_type=True)
     encoded_keys = [key.encode("utf-8", "surrogatepass") for key in keys]
     sequences: List[int] = []
@@ -313,7 +317,7 @@ class FlagTable:
     """
 
     __slots__ = ("name", "version", "created_ns", "size", "meta", "problems", "needs_exact_user_entry",
-                 "_buffer", "_count", "_hashes", "_positions", "_entries_at", "_sequences", "_order",
+                 "cohort_refs", "_buffer", "_count", "_hashes", "_positions", "_entries_at", "_sequences", "_order",
                  "_keys_at", "_key_cache", "_mapping", "__weakref__")
 
     def __init__(self, buffer: Any, name: str, version: int, mapping: Any = None):
@@ -360,6 +364,11 @@ class FlagTable:
         self.meta: Dict[str, Any] = meta
         self.problems: List[str] = [str(problem) for problem in meta.get("problems") or ()]
         self.needs_exact_user_entry = bool(meta.get("needs_exact_user_entry"))
+        refs = meta.get("cohort_refs")
+        #: Group type -> cohort ids the flags' cohort conditions name (flagd's plan, stored in meta).
+        self.cohort_refs: Dict[str, Tuple[str, ...]] = {
+            str(group_type): tuple(str(i) for i in ids) for group_type, ids in refs.items()
+            if isinstance(ids, list)} if isinstance(refs, dict) else {}
         self._mapping = mapping
         self._buffer = view
         self._count = count
@@ -461,3 +470,245 @@ class FlagTable:
 
     def __repr__(self) -> str:
         return "FlagTable(%s, version=%d, flags=%d, size=%d)" % (self.name, self.version, self._count, self.size)
+
+
+# --- cohorts ------------------------------------------------------------------------------------
+#
+# A cohort directory ``.k<N>`` lists the cohorts flagd holds for the key; each cohort's members
+# live in an immutable member file ``.c<M>`` that the directory names by M. Both are written
+# whole before anything names them and never change; numbers are never reused. Index word 16
+# (W_COHORT_VERSION) names the current directory and is stored last: THE cohorts' publish point.
+# A changed cohort costs one new member file and a new (small) directory; the other member files
+# and every flag version stay as they are.
+#
+# cohort directory ``.k<N>``:
+#     offset 0   header, 64 bytes (COHORT_HEADER)
+#                  magic b"AMPFCDR1" | format u32 = 1 | body crc32 u32 | number u64 (N) | length u64
+#                  | created_ns u64 | body_length u64 | reserved 16 bytes
+#     offset 64  body: msgpack map {"cohorts": [{"id", "group_type", "size", "last_modified",
+#                  "members" (M, 0 = none loaded), "fetched_at_ns", "error", "error_at_ns"}, ...],
+#                  ...meta (source, interval_ms)}
+#
+# member file ``.c<M>``:
+#     offset 0   header, 64 bytes (COHORT_HEADER)
+#                  magic b"AMPFCMB1" | format u32 = 1 | crc32 of the rest u32 | number u64 (M)
+#                  | length u64 | created_ns u64 | count u32 | fence bits u32 (B) | hash key 16 bytes
+#     offset 64  fences: 2**B + 1 x u32 (padded to 8 bytes): fences[i] is the position of the first
+#                  member whose high half's top B bits are >= i, so a lookup bisects only
+#                  fences[b]..fences[b+1] (about 2 to 4 members)
+#     then       high halves: count x u64, ascending
+#     then       low halves:  count x u64, parallel (sorted by (high, low))
+#
+# A member id is stored as the 128-bit BLAKE2b hash of its UTF-8 bytes, salted with the file's
+# hash key: 16 random bytes the writer draws once and stores in each header (BLAKE2b's salt, not
+# its key: a key costs a second compression per lookup; unpredictable either way, so no one can
+# aim ids at a collision beforehand). See :func:`member_hash`. The hash is split into two u64
+# halves. A worker bisects the high halves in place (a memoryview of the mapping, nothing copied)
+# and confirms on the low half. A lookup of someone who is not a member is a false positive only
+# when all 128 bits of the hash equal a member's: probability at most n / 2**128 per lookup for a
+# cohort of n members
+# (3e-33 for a million), far below 1e-12.
+
+COHORT_DIRECTORY_MAGIC = b"AMPFCDR1"
+COHORT_MEMBERS_MAGIC = b"AMPFCMB1"
+COHORT_FORMAT = 1
+#: The header of both cohort files (see above): magic, format, crc, number, length, created_ns,
+#: count (cohorts or members), fence bits (member files), 16 bytes (the member file's hash key).
+COHORT_HEADER = struct.Struct("<8sIIQQQII16s")
+assert COHORT_HEADER.size == 64
+#: Index words 17..23: cohort health, written by flagd, read by status and workers.
+W_COHORT_COUNT, W_COHORT_MISSING, W_COHORT_REFRESHED, W_COHORT_INTERVAL, W_COHORT_FAILURES, W_COHORT_ERROR_AT = \
+    range(17, 23)
+_HASH_KEY_SIZE = 16
+_LOW_MASK = 2 ** 64 - 1
+
+
+def cohort_directory_name(prefix: str, deployment_key: str, number: int) -> str:
+    """Name of cohort directory ``number`` for this key (with the leading slash)."""
+    return "/%s.%s.k%d" % (prefix, key_hash(deployment_key), number)
+
+
+def cohort_members_name(prefix: str, deployment_key: str, number: int) -> str:
+    """Name of member file ``number`` for this key (with the leading slash)."""
+    return "/%s.%s.c%d" % (prefix, key_hash(deployment_key), number)
+
+
+def member_hash(hash_key: bytes, member: str) -> int:
+    """The 128-bit hash a member id is stored as in a member file with ``hash_key``."""
+    digest = blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, salt=hash_key).digest()
+    return int.from_bytes(digest, "big")
+
+
+_HALVES = struct.Struct(">QQ").unpack
+
+
+def member_halves(hash_key: bytes, member: str) -> Tuple[int, int]:
+    """:func:`member_hash` as its (high, low) u64 halves, the way lookups use it."""
+    return _HALVES(blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, salt=hash_key).digest())
+
+
+class CohortImage:
+    """A cohort file's bytes but for the header's number and time."""
+
+    __slots__ = ("magic", "body", "count", "bits", "hash_key", "crc")
+
+    def __init__(self, magic: bytes, body: bytes, count: int, hash_key: bytes = b"\0" * _HASH_KEY_SIZE,
+                 bits: int = 0):
+        self.magic = magic
+        self.body = body
+        self.count = count
+        self.bits = bits
+        self.hash_key = hash_key
+        self.crc = zlib.crc32(body)
+
+    @property
+    def size(self) -> int:
+        return COHORT_HEADER.size + len(self.body)
+
+    def header(self, number: int, created_ns: int) -> bytes:
+        return COHORT_HEADER.pack(self.magic, COHORT_FORMAT, self.crc, number, self.size, created_ns, self.count,
+                                  self.bits, self.hash_key)
+
+
+def encode_members(member_ids: Any, hash_key: bytes) -> CohortImage:
+    """Lay out a cohort's member ids (an iterable of str) as a member file's body."""
+    import array
+
+    # Sorting the big-endian digests as bytes sorts them by (high, low): no Python int per member.
+    digests = sorted({blake2b(member.encode("utf-8", "surrogatepass"), digest_size=16, salt=hash_key).digest()
+                      for member in member_ids})
+    count = len(digests)
+    if count >= 2 ** 32:
+        raise ValueError("a cohort of %d members does not fit a member file" % count)
+    halves = array.array("Q")
+    if halves.itemsize != 8:  # pragma: no cover - CPython on every 64-bit platform
+        raise ValueError("array 'Q' is not 8 bytes here")
+    halves.frombytes(b"".join(digests))
+    little = struct.pack("=Q", 1) == struct.pack("<Q", 1)
+    if little:
+        halves.byteswap()  # the digests' big-endian halves as numbers
+    highs, lows = halves[0::2], halves[1::2]
+    bits = fence_bits(count)
+    shift = 64 - bits
+    # fences[b]: the first member whose top ``bits`` bits are >= b (bits 0: one fence, [0, count]).
+    fences = array.array("I", [bisect_left(highs, bucket << shift) for bucket in range(1 << bits)] + [count]) \
+        if bits else array.array("I", [0, count])
+    if not little:  # pragma: no cover - big-endian hosts: the file is little-endian
+        for part in (highs, lows, fences):
+            part.byteswap()
+    fence_bytes = fences.tobytes()
+    fence_bytes += b"\0" * (-len(fence_bytes) % 8)
+    return CohortImage(COHORT_MEMBERS_MAGIC, fence_bytes + highs.tobytes() + lows.tobytes(), count, hash_key, bits)
+
+
+def fence_bits(count: int) -> int:
+    """Bits of the fence table of a member file of ``count`` members: about 2 to 4 members a fence
+    (a million members: 2**18 fences, 1 MiB of the file, shared by every worker)."""
+    return min(18, max(0, count.bit_length() - 2))
+
+
+def encode_cohort_directory(cohorts: List[Dict[str, Any]], meta: Dict[str, Any]) -> CohortImage:
+    """Lay out a cohort directory: ``cohorts`` (one map per cohort, see above) and ``meta``."""
+    document = dict(meta)
+    document["cohorts"] = cohorts
+    return CohortImage(COHORT_DIRECTORY_MAGIC, msgpack.packb(document, use_bin_type=True), len(cohorts))
+
+
+def _check_cohort_header(view: Any, name: str, magic: bytes, number: int) -> Tuple[Any, ...]:
+    size = len(view)
+    if size < COHORT_HEADER.size:
+        raise TableCorruptError("%s is %d bytes, shorter than its header" % (name, size))
+    fields = COHORT_HEADER.unpack_from(view, 0)
+    found_magic, fmt, crc, stored_number, length = fields[:5]
+    if found_magic != magic:
+        raise TableCorruptError("%s has magic %r, expected %r" % (name, found_magic, magic))
+    if fmt != COHORT_FORMAT:
+        raise TableCorruptError("%s has format %d, this SDK reads format %d" % (name, fmt, COHORT_FORMAT))
+    if stored_number != number:
+        raise TableCorruptError("%s says number %d" % (name, stored_number))
+    if length != size:
+        raise TableCorruptError("%s says it is %d bytes, it is %d" % (name, length, size))
+    if zlib.crc32(view[COHORT_HEADER.size:]) != crc:
+        raise TableCorruptError("%s fails its checksum" % name)
+    return fields
+
+
+class CohortDirectory:
+    """One mapped cohort directory, decoded: ``cohorts`` (a list of maps) and ``meta``.
+
+    :raises TableCorruptError: the header or the body is not valid.
+    """
+
+    __slots__ = ("name", "number", "created_ns", "cohorts", "meta")
+
+    def __init__(self, buffer: Any, name: str, number: int):
+        view = memoryview(buffer)
+        fields = _check_cohort_header(view, name, COHORT_DIRECTORY_MAGIC, number)
+        try:
+            document = msgpack.unpackb(view[COHORT_HEADER.size:], raw=False)
+        except (ValueError, msgpack.UnpackException) as error:
+            raise TableCorruptError("%s does not decode: %s" % (name, error)) from None
+        if not isinstance(document, dict) or not isinstance(document.get("cohorts"), list):
+            raise TableCorruptError("%s holds no cohort list" % name)
+        self.name = name
+        self.number = number
+        self.created_ns = fields[5]
+        self.cohorts: List[Dict[str, Any]] = [entry for entry in document.pop("cohorts") if isinstance(entry, dict)]
+        self.meta: Dict[str, Any] = document
+
+
+class CohortMembers:
+    """One mapped member file, read in place: :meth:`contains` bisects the mapping.
+
+    Holds the mapping (through the views) for as long as it is referenced.
+
+    :raises TableCorruptError: (from the constructor) the header or the arrays are not valid.
+    """
+
+    __slots__ = ("name", "number", "count", "hash_key", "created_ns", "_shift", "_fences", "_highs", "_lows",
+                 "_mapping")
+
+    def __init__(self, buffer: Any, name: str, number: int, mapping: Any = None):
+        view = memoryview(buffer)
+        fields = _check_cohort_header(view, name, COHORT_MEMBERS_MAGIC, number)
+        count, bits = fields[6], fields[7]
+        fences_at = COHORT_HEADER.size
+        highs_at = fences_at + _pad(4 * ((1 << bits) + 1)) if bits <= 32 else len(view) + 1
+        if bits != fence_bits(count) or highs_at + 16 * count != len(view):
+            raise TableCorruptError("%s: %d members do not fit its %d bytes" % (name, count, len(view)))
+        self.name = name
+        self.number = number
+        self.count = count
+        self.hash_key: bytes = fields[8]
+        self.created_ns = fields[5]
+        self._shift = 64 - bits
+        self._fences = view[fences_at:fences_at + 4 * ((1 << bits) + 1)].cast("I")
+        middle = highs_at + 8 * count
+        self._highs = view[highs_at:middle].cast("Q")
+        self._lows = view[middle:].cast("Q")
+        if self._fences[-1] != count:
+            raise TableCorruptError("%s: its fence table does not end at its %d members" % (name, count))
+        self._mapping = mapping
+
+    def contains_hash(self, hashed: int) -> bool:
+        """Whether a member hashed to ``hashed`` (:func:`member_hash` with :attr:`hash_key`) is in the file."""
+        return self.contains_halves(hashed >> 64, hashed & _LOW_MASK)
+
+    def contains_halves(self, high: int, low: int) -> bool:
+        """:meth:`contains_hash` of the hash's two halves (:func:`member_halves`)."""
+        highs = self._highs
+        fences = self._fences
+        bucket = high >> self._shift if self._shift < 64 else 0
+        count = fences[bucket + 1]
+        index = bisect_left(highs, high, fences[bucket], count)
+        while index < count and highs[index] == high:
+            if self._lows[index] == low:
+                return True
+            index += 1
+        return False
+
+    def contains(self, member: str) -> bool:
+        return self.contains_halves(*member_halves(self.hash_key, member))
+
+    def __len__(self) -> int:
+        return self.count

@@ -22,7 +22,7 @@ import mmap
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, FrozenSet, Generic, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Generic, Iterable, List, Optional, Tuple, TypeVar
 
 import posix_ipc
 
@@ -39,13 +39,17 @@ from .layout import (
     W_MAGIC,
     W_POLL,
     W_VERSION,
+    W_COHORT_VERSION,
+    CohortDirectory,
+    CohortMembers,
     FlagTable,
     IndexState,
     TableCorruptError,
     key_hash,
+    member_halves,
 )
 
-__all__ = ["OPEN_ATTEMPTS", "Snapshot", "SnapshotFollower", "SnapshotReader"]
+__all__ = ["OPEN_ATTEMPTS", "CohortFollower", "CohortView", "Snapshot", "SnapshotFollower", "SnapshotReader"]
 
 #: Attempts of a reader to open the version the index names before it keeps its previous snapshot.
 OPEN_ATTEMPTS = 3
@@ -82,6 +86,9 @@ class SnapshotReader:
         hashed = hashed_key if hashed_key is not None else key_hash(deployment_key)
         self._prefix = prefix
         self._stem = "/%s.%s.v" % (prefix, hashed)
+        self._base = "/%s.%s." % (prefix, hashed)
+        #: Mapped member files by number, kept while the current cohort directory names them.
+        self._members: Dict[int, CohortMembers] = {}
         self.index_name = "/%s.%s.idx" % (prefix, hashed)
         self._owner = owner
         self._trusted: Optional[FrozenSet[int]] = None
@@ -221,6 +228,137 @@ class SnapshotReader:
             return FlagTable(mm, name, version, mapping=mm)
         except TableCorruptError as error:
             raise SnapshotCorruptError(str(error)) from None  # the mapping goes with the last reference
+
+
+    # -- cohorts
+
+    def read_cohorts(self, number: int) -> "CohortView":
+        """Open, validate and map cohort directory ``number`` and every member file it names.
+
+        Member files mapped for an earlier directory are reused (they never change).
+
+        :raises posix_ipc.ExistentialError: a file does not exist (any more).
+        :raises SnapshotCorruptError: one fails validation.
+        :raises SnapshotPermissionError: one has an unsafe mode or the wrong owner.
+        """
+        if not number:
+            return CohortView(None, {})
+        name = self._base + "k%d" % number
+        try:
+            directory = CohortDirectory(self._map_checked(name)[0], name, number)
+        except TableCorruptError as error:
+            raise SnapshotCorruptError(str(error)) from None
+        members: Dict[int, CohortMembers] = {}
+        by_id: Dict[str, Tuple[str, Optional[CohortMembers]]] = {}
+        for entry in directory.cohorts:
+            file_number = entry.get("members")
+            loaded = None
+            if isinstance(file_number, int) and file_number > 0:
+                loaded = self._members.get(file_number) or members.get(file_number)
+                if loaded is None:
+                    name = self._base + "c%d" % file_number
+                    mm = self._map_checked(name)[0]
+                    try:
+                        loaded = CohortMembers(mm, name, file_number, mapping=mm)
+                    except TableCorruptError as error:
+                        raise SnapshotCorruptError(str(error)) from None
+                members[file_number] = loaded
+            by_id[str(entry.get("id"))] = (str(entry.get("group_type")), loaded)
+        self._members = members
+        return CohortView(directory, by_id)
+
+    def _map_checked(self, name: str) -> Tuple[Any, os.stat_result]:
+        mm, stat = self._map(name)
+        if mm is None:
+            raise SnapshotCorruptError("%s is empty or not backed by memory" % name)
+        if self._index_uid is not None and stat.st_uid != self._index_uid:
+            raise SnapshotPermissionError("%s is owned by uid %d, the index by uid %d"
+                                         % (name, stat.st_uid, self._index_uid))
+        return mm, stat
+
+
+class CohortView:
+    """The cohorts of one published cohort directory, read in place (a ``CohortMembership``).
+
+    ``cohorts_containing`` hashes the member once per member file's hash key and bisects each
+    mapped file: nothing of a cohort is copied into this process's heap.
+    """
+
+    __slots__ = ("directory", "_by_id")
+
+    def __init__(self, directory: Optional[CohortDirectory], by_id: Dict[str, Tuple[str, Optional[CohortMembers]]]):
+        self.directory = directory
+        self._by_id = by_id
+
+    def cohorts_containing(self, group_type: str, member: str, cohort_ids: Iterable[str]) -> List[str]:
+        found = []
+        hashed_with = None  # flagd hashes every member file with one key: one hash per call
+        high = low = 0
+        by_id = self._by_id
+        for cohort_id in cohort_ids:
+            entry = by_id.get(cohort_id)
+            if entry is None:
+                continue
+            entry_type, members = entry
+            if entry_type != group_type or members is None:
+                continue
+            if members.hash_key != hashed_with:
+                hashed_with = members.hash_key
+                high, low = member_halves(hashed_with, member)
+            if members.contains_halves(high, low):
+                found.append(cohort_id)
+        return found
+
+    @property
+    def cohorts(self) -> List[Dict[str, Any]]:
+        """The directory's entries (no member ids)."""
+        return list(self.directory.cohorts) if self.directory is not None else []
+
+
+class CohortFollower:
+    """Serves the :class:`CohortView` of the cohort directory the index names (word 16).
+
+    ``current()`` is one 8-byte load and an int compare while the directory does not move; a
+    directory that cannot be read is reported once and the previous view kept.
+    """
+
+    def __init__(self, reader: SnapshotReader, on_problem: Callable[[str], None]) -> None:
+        self.reader = reader
+        self._on_problem = on_problem
+        self._state: Tuple[int, Optional[CohortView]] = (0, None)
+        self.last_problem: Optional[str] = None
+
+    def current(self) -> Optional[CohortView]:
+        words = self.reader.words
+        number = words[W_COHORT_VERSION] if words[W_VERSION] != RETIRED else 0
+        state = self._state
+        if number == state[0]:
+            return state[1]
+        return self._refresh(number)
+
+    def _refresh(self, number: int) -> Optional[CohortView]:
+        if number == 0:
+            self._state = (0, None)
+            return None
+        for _ in range(OPEN_ATTEMPTS):
+            try:
+                view = self.reader.read_cohorts(number)
+            except posix_ipc.ExistentialError:
+                self.reader.retries += 1
+                latest = self.reader.words[W_COHORT_VERSION]
+                if latest != number:
+                    number = latest
+                    continue
+                break
+            except SnapshotError as error:
+                self.last_problem = "cohort directory %d refused, keeping the previous cohorts: %s" % (number, error)
+                self._on_problem(self.last_problem)
+                break
+            self.last_problem = None
+            self._state = (number, view)
+            return view
+        self._state = (number, self._state[1])  # fail static until the index moves again
+        return self._state[1]
 
 
 # --- following the current version from the hot path --------------------------------------------

@@ -14,6 +14,12 @@ older than N-2 after each publish, and at start unlinks its own ``v*`` other tha
 one and the two before it (orphans of a crashed writer, including a half-written newest one).
 Names it does not own, and names that are no canonical number in 1..MAX_VERSION, are neither
 counted nor unlinked. Not thread safe.
+
+Cohort files (``.c<M>`` member files, ``.k<N>`` directories; layout.py "cohorts") follow the same
+rules: written whole (allocated first, 0640), never reused numbers, the directory published by
+one store into index word 16; the two directories before the current one and the member files
+any kept directory names stay, the rest is unlinked, and at start only the published directory
+and its member files are kept.
 """
 
 import errno
@@ -21,7 +27,7 @@ import logging
 import mmap
 import os
 import time
-from typing import Any, Callable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import posix_ipc
 
@@ -40,6 +46,14 @@ from .host import (
     unlink,
 )
 from .layout import (
+    W_COHORT_VERSION,
+    CohortDirectory,
+    CohortImage,
+    TableCorruptError,
+    cohort_directory_name,
+    cohort_members_name,
+    encode_cohort_directory,
+    encode_members,
     INDEX_LAYOUT,
     INDEX_MAGIC,
     INDEX_SIZE,
@@ -102,6 +116,10 @@ def remove_all(prefix: str, deployment_key: str) -> None:
             unlink(name)
     for version in list_versions(prefix, deployment_key, owner_uid=uid):
         unlink(version_name(prefix, deployment_key, version))
+    for number in list_versions(prefix, deployment_key, owner_uid=uid, kind="k"):
+        unlink(cohort_directory_name(prefix, deployment_key, number))
+    for number in list_versions(prefix, deployment_key, owner_uid=uid, kind="c"):
+        unlink(cohort_members_name(prefix, deployment_key, number))
 
 
 def remove_by_key_hash(prefix: str, hashed: str) -> List[str]:
@@ -126,14 +144,15 @@ def remove_by_key_hash(prefix: str, hashed: str) -> List[str]:
             shm.close_fd()
         if unlink(name):
             removed.append(name)
-    stem = "%s.%s.v" % (prefix, hashed)
+    stems = ["%s.%s.%s" % (prefix, hashed, kind) for kind in ("v", "k", "c")]
     try:
         names = os.listdir(SHM_DIR)
     except OSError:
         names = []
     for entry in sorted(names):
-        if entry.startswith(stem) and parse_version(entry[len(stem):]) is not None and unlink("/" + entry):
-            removed.append("/" + entry)
+        for stem in stems:
+            if entry.startswith(stem) and parse_version(entry[len(stem):]) is not None and unlink("/" + entry):
+                removed.append("/" + entry)
     return removed
 
 
@@ -184,6 +203,10 @@ class SnapshotWriter:
                 self._kept.add(version)
             else:
                 unlink(version_name(prefix, deployment_key, version))
+        #: The key of the member hashes this writer writes: one per writer, so a lookup of one
+        #: member in several cohorts hashes once; random, so no one can aim ids at a collision.
+        self._hash_key = os.urandom(16)
+        self._adopt_cohort_files()
         words[W_POLL] = max(int(poll_interval_ms), 0)
         words[W_START] = process_start_ns(self._pid) or clock_ns()
         words[W_PID] = self._pid
@@ -392,6 +415,139 @@ class SnapshotWriter:
             unlink(version_name(self._prefix, self._key, version))
             self._kept.discard(version)
 
+    # --- cohorts (layout.py, "cohorts") -----------------------------------------------------
+
+    def _adopt_cohort_files(self) -> None:
+        """At start: keep the current cohort directory and the member files it names; unlink the
+        other cohort files this uid owns (a crashed predecessor's orphans, half-written ones too)."""
+        words = self._words
+        current = words[W_COHORT_VERSION]
+        directories = list_versions(self._prefix, self._key, owner_uid=self._uid, kind="k")
+        members = list_versions(self._prefix, self._key, owner_uid=self._uid, kind="c")
+        self._last_directory = max([current if current <= MAX_VERSION else 0] + directories)
+        self._last_members = max([0] + members)
+        #: Kept cohort directories -> the member files each names.
+        self._directories: Dict[int, Set[int]] = {}
+        directory = self.cohort_directory() if current in directories else None
+        if directory is None:
+            words[W_COHORT_VERSION] = 0
+        else:
+            self._directories[current] = _member_numbers(directory)
+        self._drop_cohort_files()
+        for number in directories:
+            if number not in self._directories:
+                unlink(cohort_directory_name(self._prefix, self._key, number))
+
+    def cohort_directory(self) -> Optional[CohortDirectory]:
+        """The current cohort directory as published (None when there is none or it is unreadable)."""
+        number = self._words[W_COHORT_VERSION] if self._words is not None else 0
+        if not number or number > MAX_VERSION:
+            return None
+        try:
+            shm = posix_ipc.SharedMemory(cohort_directory_name(self._prefix, self._key, number), flags=0,
+                                         read_only=True)
+        except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
+            return None
+        try:
+            stat = os.fstat(shm.fd)
+            if stat.st_uid != self._uid or not stat.st_size or not is_backed(stat):
+                return None
+            with mmap.mmap(shm.fd, stat.st_size, access=mmap.ACCESS_READ) as mm:
+                return CohortDirectory(bytes(mm), cohort_directory_name(self._prefix, self._key, number), number)
+        except (OSError, TableCorruptError):
+            return None
+        finally:
+            shm.close_fd()
+
+    def write_members(self, member_ids: Any) -> int:
+        """Write one cohort's member ids (an iterable of str) into a new member file; returns its
+        number, for the directory that will name it (nothing names it before that).
+
+        :raises SnapshotError: no room in shared memory.
+        """
+        image = encode_members(member_ids, self._hash_key)
+        number = self._write_cohort_file("c", image)
+        self._last_members = max(self._last_members, number)
+        return number
+
+    def publish_cohorts(self, cohorts: List[Dict[str, Any]], meta: Mapping[str, Any]) -> int:
+        """Write a new cohort directory listing ``cohorts`` (maps with ``id``, ``group_type``,
+        ``size``, ``last_modified``, ``members`` (a number from :meth:`write_members`, 0 for none),
+        ``fetched_at_ns``, ``error``, ``error_at_ns``) and make it current; returns its number.
+
+        Directories older than the two before it are unlinked, and every member file no kept
+        directory names. :raises SnapshotError: no room in shared memory (the current one stays).
+        """
+        if self._words is None:
+            raise SnapshotError("publish_cohorts() on a closed SnapshotWriter")
+        image = encode_cohort_directory(list(cohorts), dict(meta))
+        number = self._write_cohort_file("k", image)
+        self._last_directory = max(self._last_directory, number)
+        self._directories[number] = {int(entry.get("members") or 0) for entry in cohorts} - {0}
+        # THE COHORTS' PUBLISH POINT: one aligned 8-byte store, after the files are whole.
+        self._words[W_COHORT_VERSION] = number
+        try:
+            for old in [n for n in self._directories if n < number - KEEP_PREVIOUS]:
+                del self._directories[old]
+                unlink(cohort_directory_name(self._prefix, self._key, old))
+            self._drop_cohort_files()
+        except Exception:  # published is published
+            logger.warning("could not drop old cohort files", exc_info=True)
+        return number
+
+    def _drop_cohort_files(self) -> None:
+        """Unlink the member files this uid owns that no kept directory names."""
+        named = set().union(*self._directories.values()) if self._directories else set()
+        for number in list_versions(self._prefix, self._key, owner_uid=self._uid, kind="c"):
+            if number not in named:
+                unlink(cohort_members_name(self._prefix, self._key, number))
+
+    def _write_cohort_file(self, kind: str, image: CohortImage) -> int:
+        """Create the next free ``.k``/``.c`` name (never reused, never someone else's), allocate,
+        write whole, unmap; returns the number."""
+        name_of = cohort_directory_name if kind == "k" else cohort_members_name
+        number = (self._last_directory if kind == "k" else self._last_members) + 1
+        for _ in range(CREATE_ATTEMPTS):
+            name = name_of(self._prefix, self._key, number)
+            try:
+                shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=FILE_MODE)
+            except posix_ipc.ExistentialError:
+                taken = set(list_versions(self._prefix, self._key, kind=kind))
+                number += 1
+                while number in taken:
+                    number += 1
+                continue
+            break
+        else:
+            raise WriterConflictError("could not create a cohort file after %d attempts" % CREATE_ATTEMPTS)
+        if kind == "k":
+            self._last_directory = number
+        else:
+            self._last_members = number
+        try:
+            self._restrict(shm.fd)
+            try:
+                os.posix_fallocate(shm.fd, 0, image.size)
+            except OSError as error:
+                unlink(name)
+                raise SnapshotError("no room for the %d-byte cohort file %s in shared memory (%s)"
+                                    % (image.size, name, os.strerror(error.errno or errno.ENOSPC))) from None
+            with mmap.mmap(shm.fd, image.size) as mm:
+                header = image.header(number, self._clock_ns())
+                mm[len(header):] = image.body
+                mm[:len(header)] = header
+        finally:
+            shm.close_fd()
+        return number
+
+    def record_cohort_health(self, values: Mapping[int, int]) -> None:
+        """Store cohort health words (index words 17..23, layout.W_COHORT_*)."""
+        if self._words is None:
+            return
+        for word, value in values.items():
+            if 17 <= word <= 23:
+                self._words[word] = max(0, min(int(value), 2 ** 64 - 1))
+
     def heartbeat(self, fetched_at_ns: Optional[int] = None) -> None:
         """Refresh the heartbeat (and the last successful fetch time when given)."""
         if self._words is None:
@@ -416,3 +572,12 @@ class SnapshotWriter:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _member_numbers(directory: CohortDirectory) -> Set[int]:
+    numbers = set()
+    for entry in directory.cohorts:
+        number = entry.get("members")
+        if isinstance(number, int) and 0 < number <= MAX_VERSION:
+            numbers.add(number)
+    return numbers
