@@ -46,7 +46,6 @@ from .layout import (
     IndexState,
     TableCorruptError,
     key_hash,
-    member_halves,
 )
 
 __all__ = ["OPEN_ATTEMPTS", "CohortFollower", "CohortView", "Snapshot", "SnapshotFollower", "SnapshotReader"]
@@ -304,7 +303,7 @@ class CohortView:
                 continue
             if members.hash_key != hashed_with:
                 hashed_with = members.hash_key
-                high, low = member_halves(hashed_with, member)
+                high, low = members.halves(member)
             if members.contains_halves(high, low):
                 found.append(cohort_id)
         return found
