@@ -515,3 +515,25 @@ def test_a_close_while_a_connection_is_being_set_up_sends_no_request(stand_in):
                                            session_factory=session_closed_meanwhile)
     stream.run_once(lambda data: None)
     assert stand_in.seen(STREAM_PATH) == []
+
+
+def test_a_process_that_streams_and_never_evaluates_switches_when_flagd_appears(stand_in, shm_prefix):
+    # A preloading master streams from start() and never evaluates: when flagd comes up later, its
+    # stream must close like its poller would, so the host keeps one connection (flagd's).
+    from amplitude_experiment.evaluation import plan_flags
+    from amplitude_experiment.snapshot import SnapshotWriter
+
+    stand_in.answer("GET", STREAM_PATH, EventStream(initial=[flag("a", "streamed")], keep_alive_every=0.05))
+    config = LocalEvaluationConfig(server_url=stand_in.url, stream_server_url=stand_in.url, stream_updates=True,
+                                   flag_source="auto", shm_prefix=shm_prefix,
+                                   flag_config_polling_interval_millis=100)
+    with LocalEvaluationClient("server-key-123", config) as client:
+        client.start()
+        assert client.flag_source_status["transport"] == "stream"
+        writer = SnapshotWriter(shm_prefix, "server-key-123")
+        try:
+            writer.publish({"source": "test"}, catalog=plan_flags([flag("a", "published")], ()))
+            wait_until(lambda: stand_in.open_streams() == 0, what="the stream closed for flagd's snapshot")
+            assert client._source.mode == "flagd"
+        finally:
+            writer.close()

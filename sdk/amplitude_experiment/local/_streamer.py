@@ -62,6 +62,8 @@ class StreamingFlagSource:
         self._url = base_url(config.stream_server_url, "stream_server_url") + STREAM_PATH
         self._api_key = api_key
         self._conn_timeout = max(config.stream_flag_conn_timeout, 0) / 1000.0
+        self._probe_every = max(config.flag_config_polling_interval_millis, 1) / 1000.0
+        self._next_probe = 0.0
         self._keep_alive = keep_alive_s
         self._retry = (retry_s, retry_jitter_s, max_retry_s)
         self._session_factory = session_factory
@@ -153,7 +155,8 @@ class StreamingFlagSource:
 
     @property
     def before_poll(self) -> Optional[Callable[[], bool]]:
-        """The poller's hook (auto mode's probe for flagd); see PollingFlagSource.before_poll."""
+        """The poller's hook (auto mode's probe for flagd; see PollingFlagSource.before_poll), which the
+        stream thread also runs while the stream delivers and the poller is paused (see _on_event)."""
         return self._poller.before_poll
 
     @before_poll.setter
@@ -199,9 +202,17 @@ class StreamingFlagSource:
                 return
 
     def _on_event(self) -> None:
-        """Any event, keep-alives included, on a stream that delivers says the flags are current."""
-        if self.transport == "stream":
-            self._poller.mark_current()
+        """Any event, keep-alives included, on a stream that delivers says the flags are current.
+        At most once a poll interval it also runs the poller's probe (auto mode: flagd's snapshot
+        appeared?), which the paused poller does not run for a process that never evaluates."""
+        if self.transport != "stream":
+            return
+        self._poller.mark_current()
+        probe = self._poller.before_poll
+        now = time.monotonic()
+        if probe is not None and now >= self._next_probe:
+            self._next_probe = now + self._probe_every
+            probe()  # True when flagd took over: this source was stopped, the connection is cut
 
     def _on_message(self, data: str) -> None:
         """Apply a pushed flag list. Only a list this SDK accepts counts as the stream delivering
