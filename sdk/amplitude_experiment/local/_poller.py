@@ -94,7 +94,7 @@ class PollingFlagSource:
         if config.cohort_sync_config is not None:
             from ._cohort_sync import CohortSync
 
-            self.cohorts = CohortSync(config.cohort_sync_config, self._timeout, logger)
+            self.cohorts = CohortSync(config.cohort_sync_config, self._timeout, logger, io_lock=self.io_lock)
         #: While True the timer thread skips its polls: a stream delivers the flags (local/_streamer.py).
         self.paused = False
         self._reset_process_state()
