@@ -12,6 +12,7 @@ Amplitude's SDK does it, with bounded waits (docs/cohorts.md).
 Thread-safe; fork-safe (the refresh thread restarts in a child that evaluates).
 """
 
+import contextlib
 import logging
 import threading
 import time
@@ -87,9 +88,13 @@ class CohortSync:
     """Keeps the cohorts the current flags reference loaded in a :class:`CohortStore`."""
 
     def __init__(self, sync_config: Any, timeout_s: float, logger: logging.Logger,
-                 fetcher: Optional[CohortFetcher] = None, wall_clock: Callable[[], float] = time.time):
+                 fetcher: Optional[CohortFetcher] = None, wall_clock: Callable[[], float] = time.time,
+                 io_lock: Callable[[], Any] = contextlib.nullcontext):
+        """:param io_lock: returns the lock refreshes run under: the poller's I/O lock, which
+            ``fork()`` takes (asked each time, since a child gets a new one)."""
         from .._http import base_url
 
+        self._io_lock = io_lock
         self.interval = max(int(sync_config.cohort_polling_interval_millis), 1) / 1000.0
         self._timeout = timeout_s
         self._logger = logger
@@ -253,11 +258,9 @@ class CohortSync:
                 next_full = time.monotonic()
             full = time.monotonic() >= next_full
             try:
-                from . import _poller
-
                 # Under the poller's I/O lock, which fork() takes: a child never inherits a lock
                 # that a download or its log line held (at most one round, bounded by the timeout).
-                with _poller._POLL_IO_LOCK:
+                with self._io_lock():
                     self.refresh(full=full)
             except Exception:  # never let the thread die
                 self._logger.exception("[Experiment] cohort refresh failed")
