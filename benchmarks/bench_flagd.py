@@ -13,6 +13,7 @@ Usage: python benchmarks/bench_flagd.py [--workers 8] [--interval-ms 1000] [--wi
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -128,37 +129,44 @@ def measure(server: StandIn, workers: Workers, window_s: float, interval_ms: int
     }
 
 
-def run_ours(server: StandIn, script: str, count: int, interval_ms: int, window_s: float) -> Dict[str, float]:
-    prefix = "bench-flagd-" + uuid.uuid4().hex[:8]
+@contextlib.contextmanager
+def published_flagd(key: str, prefix: str, *options: str) -> Iterator[subprocess.Popen]:
+    """``flagd run`` with ``options`` under ``prefix``, once it published its first version; on
+    exit it is stopped and its shared-memory files are removed."""
     flagd = subprocess.Popen(
-        [sys.executable, "-m", "flagd", "run", "--server-url", server.url, "--poll-interval-ms", str(interval_ms),
-         "--shm-prefix", prefix, "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ, AMPLITUDE_DEPLOYMENT_KEY=KEY), stdout=subprocess.DEVNULL)
-    workers = None
+        [sys.executable, "-m", "flagd", "run", *options, "--shm-prefix", prefix, "--log-level", "warning"],
+        cwd=ROOT, env=dict(os.environ, AMPLITUDE_DEPLOYMENT_KEY=key), stdout=subprocess.DEVNULL)
     try:
         from amplitude_experiment.snapshot import SnapshotReader
 
-        reader = SnapshotReader(prefix, KEY)
+        reader = SnapshotReader(prefix, key)
         deadline = time.monotonic() + 30
-        while reader.current_version() == 0:
+        while reader.current_version() == 0:  # bounded by the deadline
             if time.monotonic() > deadline or flagd.poll() is not None:
                 raise RuntimeError("flagd did not publish")
             time.sleep(0.05)
-        workers = Workers(sys.executable, script, count, server.url, interval_ms, prefix)
-        return measure(server, workers, window_s, interval_ms)
+        yield flagd
     finally:
-        if workers is not None:
-            workers.kill()
         flagd.terminate()
         flagd.wait(10)
         from amplitude_experiment.snapshot import remove_all
 
-        remove_all(prefix, KEY)
+        remove_all(prefix, key)
         from flagd.config import Config
 
-        lock = "/dev/shm/%s.%s.lock" % (prefix, Config(deployment_key=KEY).key_hash)
+        lock = "/dev/shm/%s.%s.lock" % (prefix, Config(deployment_key=key).key_hash)
         if os.path.exists(lock):
             os.unlink(lock)
+
+
+def run_ours(server: StandIn, script: str, count: int, interval_ms: int, window_s: float) -> Dict[str, float]:
+    prefix = "bench-flagd-" + uuid.uuid4().hex[:8]
+    with published_flagd(KEY, prefix, "--server-url", server.url, "--poll-interval-ms", str(interval_ms)):
+        workers = Workers(sys.executable, script, count, server.url, interval_ms, prefix)
+        try:
+            return measure(server, workers, window_s, interval_ms)
+        finally:
+            workers.kill()
 
 
 def run_reference(server: StandIn, script: str, count: int, interval_ms: int, window_s: float) -> Optional[Dict[str, float]]:

@@ -33,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, HERE)
 
+from bench_flagd import published_flagd  # noqa: E402
 from reference_env import environment, reference_python, reference_unavailable_reason  # noqa: E402
 from stand_in import Answer, EventStream, StandIn  # noqa: E402
 
@@ -155,35 +156,12 @@ def rounds(server: StandIn, workers: Workers, pushes: int) -> Dict[str, Any]:
 
 def run_ours(server: StandIn, script: str, count: int, pushes: int) -> Dict[str, Any]:
     prefix = "bench-stream-" + uuid.uuid4().hex[:8]
-    flagd = subprocess.Popen(
-        [sys.executable, "-m", "flagd", "run", "--stream", "--server-url", server.url, "--stream-server-url",
-         server.url, "--shm-prefix", prefix, "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ, AMPLITUDE_DEPLOYMENT_KEY=KEY), stdout=subprocess.DEVNULL)
-    workers = None
-    try:
-        from amplitude_experiment.snapshot import SnapshotReader
-
-        reader = SnapshotReader(prefix, KEY)
-        deadline = time.monotonic() + 30
-        while reader.current_version() == 0:  # bounded by the deadline
-            if time.monotonic() > deadline or flagd.poll() is not None:
-                raise RuntimeError("flagd did not publish")
-            time.sleep(0.05)
+    with published_flagd(KEY, prefix, "--stream", "--server-url", server.url, "--stream-server-url", server.url):
         workers = Workers(sys.executable, script, count, server.url, prefix, dict(os.environ))
-        return rounds(server, workers, pushes)
-    finally:
-        if workers is not None:
+        try:
+            return rounds(server, workers, pushes)
+        finally:
             workers.stop()
-        flagd.terminate()
-        flagd.wait(10)
-        from amplitude_experiment.snapshot import remove_all
-
-        remove_all(prefix, KEY)
-        from flagd.config import Config
-
-        lock = "/dev/shm/%s.%s.lock" % (prefix, Config(deployment_key=KEY).key_hash)
-        if os.path.exists(lock):
-            os.unlink(lock)
 
 
 def run_reference(server: StandIn, script: str, count: int, pushes: int) -> Optional[Dict[str, Any]]:

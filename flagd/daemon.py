@@ -349,6 +349,7 @@ class Daemon:
         if body == self._accepted_body:
             return self._succeeded(fetched_at)
         if body == self._rejected_body:
+            self._source_rejected(body)
             self._failures += 1
             self._retry_in = self._next_delay()
             self._note_health()
@@ -360,6 +361,7 @@ class Daemon:
             raw, catalog = self._parse(body)
         except Exception as error:  # whatever is wrong with the input, the last good version stays
             self._rejected_body = body
+            self._source_rejected(body)
             return self._failed("config_rejected", error, flag=getattr(error, "flag_key", None))
         digest = content_digest(catalog)
         if digest != self._published_content:
@@ -671,6 +673,12 @@ class Daemon:
             return False
         self._note_transport()
         return True
+
+    def _source_rejected(self, body: bytes) -> None:
+        """A stream message that is not a flag list must not stand for the stream delivering."""
+        reject = getattr(self._source, "reject", None)
+        if reject is not None:
+            reject(body)
 
     def _nudge(self) -> None:
         """Wake the loop from the stream thread: a message arrived or the stream failed."""

@@ -43,7 +43,7 @@ class EventCounters(TypedDict):
     ``delivers``: flagd advertises an analytics key now. ``received`` / ``deduplicated`` /
     ``rejected``: worker messages read, dropped as repeats within 24 h, undecodable.
     ``sent`` / ``failed`` / ``dropped``: events Amplitude accepted, events given up after retries,
-    results dropped because the delivery queue was full. ``queue_depth``: messages waiting in the
+    results dropped because the delivery queue was full or the analytics client could not start. ``queue_depth``: messages waiting in the
     kernel queue at the last look. ``worker_fallbacks``: results workers delivered themselves while
     flagd delivers for them (told by their next message). ``queue_capacity`` / ``message_size``:
     the queue's limits (messages, bytes).

@@ -30,6 +30,7 @@ from amplitude_experiment.snapshot.layout import (
     W_ANALYTICS_ENDPOINT,
     W_ANALYTICS_KEY,
     W_EVENTS_QUEUE_DEPTH,
+    W_EVENTS_QUEUE_KEY,
     W_EVENTS_SINCE,
     W_EVENTS_WORKER_FALLBACKS,
     analytics_endpoint_hash,
@@ -56,6 +57,8 @@ QUEUE_MODE = 0o620
 RECEIVE_WAIT = 0.25
 #: The queue depth is looked up after this many messages (and whenever the queue is empty).
 DEPTH_EVERY = 64
+#: The most fallbacks one message may report: a worker counts them between two of its messages.
+MAX_FALLBACKS = 2 ** 32
 #: At stop, how long to wait for the last events to be sent (seconds).
 STOP_FLUSH_SECONDS = 10.0
 
@@ -103,7 +106,7 @@ def _header(message: bytes) -> List[Any]:
     if not isinstance(fields, list) or len(fields) < HEADER_FIELDS or fields[0] != MESSAGE_FORMAT \
             or (len(fields) - HEADER_FIELDS) % 4 or fields[1] not in (KIND_EXPOSURE, KIND_ASSIGNMENT) \
             or not isinstance(fields[2], str) or not isinstance(fields[3], (int, float)) \
-            or not isinstance(fields[7], int):
+            or not isinstance(fields[7], int) or not 0 <= fields[7] <= MAX_FALLBACKS:
         raise ValueError("not an event message of format %d" % MESSAGE_FORMAT)
     return fields
 
@@ -177,13 +180,33 @@ class EventRelay:
         self._counts["queue_depth"] = self._queue.current_messages
         self._store()
         words[W_EVENTS_SINCE] = self._wall_clock_ns()
+        key, endpoint = analytics_key_hash(self._analytics.api_key), analytics_endpoint_hash(self._analytics.server_url)
+        if words[W_EVENTS_QUEUE_KEY] and (words[W_EVENTS_QUEUE_KEY], words[W_ANALYTICS_ENDPOINT]) != (key, endpoint):
+            self._discard_left_over()
+        words[W_EVENTS_QUEUE_KEY] = key
         self._thread = threading.Thread(target=self._receive_loop, name="flagd.events", daemon=True)
         self._thread.start()
-        words[W_ANALYTICS_ENDPOINT] = analytics_endpoint_hash(self._analytics.server_url)
-        words[W_ANALYTICS_KEY] = analytics_key_hash(self._analytics.api_key)
+        words[W_ANALYTICS_ENDPOINT] = endpoint
+        words[W_ANALYTICS_KEY] = key
         logger.info("event=events_relay queue=%s endpoint=%s queue_capacity=%d message_size=%d waiting=%d",
                     self.queue_name, Quoted(self._analytics.server_url), self._queue.max_messages,
                     self._queue.max_message_size, self._counts["queue_depth"])
+
+    def _discard_left_over(self) -> None:
+        """Read away what a previous flagd left in the queue for another analytics key or endpoint:
+        delivered with ours, those events would reach another project or region. Counted as rejected."""
+        discarded = 0
+        for _ in range(max(self._queue.max_messages, 1) * 4):  # bounded: a worker may still send for it
+            try:
+                self._queue.receive(0)
+            except posix_ipc.BusyError:
+                break
+            discarded += 1
+        if discarded:
+            for _ in range(discarded):
+                self._count("rejected")
+            logger.warning("event=events_discarded queue=%s count=%d msg=%s", self.queue_name, discarded, Quoted(
+                "a previous flagd left these for another analytics key or endpoint; not delivered with this one"))
 
     def stop(self, timeout: float = STOP_FLUSH_SECONDS) -> None:
         """Stop advertising, read what the queue holds now, and deliver everything held (SIGTERM)."""
@@ -227,8 +250,13 @@ class EventRelay:
             except posix_ipc.BusyError:
                 self._note_depth()
                 continue
-            except Exception as error:  # the queue was removed under us: say so, keep the daemon up
-                logger.error("event=events_receive_failed queue=%s error=%s", self.queue_name, Quoted(error))
+            except posix_ipc.SignalError:  # a signal's C handler ran on this thread (EINTR): read on
+                continue
+            except Exception as error:  # the descriptor is unusable: nobody reads the queue from now on
+                if not self._stopping:
+                    self._words[W_ANALYTICS_KEY] = 0  # so workers deliver their own again
+                    logger.error("event=events_receive_failed queue=%s error=%s msg=%s", self.queue_name,
+                                 Quoted(error), Quoted("flagd stopped delivering events; workers deliver their own"))
                 return
             self._handle(message)
             handled += 1
@@ -236,22 +264,21 @@ class EventRelay:
                 self._note_depth()
 
     def _handle(self, message: bytes) -> None:
+        """Deduplicate and deliver one message; never raises (anyone in the workers' group may send)."""
         try:
-            fields = _header(message)
-            kind, canonical, timestamp = fields[1], fields[2], float(fields[3])
+            self._relay(message)
         except Exception as error:
             self._reject(error)
-            return
+
+    def _relay(self, message: bytes) -> None:
+        fields = _header(message)
+        kind, canonical, timestamp = fields[1], fields[2], float(fields[3])
         # The worker's canonical form is the dedup key: a repeat costs one decode and one lookup.
         new = self._filters[kind].should_track(canonical, timestamp)
         self._count("received" if new else "deduplicated", fields[7])
         if not new:
             return
-        try:
-            user, variants, evaluated_props = _decode(fields)
-        except Exception as error:
-            self._reject(error)
-            return
+        user, variants, evaluated_props = _decode(fields)
         if kind == KIND_EXPOSURE:
             record: Any = Exposure(user, variants, timestamp)
         else:
@@ -259,11 +286,8 @@ class EventRelay:
             # The sending worker's send_evaluated_props: it sends the user's fields only with it on.
             record.send_evaluated_props = evaluated_props
         record._canonical = canonical
-        pipeline = self._pipelines[kind]
-        state = pipeline._state
-        if state is not None and len(state.items) >= pipeline._max_pending:
+        if not self._pipelines[kind].submit(record):
             self._count("dropped")
-        pipeline.submit(record)
 
     def _reject(self, error: Exception) -> None:
         self._count("rejected")

@@ -98,6 +98,13 @@ class ApiSource:
         self.confirmed_empty = True
         return body
 
+    def note_config(self, body: bytes) -> None:
+        """A config that came another way (flagd's stream) is now the last one: an empty answer
+        after it is judged against it, not against this source's own last answer."""
+        self._last_had_flags = not _is_empty_list(body)
+        self._empty_answers = 0
+        self.confirmed_empty = False
+
     def close(self) -> None:
         self._fetcher.close()
 

@@ -86,8 +86,10 @@ class StreamingSource:
         """
         with self._lock:
             self._news = False
-            if self.transport == TRANSPORT_STREAM and self._latest is not None:
-                return self._latest
+            latest = self._latest if self.transport == TRANSPORT_STREAM else None
+        if latest is not None:
+            self._poll_source.note_config(latest)  # an empty poll after it must still be confirmed
+            return latest
         return self._poll_source.fetch()
 
     def has_news(self) -> bool:
@@ -107,9 +109,8 @@ class StreamingSource:
     def _run(self) -> None:
         while not self._stopped.is_set():
             self.connects += 1
-            delivered = [False]
             try:
-                self._stream.run_once(lambda data: self._on_message(data, delivered), self._on_event)
+                self._stream.run_once(self._on_message, self._on_event)
                 continue  # renewed after its maximum age, or closed
             except StreamError as error:
                 if self._stopped.is_set():
@@ -121,20 +122,31 @@ class StreamingSource:
     def _on_event(self) -> None:
         self.last_event_ns = self._wall_clock_ns()
 
-    def _on_message(self, data: str, delivered: list) -> None:
+    def _on_message(self, data: str) -> None:
         with self._lock:
             self._latest = data.encode("utf-8")
             self._news = True
-            if not delivered[0]:
-                delivered[0] = True
-                self.failures = 0
-                if self.transport != TRANSPORT_STREAM:
-                    self.transport = TRANSPORT_STREAM
-                    self.transport_since_ns = self._wall_clock_ns()
-                    logger.info("event=stream_connected url=%s msg=%s", Quoted(self.stream_url),
-                                Quoted("flag configs arrive by stream; polling stopped"))
+            self.failures = 0
+            if self.transport != TRANSPORT_STREAM:
+                self.transport = TRANSPORT_STREAM
+                self.transport_since_ns = self._wall_clock_ns()
+                logger.info("event=stream_connected url=%s msg=%s", Quoted(self.stream_url),
+                            Quoted("flag configs arrive by stream; polling stopped"))
         self._first_outcome.set()
         self._nudge()
+
+    def reject(self, body: bytes) -> None:
+        """The daemon refused ``body``: when it is the stream's latest message, the stream does not
+        deliver flags now, so the API is polled (at once) until the next message."""
+        with self._lock:
+            if self.transport != TRANSPORT_STREAM or body is not self._latest:
+                return
+            self._latest = None
+            self.transport = TRANSPORT_POLL
+            self.transport_since_ns = self._wall_clock_ns()
+            self._news = True
+        logger.warning("event=stream_message_rejected url=%s msg=%s", Quoted(self.stream_url),
+                       Quoted("polling until the stream sends a flag list that is accepted"))
 
     def _failed(self, message: str) -> None:
         with self._lock:

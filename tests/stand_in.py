@@ -185,6 +185,10 @@ class StandIn:
         """Send one event (a flag list, or raw text as the data) on every open stream; how many got it."""
         return self._send(sse_event(data))
 
+    def send_raw(self, data: bytes) -> int:
+        """Send bytes as they are on every open stream (a part of an event, say); how many got them."""
+        return self._send(data)
+
     def keep_alive(self) -> int:
         """Send a keep-alive on every open stream; how many got it."""
         return self._send(KEEP_ALIVE_EVENT)

@@ -14,7 +14,7 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import requests
 import sseclient
@@ -34,6 +34,8 @@ from ._logging import redact
 __all__ = ["FlagStream", "StreamError"]
 
 CHUNK_BYTES = 64 * 1024
+#: How an event ends (a blank line after its last field), as sseclient splits them.
+EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n")
 
 
 class StreamError(Exception):
@@ -129,6 +131,9 @@ class FlagStream:
         adapter = _DeadlineAdapter()
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        if self._closed:  # a close() since the check above had no connection to cut: send nothing
+            session.close()
+            return
         started = self._monotonic()
         renew_at = started + self._max_connection + random.uniform(0, self._max_connection_jitter)
         self.last_event_at = started
@@ -176,7 +181,12 @@ class FlagStream:
 
     def _chunks(self, response: Any, renew_at: float) -> Iterator[bytes]:
         """The body's bytes as they arrive, with the watchdog, the size cap and the renewal checked
-        between reads (a silent socket is ended by the read timeout, which equals the keep-alive)."""
+        between reads (a silent socket is ended by the read timeout, which equals the keep-alive).
+
+        The body ends only between events: sseclient would dispatch the part of an event that is
+        left when its source ends, so a renewal waits for the event's end, and a server that hangs
+        up in the middle of one is a failed stream.
+        """
         raw = response.raw
         read1 = getattr(raw, "read1", None)
         if read1 is not None:  # urllib3 2: whatever has arrived, chunked or not
@@ -184,15 +194,26 @@ class FlagStream:
         else:  # urllib3 1.26: chunk by chunk (SSE servers send chunked)
             reads = response.iter_content(chunk_size=None)
         self._pending = 0
+        tail = b""  # the last bytes read, to tell whether they end an event
+        line_start: List[bytes] = []  # the pieces of a line not ended yet
         for chunk in reads:
             if self._monotonic() - self.last_event_at > self._keep_alive:
                 raise StreamError("keep-alive timed out: no complete event for %.1f s" % self._keep_alive)
             self._pending += len(chunk)
             if self._pending > self._max_bytes:
                 raise StreamError("an event is larger than the %d bytes allowed" % self._max_bytes)
-            yield chunk
-            if self._monotonic() >= renew_at:
+            tail = (tail + chunk[-4:])[-4:]
+            # Whole lines only: sseclient adds up a line's pieces by copying, quadratic in its length.
+            end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+            if not end:
+                line_start.append(chunk)
+                continue
+            yield b"".join(line_start + [chunk[:end]]) if line_start else chunk[:end]
+            line_start = [chunk[end:]] if end < len(chunk) else []
+            if self._monotonic() >= renew_at and tail.endswith(EVENT_ENDS):
                 return  # renew quietly: the caller reconnects at once
+        if tail and not tail.endswith(EVENT_ENDS) and not self._closed:
+            raise StreamError("the server ended the stream in the middle of an event")
 
     def abandon(self) -> None:
         """In a fork child: close this process's copy of the parent's connection, without shutting it

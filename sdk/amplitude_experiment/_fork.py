@@ -6,13 +6,17 @@ load. Servers that fork without running Python's at-fork hooks (uWSGI without
 """
 
 import os
+import threading
 
 
 class _ForkCounter:
-    __slots__ = ("generation",)
+    __slots__ = ("generation", "restart_lock")
 
     def __init__(self) -> None:
         self.generation = 0
+        #: Held while an object restarts its threads in a child, so two threads that notice the fork
+        #: at once restart it once (re-entrant: a source restarts the poller it wraps).
+        self.restart_lock = threading.RLock()
 
 
 FORKS = _ForkCounter()
@@ -20,6 +24,7 @@ FORKS = _ForkCounter()
 
 def notice_fork() -> None:
     """Mark this process as a new fork child: pollers restart and HTTP sessions are rebuilt lazily."""
+    FORKS.restart_lock = threading.RLock()  # a thread of the parent may have held it at the fork
     FORKS.generation += 1
 
 

@@ -57,7 +57,7 @@ class _Deadline:
         self.expired = False
         self._connection: Any = None
         self._lock = threading.Lock()
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer = threading.Timer(max(seconds, 0.0), self.expire)
         self._timer.daemon = True
         _CURRENT.deadline = self
         self._timer.start()
@@ -73,7 +73,8 @@ class _Deadline:
         if getattr(_CURRENT, "deadline", None) is self:
             _CURRENT.deadline = None
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """End the request now (the timer's doing, or a stop from another thread)."""
         with self._lock:
             self.expired = True
             if self._connection is not None:
@@ -134,6 +135,7 @@ class FlagConfigFetcher:
         self._session_factory = session_factory
         self._monotonic = monotonic
         self._session: Optional[requests.Session] = None
+        self._deadline: Optional[_Deadline] = None
 
     def fetch(self) -> bytes:
         """The body of a 200 answer. :raises FlagFetchError: for anything else, saying what happened."""
@@ -153,7 +155,7 @@ class FlagConfigFetcher:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         seconds = self._timeout if timeout_s is None else max(min(timeout_s, self._timeout), 0.001)
-        deadline = _Deadline(seconds)
+        deadline = self._deadline = _Deadline(seconds)
         try:
             status, body = self._get(self._session, deadline, started, url or self.url, seconds)
         except FlagFetchError:
@@ -167,6 +169,7 @@ class FlagConfigFetcher:
                 from None
         finally:
             deadline.cancel()
+            self._deadline = None
         return status, body
 
     def _get(self, session: requests.Session, deadline: _Deadline, started: float, url: str,
@@ -191,6 +194,12 @@ class FlagConfigFetcher:
     def _timed_out(self, started: float, seconds: float) -> FlagFetchError:
         return FlagFetchError("timed out: the request took longer than %d ms (after %.0f ms)"
                               % (seconds * 1000, (self._monotonic() - started) * 1000))
+
+    def abort(self) -> None:
+        """End a fetch under way on another thread now: it raises FlagFetchError (any thread)."""
+        deadline = self._deadline
+        if deadline is not None:
+            deadline.expire()
 
     def forget_session(self) -> None:
         """Drop the session without closing it: after ``fork()`` its sockets are the parent's."""

@@ -3,7 +3,8 @@
 argv: prefix, analytics URL, first user, user count, pace (1: before each evaluation, wait until
 flagd's queue holds fewer than half its capacity, as a server between requests would; 0: send as
 fast as it evaluates). The deployment key comes from AMPLITUDE_DEPLOYMENT_KEY, the analytics key
-from WORKER_ANALYTICS_KEY. Prints one JSON line: the channel's status, then stops the client
+from WORKER_ANALYTICS_KEY. Prints one JSON line: the channel's status once every result went to
+flagd or to this process's analytics client, then stops the client
 (which delivers whatever this process kept for itself). With WORKER_ONE_MORE it first waits for
 a line on stdin, tracks one more user and prints the status again.
 """
@@ -39,6 +40,7 @@ def main() -> None:
                     user_properties={"plan": "pro" if index % 2 else "free"}, groups={"org": ["org-%d" % (index % 7)]})
         client.evaluate_v2(user, options=expose)
         client.evaluate_v2(user, options=expose)  # a repeat: this process's own dedup keeps it here
+    client._tracker.flush(20)  # results that found the queue full are sent or delivered: counted
     status = client.flag_source_status["events"]
     sys.stdout.write(json.dumps(status) + "\n")
     sys.stdout.flush()

@@ -41,10 +41,11 @@ class InProcessFlagd:
     """A Daemon on a thread, streaming from the stand-in with short watchdog and retry intervals."""
 
     def __init__(self, stand_in, shm_prefix, key, keep_alive_s=5.0, retry_s=0.2, poll_interval_ms=60000,
-                 conn_timeout_ms=2000):
+                 conn_timeout_ms=2000, backoff_min_ms=50):
         self.config = Config(deployment_key=key, shm_prefix=shm_prefix, server_url=stand_in.url,
                              stream_server_url=stand_in.url, stream=True, poll_interval_ms=poll_interval_ms,
-                             stream_conn_timeout_ms=conn_timeout_ms, backoff_min_ms=50, request_timeout_ms=2000)
+                             stream_conn_timeout_ms=conn_timeout_ms, backoff_min_ms=backoff_min_ms,
+                             request_timeout_ms=2000)
         api = ApiSource(self.config.flags_url, key, 2.0, self.config.source_name)
         self.source = StreamingSource(api, self.config.stream_url, key, keep_alive_s=keep_alive_s, retry_s=retry_s,
                                       retry_jitter_s=retry_s / 10, max_retry_s=retry_s * 4)
@@ -182,3 +183,42 @@ def test_without_stream_status_names_the_poll_or_the_file(stand_in, flagd, shm_p
     report = json.loads(run_cli("status", "--shm-prefix", shm_prefix, "--json", key=deployment_key).stdout)
     assert report["transport"] == "file"
     assert process.terminate() == 0
+
+
+def test_a_first_message_that_is_not_a_flag_list_is_not_taken_for_the_stream(stand_in, shm_prefix, deployment_key):
+    # flagd rejects it; the API has good flags: they must be published, not wait for the next push.
+    stand_in.answer("GET", STREAM, EventStream(initial='{"error": "not a flag list"}', keep_alive_every=0.05))
+    stand_in.answer("GET", FLAGS, Answer(200, marker_flags("polled")))
+    with InProcessFlagd(stand_in, shm_prefix, deployment_key, poll_interval_ms=50) as flagd:
+        flagd.wait_marker("polled")
+        assert flagd.transport().transport == "poll"
+        stand_in.push(marker_flags("pushed"))
+        flagd.wait_marker("pushed")
+        wait_until(lambda: flagd.transport().transport == "stream", 5, "the stream noted as the transport")
+    assert len(stand_in.seen(STREAM)) == 1
+
+
+def test_an_empty_poll_after_streamed_flags_must_be_confirmed(stand_in, shm_prefix, deployment_key):
+    # One empty answer of the API must not empty every worker: that guard must hold when the
+    # flags it would replace came by stream, after an empty config that polls had confirmed.
+    import time
+
+    from amplitude_experiment.snapshot.health import read_health
+
+    stream_up = threading.Event()
+    stand_in.answer("GET", STREAM, lambda seen: EventStream(initial=marker_flags("a"), keep_alive_every=0.05)
+                    if stream_up.is_set() else Answer(500, "stream down"))
+    stand_in.answer("GET", FLAGS, Answer(200, []))
+    with InProcessFlagd(stand_in, shm_prefix, deployment_key, retry_s=0.1, poll_interval_ms=50,
+                        backoff_min_ms=200) as flagd:
+        wait_until(lambda: flagd.reader.current_version() == 1, 10, "the confirmed empty config")
+        stream_up.set()
+        wait_until(lambda: flagd.reader.current_version() == 2, 10, "the streamed flags")
+        assert flagd.marker() == "a"
+        stream_up.clear()
+        failed_at = time.time_ns()
+        stand_in.disconnect()  # polling takes over and the API answers [] again
+        wait_until(lambda: flagd.reader.current_version() == 3, 10, "the empty config, once confirmed")
+        flagd.reader.state()
+        health = read_health(flagd.reader.words)
+        assert health.last_error_at_ns > failed_at and "empty flag list" in health.last_error

@@ -2,11 +2,14 @@
 queue's permissions (issue 14). The queue and index are real; flagd's decoding is flagd's own."""
 
 import datetime
+import gc
 import logging
 import os
 
 import posix_ipc
 import pytest
+from amplitude import IngestionMetadata, Plan
+from event_sink import Sink
 from other_user import NOBODY, as_user, require_root
 
 from amplitude_experiment import AssignmentConfig, User, Variant
@@ -29,17 +32,6 @@ ANALYTICS = "analytics-key-0123456789"
 URL = "http://127.0.0.1:9/2/httpapi"
 #: A uid whose gid (the same number) is the queue's group: a worker of another user in flagd's group.
 GROUP_MEMBER = 47115
-
-
-class Sink:
-    def __init__(self):
-        self.events = []
-
-    def track(self, event):
-        self.events.append(event)
-
-    def flush(self):
-        return []
 
 
 @pytest.fixture
@@ -103,7 +95,12 @@ def test_a_matching_key_and_endpoint_route_to_flagd(host, shm_prefix):
     ExposureConfig(api_key="another-analytics-key", server_url=URL),   # another key
     ExposureConfig(api_key=ANALYTICS, server_zone="EU"),              # another endpoint
     ExposureConfig(0, api_key=ANALYTICS, server_url=URL),             # dedup turned off by the worker
-], ids=["key", "endpoint", "no-dedup"])
+    # What the worker's analytics client would add to its events or requests, or do with them:
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, plan=Plan(branch="main", version="3")),
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, ingestion_metadata=IngestionMetadata(source_name="web")),
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, min_id_length=1),  # user ids shorter than 5 accepted
+    ExposureConfig(api_key=ANALYTICS, server_url=URL, callback=lambda event, code, message: None),
+], ids=["key", "endpoint", "no-dedup", "plan", "ingestion-metadata", "min-id-length", "callback"])
 def test_anything_else_stays_in_the_process(host, shm_prefix, config):
     _, queue = host
     sink = Sink()
@@ -166,14 +163,105 @@ def test_the_next_message_tells_flagd_of_the_fallbacks(host, shm_prefix):
     _, queue = host
     sink = Sink()
     made = tracker(shm_prefix, sink, exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made._host.resend_wait = 0.01  # nobody reads the queue here: the pipeline thread falls back soon
     capacity = queue.max_messages
     for index in range(capacity + 3):
         made.track(User(user_id="u%d" % index), VARIANTS, True)
+    made.flush(5)  # the pipeline thread offered the 3 results again, then delivered them
     assert made.host_status()["fallbacks"]["queue_full"] == 3
+    assert len(sink.events) == 3 * 2
     assert len(received(queue)) == capacity
     made.track(User(user_id="after"), VARIANTS, True)
     [(_, user, _, _, fallbacks, _)] = received(queue)
     assert (user.user_id, fallbacks) == ("after", 3)
+
+
+def fill(queue):
+    sender = posix_ipc.MessageQueue(queue.name, flags=0, read=False, write=True)
+    for index in range(queue.max_messages):
+        sender.send(b"filler %d" % index)
+    sender.close()
+
+
+def test_a_result_that_finds_the_queue_full_goes_to_flagd_when_room_appears(host, shm_prefix):
+    _, queue = host
+    sink = Sink()
+    made = tracker(shm_prefix, sink, exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made._host.resend_wait = 10.0  # the room appears at once below; the bound only ends a failing test
+    fill(queue)
+    made.track(User(user_id="burst"), VARIANTS, True)  # returns: the caller never waits for room
+    assert queue.receive(0)[0] == b"filler 0"  # flagd reads one: the pipeline thread's send goes in
+    made.flush(10)
+    assert sink.events == []
+    status = made.host_status()
+    assert (status["sent_to_flagd"], status["sent_after_wait"], status["delivered_here"]) == (1, 1, 0)
+    for index in range(1, queue.max_messages):
+        assert queue.receive(0)[0] == b"filler %d" % index
+    assert [message[1].user_id for message in received(queue)] == ["burst"]
+
+
+def test_no_wait_while_flagd_does_not_read(host, shm_prefix):
+    _, queue = host
+    sink = Sink()
+    made = tracker(shm_prefix, sink, exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made._host.resend_wait = 0.01
+    fill(queue)
+    for index in range(3):
+        made.track(User(user_id="u%d" % index), VARIANTS, True)
+    made.flush(5)
+    status = made.host_status()
+    assert (status["fallbacks"]["queue_full"], status["sent_after_wait"]) == (3, 0) and len(sink.events) == 3 * 2
+
+
+def test_a_full_queue_of_a_flagd_that_stopped_is_not_waited_for(host, shm_prefix):
+    writer, queue = host
+    made = tracker(shm_prefix, Sink(), exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    channel = made._host
+    channel.resend_wait = 10.0
+    fill(queue)
+    message = channel.send(KIND_EXPOSURE, User(user_id="late"), VARIANTS, 1.7e12, "late None exp on ")
+    assert isinstance(message, bytes)  # full: to be offered again from the pipeline thread
+    writer.words[W_ANALYTICS_KEY] = 0  # flagd stops (SIGTERM) after reading one: room nobody will read
+    queue.receive(0)
+    assert channel.resend(KIND_EXPOSURE, message) is False
+    assert queue.current_messages == queue.max_messages - 1 and channel.fallbacks["queue_full"] == 1
+
+
+def test_a_result_sent_after_a_wait_does_not_report_the_fallbacks_twice(host, shm_prefix):
+    _, queue = host
+    channel = tracker(shm_prefix, Sink(), exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))._host
+    channel.resend_wait = 0.0
+    fill(queue)
+    first = channel.send(KIND_EXPOSURE, User(user_id="a"), VARIANTS, 1.7e12, "a None exp on ")
+    assert channel.resend(KIND_EXPOSURE, first) is False  # still full: one fallback, not yet told to flagd
+    second = channel.send(KIND_EXPOSURE, User(user_id="b"), VARIANTS, 1.7e12, "b None exp on ")
+    queue.receive(0), queue.receive(0)  # flagd reads two fillers
+    assert channel.resend(KIND_EXPOSURE, second) is True
+    assert channel.send(KIND_EXPOSURE, User(user_id="c"), VARIANTS, 1.7e12, "c None exp on ") is True
+    for _ in range(queue.max_messages - 2):
+        queue.receive(0)
+    assert {message[1].user_id: message[4] for message in received(queue)} == {"b": 0, "c": 1}
+
+
+def descriptors_of(name):
+    """This process's open descriptors of the message queue ``name``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink("/proc/self/fd/" + fd) == name
+        except OSError:  # the listing's own descriptor, gone already
+            pass
+    return count
+
+
+def test_a_dropped_tracker_closes_its_queue(host, shm_prefix):
+    made = tracker(shm_prefix, Sink(), exposure=ExposureConfig(api_key=ANALYTICS, server_url=URL))
+    made.track(User(user_id="u1"), VARIANTS, True)
+    name = queue_name(shm_prefix, KEY)
+    assert descriptors_of(name) == 2  # flagd's (the fixture's) and the worker's
+    del made
+    gc.collect()
+    assert descriptors_of(name) == 1  # else the queue stays allocated (RLIMIT_MSGQUEUE) after flagd unlinks it
 
 
 def test_the_queue_has_flagds_owner_group_and_mode(host):

@@ -12,12 +12,12 @@ Amplitude's SDK does it, with bounded waits (docs/cohorts.md).
 Thread-safe; fork-safe (the refresh thread restarts in a child that evaluates).
 """
 
+import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
-from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Set, TypedDict
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, TypedDict
 
 from .._cohort_api import Cohort, CohortDownloadError, CohortFetcher
 from .._flag_api import Backoff
@@ -88,12 +88,12 @@ class CohortSync:
 
     def __init__(self, sync_config: Any, timeout_s: float, logger: logging.Logger,
                  fetcher: Optional[CohortFetcher] = None, wall_clock: Callable[[], float] = time.time,
-                 io_lock: Callable[[], ContextManager[Any]] = nullcontext):
-        """``io_lock()``: the lock each refresh round holds (the poller's, which fork() takes)."""
+                 io_lock: Callable[[], Any] = contextlib.nullcontext):
+        """:param io_lock: returns the lock refreshes run under: the poller's I/O lock, which
+            ``fork()`` takes (asked each time, since a child gets a new one)."""
         from .._http import base_url
 
         self._io_lock = io_lock
-
         self.interval = max(int(sync_config.cohort_polling_interval_millis), 1) / 1000.0
         self._timeout = timeout_s
         self._logger = logger

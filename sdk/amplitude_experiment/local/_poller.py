@@ -50,11 +50,6 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
 
-def _poll_io_lock() -> Any:
-    """The I/O lock of this process (a fork child has its own): cohort refreshes hold it too."""
-    return _POLL_IO_LOCK
-
-
 class PollingFlagSource:
     """Fetches flag configs on a timer thread and keeps the last good ones.
 
@@ -99,7 +94,7 @@ class PollingFlagSource:
         if config.cohort_sync_config is not None:
             from ._cohort_sync import CohortSync
 
-            self.cohorts = CohortSync(config.cohort_sync_config, self._timeout, logger, io_lock=_poll_io_lock)
+            self.cohorts = CohortSync(config.cohort_sync_config, self._timeout, logger, io_lock=self.io_lock)
         #: While True the timer thread skips its polls: a stream delivers the flags (local/_streamer.py).
         self.paused = False
         self._reset_process_state()
@@ -137,26 +132,43 @@ class PollingFlagSource:
         """Poll once on the calling thread; True when it succeeded."""
         return self._poll_once()
 
+    def io_lock(self) -> Any:
+        """The re-entrant lock every poll and install runs under (fork-safe: renewed in a child).
+        A stream holds it to install a list and set ``paused`` as one step, so no poll begun
+        before that step installs its list after it."""
+        return _POLL_IO_LOCK
+
     def install(self, body: bytes, origin: str) -> None:
         """Apply a flag list that arrived another way (a stream message) exactly as a poll result:
         same parser, same storage order, same compiled-flag cache.
 
-        :raises FlagFetchError: the body is not a flag list this SDK accepts (the flags are kept).
+        :raises FlagFetchError: the body is not a flag list this SDK accepts (the flags are kept),
+            whatever failed (json raises RecursionError for deep nesting, say).
         """
         with _POLL_IO_LOCK:
             try:
                 self._install(body, origin)
-            except FlagFetchError as error:
+            except Exception as error:
                 self._last_error = str(error)
                 self._last_error_at = self._wall_clock()
-                raise
+                if isinstance(error, FlagFetchError):
+                    raise
+                raise FlagFetchError("flag config rejected: %s" % error) from None
             self._failures = 0
             self._last_error = self._last_error_at = None
             self._last_success = self._wall_clock()
 
+    def mark_current(self) -> None:
+        """The flags are known to be current without a fetch (a stream's keep-alive while it
+        delivers): ``last_success`` and ``age_seconds`` count from now."""
+        if self._flags is not None:
+            self._last_success = self._wall_clock()
+
     def current(self) -> Optional[FlagSet]:
         if self._generation != FORKS.generation:
-            self._restart_after_fork()
+            with FORKS.restart_lock:  # threads noticing the fork at once restart it once
+                if self._generation != FORKS.generation:
+                    self._restart_after_fork()
         return self._flags
 
     def stop(self) -> None:
@@ -166,6 +178,7 @@ class PollingFlagSource:
             self._stopped = True
             thread = self._thread
         self._wakeup.set()
+        self._fetcher.abort()  # a poll under way (this poller's thread or the stream's) ends now
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self._timeout + 1.0)
         self._fetcher.close()
@@ -238,10 +251,14 @@ class PollingFlagSource:
             return self._poll_locked()
 
     def _poll_locked(self) -> bool:
+        if self._stopped or self.paused:
+            return False
         self._polls += 1
         try:
             self._fetch_and_install()
         except Exception as error:  # keep the last good flags whatever went wrong
+            if self._stopped:
+                return False  # cut short by stop()
             self._failures += 1
             self._last_error = str(error)
             self._last_error_at = self._wall_clock()

@@ -62,6 +62,8 @@ class StreamingFlagSource:
         self._url = base_url(config.stream_server_url, "stream_server_url") + STREAM_PATH
         self._api_key = api_key
         self._conn_timeout = max(config.stream_flag_conn_timeout, 0) / 1000.0
+        self._probe_every = max(config.flag_config_polling_interval_millis, 1) / 1000.0
+        self._next_probe = 0.0
         self._keep_alive = keep_alive_s
         self._retry = (retry_s, retry_jitter_s, max_retry_s)
         self._session_factory = session_factory
@@ -119,7 +121,9 @@ class StreamingFlagSource:
 
     def current(self) -> Optional[FlagSet]:
         if self._generation != FORKS.generation:
-            self._restart_after_fork()
+            with FORKS.restart_lock:  # threads noticing the fork at once restart it once
+                if self._generation != FORKS.generation:
+                    self._restart_after_fork()
         return self._poller.current()
 
     def stop(self) -> None:
@@ -151,7 +155,8 @@ class StreamingFlagSource:
 
     @property
     def before_poll(self) -> Optional[Callable[[], bool]]:
-        """The poller's hook (auto mode's probe for flagd); see PollingFlagSource.before_poll."""
+        """The poller's hook (auto mode's probe for flagd; see PollingFlagSource.before_poll), which the
+        stream thread also runs while the stream delivers and the poller is paused (see _on_event)."""
         return self._poller.before_poll
 
     @before_poll.setter
@@ -184,9 +189,8 @@ class StreamingFlagSource:
         stream = self._stream
         while not self._stopped and generation == FORKS.generation:
             self._connects += 1
-            delivered = [False]
             try:
-                stream.run_once(lambda data: self._on_message(data, delivered))
+                stream.run_once(self._on_message, self._on_event)
                 if not self._stopped:
                     self._logger.debug("[Experiment] renewing the flag stream connection")
                 continue  # renewed after its maximum age, or stopped
@@ -197,24 +201,53 @@ class StreamingFlagSource:
             if self._wakeup.wait(stream_retry_delay(self._stream_failures, *self._retry)):
                 return
 
-    def _on_message(self, data: str, delivered: list) -> None:
+    def _on_event(self) -> None:
+        """Any event, keep-alives included, on a stream that delivers says the flags are current.
+        At most once a poll interval it also runs the poller's probe (auto mode: flagd's snapshot
+        appeared?), which the paused poller does not run for a process that never evaluates."""
+        if self.transport != "stream":
+            return
+        self._poller.mark_current()
+        probe = self._poller.before_poll
+        now = time.monotonic()
+        if probe is not None and now >= self._next_probe:
+            self._next_probe = now + self._probe_every
+            probe()  # True when flagd took over: this source was stopped, the connection is cut
+
+    def _on_message(self, data: str) -> None:
+        """Apply a pushed flag list. Only a list this SDK accepts counts as the stream delivering
+        (polling stops); a rejected one keeps the last flags and polls until a good one comes."""
         self._messages += 1
-        try:
-            self._poller.install(data.encode("utf-8"), self._url)
-        except FlagFetchError as error:
-            self._logger.error("[Experiment] flag stream message rejected, keeping the last flags: %s", error)
-        if not delivered[0]:
-            delivered[0] = True
+        with self._poller.io_lock():  # the list and the pause as one step, between polls
+            try:
+                self._poller.install(data.encode("utf-8"), self._url)
+            except FlagFetchError as error:
+                self._logger.error("[Experiment] flag stream message rejected, keeping the last flags: %s", error)
+                self._message_rejected("message rejected: %s" % error)
+                return
             with self._lock:
                 if self._stopped:
                     return
                 self._stream_failures = 0
-                back = self.transport != "stream"  # not a renewed connection
+                back = self.transport != "stream"  # not a renewed connection, nor the next message
                 self._set_transport("stream")
-                self._poller.paused = True  # the stream is back: polling stops
-            self._first_outcome.set()
-            if back:
-                self._logger.info("[Experiment] flag stream %s connected; polling stopped", self._url)
+                self._poller.paused = True  # the stream delivers: polling stops
+        self._first_outcome.set()
+        if back:
+            self._logger.info("[Experiment] flag stream %s connected; polling stopped", self._url)
+
+    def _message_rejected(self, message: str) -> None:
+        self._stream_error = message
+        self._stream_error_at = self._wall_clock()
+        with self._lock:
+            starting = self._starting
+            streaming = self.transport == "stream"
+            if starting:
+                self._set_transport("poll")  # start() falls back: see _stream_failed
+        if starting:
+            self._first_outcome.set()  # start() falls back itself, on the caller's thread
+        elif streaming:
+            self._fall_back(after_failure=True)
 
     def _stream_failed(self, message: str) -> None:
         self._stream_failures += 1
@@ -224,6 +257,8 @@ class StreamingFlagSource:
                              self._url, self._stream_failures, message)
         with self._lock:
             starting = self._starting
+            if starting:
+                self._set_transport("poll")  # the stream may have delivered first: it does not now
         if starting:
             self._first_outcome.set()  # start() falls back itself, on the caller's thread
         else:
@@ -232,17 +267,18 @@ class StreamingFlagSource:
     def _fall_back(self, after_failure: bool = False) -> None:
         """Poll now and at the interval until the stream delivers again. From ``start()`` nothing
         happens when the stream delivered meanwhile; after a failure (the stream thread) always."""
-        with self._lock:
-            if self._stopped or (self.transport == "stream" and not after_failure):
-                return
-            self._set_transport("poll")
-            self._poller.paused = False
-            first = not self._polling_started
-            self._polling_started = True
-        if first:
-            self._poller.start()  # the first poll, on this thread, then the timer
-        else:
-            self._poller.poll_now()
+        with self._poller.io_lock():  # never between a stream message's install and its pause
+            with self._lock:
+                if self._stopped or (self.transport == "stream" and not after_failure):
+                    return
+                self._set_transport("poll")
+                self._poller.paused = False
+                first = not self._polling_started
+                self._polling_started = True
+            if first:
+                self._poller.start()  # the first poll, on this thread, then the timer
+            else:
+                self._poller.poll_now()
 
     def _set_transport(self, transport: str) -> None:
         if transport != self.transport:

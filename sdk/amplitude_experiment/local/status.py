@@ -20,7 +20,9 @@ class FlagSourceStatus(TypedDict):
       flagd: the publisher runs, its heartbeat is fresh and its last poll succeeded).
     - ``version``: the snapshot version served (flagd; None when polling).
     - ``flags``: number of flags served, None before any were loaded.
-    - ``age_seconds``: poll: since the last successful poll; flagd: since the served version was published.
+    - ``age_seconds``: poll: since the last successful poll (with ``stream_updates``, since the
+      stream last confirmed the flags: a message or a keep-alive); flagd: since the served version
+      was published.
     - ``last_success``: when flags were last fetched successfully (by this process or by flagd).
     - ``last_error`` / ``last_error_at``: this process's last problem (a failed poll, a refused
       shared-memory file) and when, None when there was none or it was resolved.

@@ -21,6 +21,8 @@ text mid-rewrite (seq odd or changed) retries a few times and otherwise reports 
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
+from .index_text import read_text, rewriting, store_text
+
 __all__ = [
     "ERROR_KINDS",
     "FAILING_PUBLISH",
@@ -44,7 +46,6 @@ FAILING_SOURCE = 1
 FAILING_PUBLISH = 2
 FAILING_STATE_DIR = 4
 _FAILING_NAMES = ((FAILING_SOURCE, "source"), (FAILING_PUBLISH, "publish"), (FAILING_STATE_DIR, "state_dir"))
-_READ_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -67,16 +68,10 @@ class PublisherHealth:
 
 def record_error(words: Any, kind: str, message: str, at_ns: int) -> None:
     """Store the last error (text truncated to :data:`ERROR_TEXT_MAX` bytes on a character boundary)."""
-    data = message.encode("utf-8", "replace")[:ERROR_TEXT_MAX].decode("utf-8", "ignore").encode("utf-8")
-    padded = data + b"\0" * (-len(data) % 8)
-    seq = words[W_ERROR_SEQ]
-    words[W_ERROR_SEQ] = seq + 1 if seq % 2 == 0 else seq + 2  # odd: text in flux
-    if padded:
-        words[_TEXT_WORD:_TEXT_WORD + len(padded) // 8] = memoryview(padded).cast("Q")
-    words[W_ERROR_LEN] = len(data)
-    words[W_ERROR_KIND] = ERROR_KINDS.index(kind) if kind in ERROR_KINDS else 0
-    words[W_ERROR_AT] = at_ns
-    words[W_ERROR_SEQ] = words[W_ERROR_SEQ] + 1  # even again: text complete
+    with rewriting(words, W_ERROR_SEQ):
+        store_text(words, W_ERROR_LEN, _TEXT_WORD, ERROR_TEXT_MAX, message)
+        words[W_ERROR_KIND] = ERROR_KINDS.index(kind) if kind in ERROR_KINDS else 0
+        words[W_ERROR_AT] = at_ns
 
 
 def record_failing(words: Any, failing: int, failures: int) -> None:
@@ -92,16 +87,7 @@ def record_problems(words: Any, count: int) -> None:
 
 def read_health(words: Any) -> PublisherHealth:
     """The health words of a mapped index (all zeros, i.e. nothing known, before it is mapped)."""
-    text: Optional[str] = None
-    for _ in range(_READ_ATTEMPTS):
-        seq = words[W_ERROR_SEQ]
-        if seq % 2:
-            continue
-        length = min(int(words[W_ERROR_LEN]), ERROR_TEXT_MAX)
-        raw = _text_bytes(words, length)
-        if words[W_ERROR_SEQ] == seq:
-            text = raw.decode("utf-8", "replace") if length else None
-            break
+    text = read_text(words, W_ERROR_SEQ, W_ERROR_LEN, _TEXT_WORD, ERROR_TEXT_MAX)
     kind_index = int(words[W_ERROR_KIND])
     kind = ERROR_KINDS[kind_index] if 0 < kind_index < len(ERROR_KINDS) else None
     failing_bits = int(words[W_FAILING])
@@ -115,11 +101,3 @@ def read_health(words: Any) -> PublisherHealth:
         config_problems=int(words[W_CONFIG_PROBLEMS]),
     )
 
-
-def _text_bytes(words: Any, length: int) -> bytes:
-    if not length:
-        return b""
-    count = (length + 7) // 8
-    if isinstance(words, memoryview):
-        return words[_TEXT_WORD:_TEXT_WORD + count].tobytes()[:length]
-    return b"".join(int(word).to_bytes(8, "little") for word in words[_TEXT_WORD:_TEXT_WORD + count])[:length]

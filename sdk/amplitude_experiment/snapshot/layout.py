@@ -33,7 +33,9 @@ The index, 4096 bytes of little-endian u64 words (``memoryview(mm).cast('Q')``):
                  (:func:`analytics_endpoint_hash`), 34..44 event counters (W_EVENTS_*: messages
                  received, deduplicated, events sent, failed, queue depth, workers' fallbacks,
                  messages rejected, events dropped, queue capacity, message size, counting
-                 since), 45..47 reserved
+                 since), 45 the hash of the analytics key the queue's messages were sent for
+                 (with word 33, kept when flagd stops: a later flagd with another key or
+                 endpoint does not deliver them), 46..47 reserved
           48.. reserved (0)
 
 Other names a key's files may take (all under the same ``/<prefix>.<keyhash>.`` stem):
@@ -152,6 +154,8 @@ W_ANALYTICS_KEY, W_ANALYTICS_ENDPOINT = 32, 33
 W_EVENTS_RECEIVED, W_EVENTS_DEDUPLICATED, W_EVENTS_SENT, W_EVENTS_FAILED, W_EVENTS_QUEUE_DEPTH, \
     W_EVENTS_WORKER_FALLBACKS, W_EVENTS_REJECTED, W_EVENTS_DROPPED, W_EVENTS_QUEUE_CAPACITY, \
     W_EVENTS_MESSAGE_SIZE, W_EVENTS_SINCE = range(34, 45)
+#: The hash of the analytics key the event queue's messages were sent for (word 33 their endpoint's).
+W_EVENTS_QUEUE_KEY = 45
 #: Stored in the version word by :func:`remove_all` before unlinking, so mapped readers re-open.
 RETIRED = 2 ** 64 - 1
 #: The highest version number a writer uses, or accepts from a ``v<N>`` name; far below RETIRED.

@@ -17,6 +17,7 @@ them. Words 24..31 and bytes 2048..2559 of the index (layout.py)::
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .index_text import read_text, rewriting, store_text
 from .layout import TRANSPORT_FILE, TRANSPORT_NONE, TRANSPORT_POLL, TRANSPORT_STREAM, W_TRANSPORT, W_TRANSPORT_SINCE
 
 __all__ = ["TRANSPORT_NAMES", "TransportHealth", "read_transport", "record_stream", "record_stream_error",
@@ -27,7 +28,6 @@ W_STREAM_ERROR_AT, W_STREAM_FAILURES, W_STREAM_ERROR_SEQ, W_STREAM_ERROR_LEN, W_
 STREAM_ERROR_TEXT_OFFSET = 2048
 STREAM_ERROR_TEXT_MAX = 512
 _TEXT_WORD = STREAM_ERROR_TEXT_OFFSET // 8
-_READ_ATTEMPTS = 3
 
 #: Index word 24's values by name, as status reports say them.
 TRANSPORT_NAMES = {TRANSPORT_NONE: None, TRANSPORT_POLL: "poll", TRANSPORT_STREAM: "stream", TRANSPORT_FILE: "file"}
@@ -62,29 +62,14 @@ def record_stream(words: Any, failures: int, last_event_ns: int, connects: int) 
 
 def record_stream_error(words: Any, message: str, at_ns: int) -> None:
     """Store the stream's last error (truncated to STREAM_ERROR_TEXT_MAX bytes on a character boundary)."""
-    data = message.encode("utf-8", "replace")[:STREAM_ERROR_TEXT_MAX].decode("utf-8", "ignore").encode("utf-8")
-    padded = data + b"\0" * (-len(data) % 8)
-    seq = words[W_STREAM_ERROR_SEQ]
-    words[W_STREAM_ERROR_SEQ] = seq + 1 if seq % 2 == 0 else seq + 2  # odd: text in flux
-    if padded:
-        words[_TEXT_WORD:_TEXT_WORD + len(padded) // 8] = memoryview(padded).cast("Q")
-    words[W_STREAM_ERROR_LEN] = len(data)
-    words[W_STREAM_ERROR_AT] = at_ns
-    words[W_STREAM_ERROR_SEQ] = words[W_STREAM_ERROR_SEQ] + 1  # even again: text complete
+    with rewriting(words, W_STREAM_ERROR_SEQ):
+        store_text(words, W_STREAM_ERROR_LEN, _TEXT_WORD, STREAM_ERROR_TEXT_MAX, message)
+        words[W_STREAM_ERROR_AT] = at_ns
 
 
 def read_transport(words: Any) -> TransportHealth:
     """The transport words of a mapped index (all zeros before flagd wrote them)."""
-    text: Optional[str] = None
-    for _ in range(_READ_ATTEMPTS):
-        seq = words[W_STREAM_ERROR_SEQ]
-        if seq % 2:
-            continue
-        length = min(int(words[W_STREAM_ERROR_LEN]), STREAM_ERROR_TEXT_MAX)
-        raw = _text_bytes(words, length)
-        if words[W_STREAM_ERROR_SEQ] == seq:
-            text = raw.decode("utf-8", "replace") if length else None
-            break
+    text = read_text(words, W_STREAM_ERROR_SEQ, W_STREAM_ERROR_LEN, _TEXT_WORD, STREAM_ERROR_TEXT_MAX)
     at_ns = int(words[W_STREAM_ERROR_AT])
     return TransportHealth(
         transport=TRANSPORT_NAMES.get(int(words[W_TRANSPORT])),
@@ -96,11 +81,3 @@ def read_transport(words: Any) -> TransportHealth:
         stream_connects=int(words[W_STREAM_CONNECTS]),
     )
 
-
-def _text_bytes(words: Any, length: int) -> bytes:
-    if not length:
-        return b""
-    count = (length + 7) // 8
-    if isinstance(words, memoryview):
-        return words[_TEXT_WORD:_TEXT_WORD + count].tobytes()[:length]
-    return b"".join(int(word).to_bytes(8, "little") for word in words[_TEXT_WORD:_TEXT_WORD + count])[:length]

@@ -11,6 +11,7 @@ When flagd delivers for the config's analytics key, new results go to flagd inst
 import copy
 import logging
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from amplitude import constants as _analytics_constants
@@ -86,13 +87,17 @@ class EvaluationTracker:
         #: flagd's event queue, when :meth:`route_to_host` was called (shared mode).
         self._host: Optional[HostChannel] = None
         report = Reporter(logger)
+        # The pipelines' builders reach the channel through a weak reference: a pipeline thread
+        # outlives a dropped tracker by its idle time, and must not keep the queue open meanwhile.
+        tracker = weakref.ref(self)
         if assignment_config is not None:
             send_props = bool(getattr(assignment_config, "send_evaluated_props", False))
             self._assignment_filter = DedupFilter(assignment_config.cache_capacity)
             self._assignment = EventPipeline(
                 "assignment",
                 assignment_config,
-                lambda record, callback: [to_event(record, send_props, callback, report)],
+                lambda record, callback: [] if _resent(tracker, KIND_ASSIGNMENT, record)
+                else [to_event(record, send_props, callback, report)],
                 logger,
                 sink_factory,
                 max_pending,
@@ -103,7 +108,8 @@ class EvaluationTracker:
             self._exposure = EventPipeline(
                 "exposure",
                 exposure_config,
-                lambda record, callback: to_exposure_events(record, ttl, callback, report),
+                lambda record, callback: [] if _resent(tracker, KIND_EXPOSURE, record)
+                else to_exposure_events(record, ttl, callback, report),
                 logger,
                 sink_factory,
                 max_pending,
@@ -132,13 +138,15 @@ class EvaluationTracker:
             snapshot = None
             host = self._host
             if exposure is not None and self._exposure_filter.should_track(canonical, now):  # type: ignore[union-attr]
-                if host is None or not host.send(KIND_EXPOSURE, user, variants, now, canonical):
+                sent = False if host is None else host.send(KIND_EXPOSURE, user, variants, now, canonical)
+                if sent is not True:
                     snapshot = _snapshot(user)
-                    exposure.submit(_with_canonical(Exposure(snapshot, dict(variants), now), canonical))
+                    exposure.submit(_record(Exposure(snapshot, dict(variants), now), canonical, sent))
             if assignment is not None and self._assignment_filter.should_track(canonical, now):  # type: ignore[union-attr]
-                if host is None or not host.send(KIND_ASSIGNMENT, user, variants, now, canonical):
+                sent = False if host is None else host.send(KIND_ASSIGNMENT, user, variants, now, canonical)
+                if sent is not True:
                     snapshot = snapshot or _snapshot(user)
-                    assignment.submit(_with_canonical(Assignment(snapshot, dict(variants), now), canonical))
+                    assignment.submit(_record(Assignment(snapshot, dict(variants), now), canonical, sent))
         except Exception:
             if not self._warned_error:
                 self._warned_error = True
@@ -212,6 +220,18 @@ def _snapshot(user: Any) -> Any:
     return snapshot
 
 
-def _with_canonical(record: Any, canonical: str) -> Any:
+def _resent(tracker: "weakref.ref[EvaluationTracker]", kind: int, record: Any) -> bool:
+    """On the pipeline thread: whether a result that found flagd's queue full went to flagd after
+    all (:meth:`.HostChannel.resend`), so this process builds no events for it."""
+    message = getattr(record, "_message", None)
+    if message is None:
+        return False
+    host = getattr(tracker(), "_host", None)
+    return host is not None and host.resend(kind, message)
+
+
+def _record(record: Any, canonical: str, sent: Any) -> Any:
+    """``record`` with its canonical form and, when flagd's queue was full, the message to offer again."""
     record._canonical = canonical
+    record._message = sent if isinstance(sent, bytes) else None
     return record

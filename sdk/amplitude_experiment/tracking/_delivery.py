@@ -83,8 +83,8 @@ class EventPipeline:
     """Turns submitted records into events with ``build`` and tracks them on a per-process sink.
 
     Thread-safe and fork-safe. :meth:`submit` never blocks and never raises: when
-    ``max_pending`` records wait already, the record is dropped and a warning logged once per
-    overflow. Delivery failures reported by the analytics SDK are logged once per failure streak.
+    ``max_pending`` records wait already, the record is dropped (it returns False) and a warning
+    logged once per overflow. Delivery failures reported by the analytics SDK are logged once per failure streak.
 
     :param kind: ``"assignment"`` or ``"exposure"``, for logs and the thread name.
     :param config: the ``amplitude.Config`` (our ``AssignmentConfig`` or ``ExposureConfig``).
@@ -118,13 +118,14 @@ class EventPipeline:
         self._build_failed = False
         self._on_result = self._make_result_callback()
 
-    def submit(self, record: Any) -> None:
-        """Queue one record for this process's worker; drop it if the queue is full."""
+    def submit(self, record: Any) -> bool:
+        """Queue one record for this process's worker; False when it was dropped (the queue is
+        full, or the analytics client could not start in this process)."""
         state = self._state
         if state is None or state.generation != FORKS.generation:
             state = self._start()
             if state is None:
-                return
+                return False
         with state.cond:
             if len(state.items) >= self._max_pending:
                 state.dropped += 1
@@ -134,13 +135,14 @@ class EventPipeline:
                         self.kind,
                         len(state.items),
                     )
-                return
+                return False
             state.items.append(record)
             state.pending += 1
             if state.thread is None:
                 self._start_worker(state)
             else:
                 state.cond.notify()
+            return True
 
     def flush(self, deadline: Optional[float]) -> None:
         """Hand every queued record to the sink, flush it and wait for the sends until ``deadline``.

@@ -4,10 +4,12 @@ host-wide and delivers once (docs/tracking.md, "One exposure per user per host")
 After its own per-process dedup, a worker hands each new result to flagd when flagd advertises,
 in its index, that it delivers for this tracking config's analytics API key (word 32) and
 endpoint (word 33). The result travels as one msgpack message on the key's POSIX message queue
-(``/<prefix>.<keyhash>.q``), sent without blocking. Whenever that is not possible (flagd is
-absent or delivers for another key, the queue is full or missing, the message is too large or
-holds a value msgpack cannot carry) :meth:`HostChannel.send` returns False and the worker
-delivers the result itself, exactly as without flagd; each case is counted (:meth:`status`).
+(``/<prefix>.<keyhash>.q``), sent without blocking. When the queue is full, the result goes to
+the process's pipeline thread with its message, and that thread offers it once more after a
+short wait for room (:meth:`HostChannel.resend`). Whenever flagd cannot take it (flagd is absent
+or delivers for another key, the queue stays full or is missing, the message is too large or
+holds a value msgpack cannot carry) the worker delivers the result itself, exactly as without
+flagd; each case is counted (:meth:`HostChannel.status`).
 
 A message (msgpack array)::
 
@@ -23,10 +25,11 @@ canonical form travels with the result so flagd drops a repeat before decoding a
 
 import logging
 import os
+import select
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, TypedDict
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, TypedDict, Union
 
 import msgpack
 import posix_ipc
@@ -54,6 +57,12 @@ KIND_EXPOSURE = 0
 KIND_ASSIGNMENT = 1
 #: Seconds between two looks for flagd's index or queue while they are missing or refused.
 RETRY_SECONDS = 1.0
+#: Seconds the pipeline thread waits for room in a full queue before delivering a result itself.
+RESEND_WAIT = 0.1
+#: After a wait that found no room, seconds during which :meth:`HostChannel.resend` does not wait.
+RESEND_PAUSE = 1.0
+#: Sends one resend tries at most (other workers may take the room it waited for).
+RESEND_TRIES = 8
 #: Why a result flagd should have delivered was delivered by this process instead.
 FALLBACK_REASONS = ("queue_full", "queue_missing", "too_large", "unencodable")
 
@@ -71,6 +80,8 @@ class EventChannelStatus(TypedDict):
     - ``flagd_delivers``: flagd advertises that it delivers for this process's analytics key and
       endpoint (exposure or assignment config); None before anything was tracked.
     - ``sent_to_flagd``: results handed to flagd.
+    - ``sent_after_wait``: of those, results that found the queue full and went to flagd from the
+      pipeline thread after a short wait (:meth:`HostChannel.resend`).
     - ``delivered_here``: results this process delivered itself, for any reason.
     - ``not_advertised``: of those, results flagd does not deliver for (no flagd, no analytics key,
       another key or endpoint, or the tracking config turned dedup off).
@@ -82,16 +93,25 @@ class EventChannelStatus(TypedDict):
     queue: str
     flagd_delivers: Optional[bool]
     sent_to_flagd: int
+    sent_after_wait: int
     delivered_here: int
     not_advertised: int
     fallbacks: Dict[str, int]
     last_problem: Optional[str]
 
 
+#: ``amplitude.Config`` fields flagd's analytics client does not have: set, they change the
+#: process's events or requests (plan, ingestion_metadata, min_id_length) or must see every result
+#: (callback), so its results stay in the process.
+PROCESS_ONLY_FIELDS = ("plan", "ingestion_metadata", "min_id_length", "callback")
+
+
 def route_of(config: Any) -> Optional[Route]:
     """The route of a tracking config (``ExposureConfig`` / ``AssignmentConfig``), or None when its
-    results must stay in this process (no api_key, or deduplication turned off)."""
-    if config is None or not getattr(config, "api_key", None) or getattr(config, "cache_capacity", 1) <= 0:
+    results must stay in this process (no api_key, deduplication turned off, or one of
+    :data:`PROCESS_ONLY_FIELDS` set)."""
+    if config is None or not getattr(config, "api_key", None) or getattr(config, "cache_capacity", 1) <= 0 \
+            or any(getattr(config, name, None) is not None for name in PROCESS_ONLY_FIELDS):
         return None
     return analytics_key_hash(config.api_key), analytics_endpoint_hash(str(config.server_url))
 
@@ -100,7 +120,7 @@ def _reset_in_child(reference: "weakref.ref[HostChannel]") -> None:
     channel = reference()
     if channel is not None:
         channel._lock = threading.Lock()
-        channel.sent = channel.not_advertised = channel._unreported = 0
+        channel.sent = channel.resent = channel.not_advertised = channel._unreported = 0
         channel.fallbacks = dict.fromkeys(FALLBACK_REASONS, 0)
 
 
@@ -141,6 +161,9 @@ class HostChannel:
         self._next_open = 0.0
         self._warned = False
         self.sent = 0
+        self.resent = 0  # of sent: found the queue full, sent by the pipeline thread after a wait
+        self.resend_wait = RESEND_WAIT
+        self._resend_stuck_until = 0.0
         self.not_advertised = 0
         self.fallbacks = dict.fromkeys(FALLBACK_REASONS, 0)
         self._unreported = 0  # fallbacks not yet told to flagd (carried by the next message)
@@ -151,9 +174,14 @@ class HostChannel:
         reference = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_in_child(reference))
 
-    def send(self, kind: int, user: Any, variants: Dict[str, Any], timestamp: float, canonical: str) -> bool:
-        """Hand one new result (whose canonical form is ``canonical``) to flagd; False when this
-        process must deliver it itself (counted)."""
+    def send(self, kind: int, user: Any, variants: Dict[str, Any], timestamp: float, canonical: str
+             ) -> Union[bool, bytes]:
+        """Hand one new result (whose canonical form is ``canonical``) to flagd without blocking.
+
+        :returns: True when flagd has it; False when this process must deliver it itself (counted);
+            the packed message when the queue is full: the process's pipeline thread offers it
+            once more with :meth:`resend` before delivering the result itself.
+        """
         route = self._routes.get(kind)
         words = self._words
         if words is None or words[W_VERSION] == RETIRED:
@@ -190,7 +218,11 @@ class HostChannel:
         try:
             queue.send(message)
         except posix_ipc.BusyError:
-            return self._fall_back("queue_full")
+            if not self._unreported:
+                return message
+            # Offered again later: the fallbacks go with the next message sent now, not twice.
+            fields[7] = 0
+            return packer.pack(fields)
         except (posix_ipc.Error, OSError) as error:
             self._queue = None
             return self._fall_back("queue_missing", str(error))
@@ -198,10 +230,59 @@ class HostChannel:
         self.sent += 1
         return True
 
+    def resend(self, kind: int, message: bytes) -> bool:
+        """On the pipeline thread, for a message :meth:`send` found the queue full for: wait up to
+        ``resend_wait`` seconds (:data:`RESEND_WAIT`) for room (no wait for a while after a wait that found none) and
+        send it; False (counted as ``queue_full``) when this process must deliver the result itself.
+
+        A burst of all workers at once overflows the queue before flagd gets the CPU to read it;
+        waiting here, off the caller's thread, lets flagd catch up instead of each worker
+        delivering a copy. Nothing waits longer than today's fallback would: the result is in
+        the process's pipeline meanwhile, delivered at exit like any other.
+        """
+        route = self._routes.get(kind)
+        words = self._words
+        queue = self._queue
+        if route is None or words is None or queue is None or words[W_ANALYTICS_KEY] != route[0] \
+                or words[W_ANALYTICS_ENDPOINT] != route[1] or words[W_PID] != self._queue_pid:
+            return self._fall_back("queue_full")  # flagd stopped or changed since: deliver it here
+        now = self._monotonic()
+        deadline = now + (self.resend_wait if now >= self._resend_stuck_until else 0.0)
+        for _ in range(RESEND_TRIES):
+            try:
+                queue.send(message)
+            except posix_ipc.BusyError:
+                remaining = deadline - self._monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    select.select([], [queue.mqd], [], remaining)  # writable: the queue has room
+                except (OSError, ValueError):
+                    break
+                continue
+            except (posix_ipc.Error, OSError, ValueError) as error:
+                return self._fall_back("queue_missing", str(error))
+            self.resent += 1
+            self.sent += 1
+            return True
+        self._resend_stuck_until = self._monotonic() + RESEND_PAUSE
+        return self._fall_back("queue_full")
+
+    def __del__(self) -> None:
+        # posix_ipc does not close a queue's descriptor when the object goes: a dropped client
+        # would keep the queue allocated (flagd's RLIMIT_MSGQUEUE) after flagd unlinked it.
+        queue = getattr(self, "_queue", None)
+        if queue is not None:
+            try:
+                queue.close()
+            except Exception:
+                pass
+
     def status(self) -> EventChannelStatus:
         fallbacks = dict(self.fallbacks)
         return EventChannelStatus(
             queue=self.queue_name, flagd_delivers=self._advertised, sent_to_flagd=self.sent,
+            sent_after_wait=self.resent,
             delivered_here=self.not_advertised + sum(fallbacks.values()), not_advertised=self.not_advertised,
             fallbacks=fallbacks, last_problem=self.last_problem)
 
