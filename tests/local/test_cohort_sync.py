@@ -361,3 +361,26 @@ def test_a_retry_gets_only_the_time_left_of_the_download(stand_in):
     fetcher = CohortFetcher(stand_in.url, API_KEY, SECRET, timeout_s=1.0)
     with pytest.raises(CohortDownloadError):
         fetcher.download("c1")  # the retry at about 0.95 s has 0.05 s left, the answer takes 0.5 s
+
+
+def test_stop_drops_the_downloads_not_started(stand_in):
+    """``client.stop()`` while a round waits on a cohort host that does not answer: the downloads
+    queued behind the busy threads never start (the process's exit would wait for each)."""
+    import threading
+    from types import SimpleNamespace
+
+    from amplitude_experiment.local import _cohort_sync
+
+    fetcher = _BlockingFetcher()
+    sync = _cohort_sync.CohortSync(CohortSyncConfig(API_KEY, SECRET), 5.0, logging.getLogger("test"), fetcher=fetcher)
+    flags = SimpleNamespace(cohort_refs={"User": tuple("c%02d" % i for i in range(_cohort_sync.DOWNLOAD_THREADS + 4))})
+    round_thread = threading.Thread(target=sync.prepare, args=(flags,), daemon=True)
+    round_thread.start()
+    try:
+        wait_until(lambda: fetcher.active == _cohort_sync.DOWNLOAD_THREADS, 10, "every download thread busy")
+        sync.stop()
+    finally:
+        fetcher.release.set()
+        round_thread.join(10)
+        wait_until(lambda: fetcher.active == 0, 10, "the downloads to end")
+    assert sum(fetcher.calls.values()) == _cohort_sync.DOWNLOAD_THREADS

@@ -156,7 +156,7 @@ class CohortSync:
             thread.join(timeout=self._timeout + 1.0)
         executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=False)
+            executor.shutdown(wait=False, cancel_futures=True)  # queued downloads would hold up the exit
 
     def after_fork(self) -> None:
         """In a fork child: the parent's threads and connections are gone; start afresh."""
