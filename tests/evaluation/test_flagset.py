@@ -79,6 +79,28 @@ def test_validated_flags_remember_facts_not_rules():
         plan_flags([dict(flag("a"), variants=[])], (), validated)
 
 
+def cohort_flag(key, *conditions):
+    config = flag(key)
+    config["segments"] = [{"conditions": [[{"selector": selector, "op": op, "values": values}]], "variant": "on"}
+                          for selector, op, values in conditions]
+    return config
+
+
+def test_the_parser_finds_cohort_references_once_per_flag_content():
+    user_in = (["context", "user", "cohort_ids"], "set contains any", ["c1", "c2"])
+    org_out = (["context", "groups", "org", "cohort_ids"], "set does not contain any", ["g1"])
+    not_cohort = (["context", "user", "cohort_ids"], "is", ["c9"])
+    validated = ValidatedFlags()
+    configs = [cohort_flag("a", user_in, not_cohort), cohort_flag("b", org_out, user_in), flag("c")]
+    first = plan_flags(configs, (), validated)
+    assert validated.get("a", first.digest("a")).cohort_refs == {"User": frozenset({"c1", "c2"})}
+    assert validated.get("c", first.digest("c")).cohort_refs is None
+    assert first.cohort_refs == {"User": ("c1", "c2"), "org": ("g1",)}
+    # Unchanged flags are not parsed again: their references come with the remembered facts.
+    second = plan_flags(configs[1:], (), validated)
+    assert validated.compiles == 3 and second.cohort_refs == {"User": ("c1", "c2"), "org": ("g1",)}
+
+
 @pytest.mark.parametrize("first, second", [(1, True), (1, 1.0), (0.0, -0.0), ("1", 1), (None, "")])
 def test_flags_share_a_result_only_when_it_is_exactly_the_same(first, second):
     flags = compile_flags([flag("a", metadata={"v": first}), flag("b", metadata={"v": second}),

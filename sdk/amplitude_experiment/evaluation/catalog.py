@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 
 import msgpack
 
-from .cohorts import CohortReferences, flag_cohort_references, merge_references
+from .cohorts import CohortReferences, merge_references
 from .flags import CompiledFlag, FlagConfigError, _compile_flag, _type_name, collector_paused
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -191,13 +191,11 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
     encoded: Dict[str, bytes] = {}
     digests: Dict[str, bytes] = {}
     compiled: Dict[str, CompiledFlag] = {}
-    cohorts: Dict[str, Any] = {}
     with collector_paused():
         for index, flag in enumerate(raw):
             if not records:
                 flag_plan = _compile_flag(flag, index)
                 key = flag_plan.key
-                cohorts[key] = flag_cohort_references(flag)
                 digests[key] = b"#%d" % index
                 compiled[key] = flag_plan
                 if cache is not None:
@@ -214,7 +212,6 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
                 if cache is not None:
                     cache.put(flag_plan.key, digest, flag_plan)
             key = flag_plan.key
-            cohorts[key] = flag_cohort_references(flag)
             encoded[key] = record
             digests[key] = digest
             compiled[key] = flag_plan
@@ -225,7 +222,7 @@ def plan_flags(raw: Any, previous_order: Iterable[str] = (), cache: "Optional[Co
     return PlannedCatalog(
         ordered_keys, encoded, digests, {key: compiled[key].dependencies for key in ordered_keys}, problems,
         any(compiled[key].needs_exact_user_entry for key in ordered_keys),
-        merge_references(cohorts[key] for key in ordered_keys))
+        merge_references(compiled[key].cohort_refs for key in ordered_keys if compiled[key].cohort_refs))
 
 
 # --- dependency order (docs/compatibility.md, "Flag order and dependencies") ----------------------------------

@@ -12,10 +12,10 @@ knows the rules for filling ``user.cohort_ids`` and ``user.group_cohort_ids`` be
 (docs/cohorts.md, "How a user's cohorts are filled").
 """
 
-from typing import Any, Dict, Iterable, List, Mapping, Protocol, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
 
-__all__ = ["COHORT_OPERATORS", "USER_GROUP_TYPE", "CohortMembership", "CohortReferences", "cohort_references",
-           "enrich_user", "flag_cohort_references", "merge_references"]
+__all__ = ["COHORT_OPERATORS", "USER_GROUP_TYPE", "CohortMembership", "CohortReferences", "cohort_group_type",
+           "enrich_user", "merge_references"]
 
 #: The group type of user cohorts (what the cohort API answers in ``groupType``).
 USER_GROUP_TYPE = "User"
@@ -33,34 +33,16 @@ class CohortMembership(Protocol):
         (a user id for ``"User"``, a group name otherwise), in ``cohort_ids``'s order."""
 
 
-def _condition_group_type(condition: Any) -> Any:
-    """The group type a cohort condition targets, or None when ``condition`` is not one."""
-    if not isinstance(condition, Mapping) or condition.get("op") not in COHORT_OPERATORS:
-        return None
-    selector = condition.get("selector")
-    if not isinstance(selector, list) or len(selector) <= 2 or selector[-1] != "cohort_ids":
+def cohort_group_type(selector: Sequence[str], op: str) -> Optional[str]:
+    """The group type a condition with this (validated) selector and operator targets, or None
+    when it is not a cohort condition. The flag parser asks it of every condition it compiles."""
+    if op not in COHORT_OPERATORS or len(selector) <= 2 or selector[-1] != "cohort_ids":
         return None
     if selector[1] == "user":
         return USER_GROUP_TYPE
     if "groups" in selector:
         return selector[2]
     return None
-
-
-def flag_cohort_references(flag: Any) -> Dict[str, Set[str]]:
-    """Group type -> cohort ids of one flag config's cohort conditions (``{}`` when it has none)."""
-    found: Dict[str, Set[str]] = {}
-    segments = flag.get("segments") if isinstance(flag, Mapping) else None
-    for segment in segments or ():
-        conditions = segment.get("conditions") if isinstance(segment, Mapping) else None
-        for group in conditions or ():
-            for condition in group or ():
-                group_type = _condition_group_type(condition)
-                if group_type is None:
-                    continue
-                values = condition.get("values") or ()
-                found.setdefault(group_type, set()).update(value for value in values if isinstance(value, str))
-    return found
 
 
 def merge_references(parts: Iterable[Mapping[str, Iterable[str]]]) -> CohortReferences:
@@ -70,11 +52,6 @@ def merge_references(parts: Iterable[Mapping[str, Iterable[str]]]) -> CohortRefe
         for group_type, ids in part.items():
             merged.setdefault(group_type, set()).update(ids)
     return {group_type: tuple(sorted(ids)) for group_type, ids in sorted(merged.items()) if ids}
-
-
-def cohort_references(flags: Iterable[Any]) -> CohortReferences:
-    """Group type -> every cohort id the flag configs' cohort conditions name."""
-    return merge_references(flag_cohort_references(flag) for flag in flags)
 
 
 def all_cohort_ids(references: Mapping[str, Iterable[str]]) -> Set[str]:

@@ -10,10 +10,11 @@ import contextlib
 import functools
 import gc
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Set, Tuple
 
 import mmh3
 
+from .cohorts import COHORT_OPERATORS, cohort_group_type
 from .conditions import Predicate, Target, coerce_string, compile_condition, compile_selector
 
 __all__ = ["CompiledFlag", "EvaluatedVariant", "FlagConfigError", "collector_paused", "compile_flag"]
@@ -48,18 +49,22 @@ class CompiledFlag:
 
     ``problems`` lists what the caller should log about this flag (a regex that does not
     compile); ``needs_exact_user_entry`` says whether one of its selectors could tell the
-    context's user entry from the user's own attribute dict (see ``_context.py``).
+    context's user entry from the user's own attribute dict (see ``_context.py``);
+    ``cohort_refs`` maps group type -> the cohort ids its cohort conditions name (``cohorts.py``),
+    None when it has none.
     """
 
-    __slots__ = ("key", "dependencies", "segments", "problems", "needs_exact_user_entry")
+    __slots__ = ("key", "dependencies", "segments", "problems", "needs_exact_user_entry", "cohort_refs")
 
     def __init__(self, key: str, dependencies: Tuple[str, ...], segments: Tuple["Segment", ...],
-                 problems: Tuple[str, ...] = (), needs_exact_user_entry: bool = False):
+                 problems: Tuple[str, ...] = (), needs_exact_user_entry: bool = False,
+                 cohort_refs: Optional[Dict[str, FrozenSet[str]]] = None):
         self.key = key
         self.dependencies = dependencies
         self.segments = segments
         self.problems = problems
         self.needs_exact_user_entry = needs_exact_user_entry
+        self.cohort_refs = cohort_refs
 
 
 Segment = Tuple[
@@ -108,12 +113,13 @@ class _Where:
     """One flag's compile: builds error messages that name the flag and the path to the bad
     field, and collects what the compiled flag reports (problems, exact user entry)."""
 
-    __slots__ = ("flag_key", "problems", "exact_user_entry")
+    __slots__ = ("flag_key", "problems", "exact_user_entry", "cohorts")
 
     def __init__(self, flag_key: Optional[str]):
         self.flag_key = flag_key
         self.problems: List[str] = []
         self.exact_user_entry = False
+        self.cohorts: Dict[str, Set[str]] = {}
 
     def selector(self, path: "Path", value: Any) -> Tuple[str, ...]:
         # Interned: a selector's names are looked up in every evaluation's context dicts, whose
@@ -232,7 +238,9 @@ def _compile_flag(flag: Any, index: int) -> CompiledFlag:
         _compile_segment(where, ("segments", position), segment, results)
         for position, segment in enumerate(segments)
     )
-    return CompiledFlag(key, dependencies, compiled_segments, tuple(where.problems), where.exact_user_entry)
+    cohort_refs = {group_type: frozenset(ids) for group_type, ids in where.cohorts.items()} or None
+    return CompiledFlag(key, dependencies, compiled_segments, tuple(where.problems), where.exact_user_entry,
+                        cohort_refs)
 
 
 class _ResultCache:
@@ -298,6 +306,10 @@ def _compile_conditions(
             selector = where.selector(condition_path + ("selector",), condition.get("selector"))
             op = _string(where, condition_path + ("op",), condition.get("op"), optional=False)
             values = _strings(where, condition_path + ("values",), condition.get("values"))
+            if op in COHORT_OPERATORS:
+                group_type = cohort_group_type(selector, op)
+                if group_type is not None:
+                    where.cohorts.setdefault(group_type, set()).update(values)
             predicate, invalid_patterns = _shared_condition(selector, op, values)
             for pattern in invalid_patterns:
                 where.problems.append(

@@ -52,14 +52,15 @@ class CompiledFlagCache:
 
 class ValidatedFlags(CompiledFlagCache):
     """For a process that validates configs and never evaluates them (flagd): remembers which flag
-    contents passed the parser and what planning needs of them (key, dependencies, problems), not
-    their compiled rules, so a config where one flag of 10,000 changed validates one flag."""
+    contents passed the parser and what planning needs of them (key, dependencies, problems,
+    cohort references), not their compiled rules, so a config where one flag of 10,000 changed
+    validates one flag."""
 
     __slots__ = ()
 
     def put(self, key: str, digest: bytes, flag: CompiledFlag) -> None:
         super().put(key, digest, CompiledFlag(flag.key, flag.dependencies, (), flag.problems,
-                                              flag.needs_exact_user_entry))
+                                              flag.needs_exact_user_entry, flag.cohort_refs))
 
 
 class FlagSet:
