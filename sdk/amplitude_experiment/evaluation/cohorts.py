@@ -35,7 +35,8 @@ class CohortMembership(Protocol):
 
 def cohort_group_type(selector: Sequence[str], op: str) -> Optional[str]:
     """The group type a condition with this (validated) selector and operator targets, or None
-    when it is not a cohort condition. The flag parser asks it of every condition it compiles."""
+    when it is not a cohort condition. The flag parser asks it while compiling a flag, so a flag's
+    cohort references are found once per flag content."""
     if op not in COHORT_OPERATORS or len(selector) <= 2 or selector[-1] != "cohort_ids":
         return None
     if selector[1] == "user":
