@@ -118,7 +118,9 @@ def status_by_key_hash(prefix: str, hashed: str, max_age_ms: Optional[int] = Non
         return ExitCode.ABSENT, report
     now = wall_clock_ns()
     document = snapshot.meta  # the flags themselves are not decoded for a status
-    poll_interval_ms = int(document.get("poll_interval_ms") or 30000)
+    # The running flagd's interval (the index), as workers judge it; an adopted version's meta may
+    # hold the interval of the flagd that published it.
+    poll_interval_ms = int(state.poll_interval_ms or document.get("poll_interval_ms") or 30000)
     max_age_ms = max_age_ms or max(3 * poll_interval_ms, MIN_MAX_AGE_MS)
     last_fetch_ns = state.last_fetch_ns or int(document.get("fetched_at_ns") or 0)
     is_alive = bool(alive(state))
