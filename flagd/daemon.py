@@ -110,6 +110,7 @@ class Daemon:
         # The last raw body accepted and the last one rejected, to skip re-parsing unchanged input.
         self._accepted_body: Optional[bytes] = None
         self._rejected_body: Optional[bytes] = None
+        self._rejected_reason = ""
         self._failures = 0
         #: Problems found in configs from Amplitude's API (published anyway, as Amplitude's SDK would).
         self.config_problems_total = 0
@@ -349,7 +350,7 @@ class Daemon:
         if body == self._accepted_body:
             return self._succeeded(fetched_at)
         if body == self._rejected_body:
-            self._source_rejected(body)
+            self._source_rejected(body, self._rejected_reason)
             self._failures += 1
             self._retry_in = self._next_delay()
             self._note_health()
@@ -361,7 +362,8 @@ class Daemon:
             raw, catalog = self._parse(body)
         except Exception as error:  # whatever is wrong with the input, the last good version stays
             self._rejected_body = body
-            self._source_rejected(body)
+            self._rejected_reason = str(error) or type(error).__name__
+            self._source_rejected(body, self._rejected_reason)
             return self._failed("config_rejected", error, flag=getattr(error, "flag_key", None))
         digest = content_digest(catalog)
         if digest != self._published_content:
@@ -674,11 +676,11 @@ class Daemon:
         self._note_transport()
         return True
 
-    def _source_rejected(self, body: bytes) -> None:
+    def _source_rejected(self, body: bytes, reason: str) -> None:
         """A stream message that is not a flag list must not stand for the stream delivering."""
         reject = getattr(self._source, "reject", None)
         if reject is not None:
-            reject(body)
+            reject(body, reason)
 
     def _nudge(self) -> None:
         """Wake the loop from the stream thread: a message arrived or the stream failed."""

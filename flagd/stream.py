@@ -135,15 +135,18 @@ class StreamingSource:
         self._first_outcome.set()
         self._nudge()
 
-    def reject(self, body: bytes) -> None:
-        """The daemon refused ``body``: when it is the stream's latest message, the stream does not
-        deliver flags now, so the API is polled (at once) until the next message."""
+    def reject(self, body: bytes, reason: str = "") -> None:
+        """The daemon refused ``body`` (for ``reason``): when it is the stream's latest message, the
+        stream does not deliver flags now, so the API is polled (at once) until the next message,
+        and the rejection is the stream's last error (status says why the transport is "poll")."""
         with self._lock:
             if self.transport != TRANSPORT_STREAM or body is not self._latest:
                 return
             self._latest = None
             self.transport = TRANSPORT_POLL
             self.transport_since_ns = self._wall_clock_ns()
+            self.last_error = "message rejected: %s" % (reason or "not a flag list flagd accepts")
+            self.last_error_at_ns = self.transport_since_ns
             self._news = True
         logger.warning("event=stream_message_rejected url=%s msg=%s", Quoted(self.stream_url),
                        Quoted("polling until the stream sends a flag list that is accepted"))

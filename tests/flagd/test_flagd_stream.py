@@ -222,3 +222,18 @@ def test_an_empty_poll_after_streamed_flags_must_be_confirmed(stand_in, shm_pref
         flagd.reader.state()
         health = read_health(flagd.reader.words)
         assert health.last_error_at_ns > failed_at and "empty flag list" in health.last_error
+
+
+def test_a_rejected_message_is_the_streams_last_error(stand_in, shm_prefix, deployment_key):
+    """With --stream on and transport "poll", status must say why: a message flagd refused is the
+    stream's last error (docs/streaming.md), not only flagd's last_error, whose source names the API."""
+    stand_in.answer("GET", STREAM, EventStream(initial=marker_flags("a"), keep_alive_every=0.05))
+    stand_in.answer("GET", FLAGS, Answer(200, marker_flags("a")))
+    with InProcessFlagd(stand_in, shm_prefix, deployment_key, poll_interval_ms=50) as flagd:
+        flagd.wait_marker("a")
+        wait_until(lambda: flagd.transport().transport == "stream", 5, "the stream noted as the transport")
+        stand_in.push("not json")
+        wait_until(lambda: flagd.transport().transport == "poll", 5, "polling after the rejected message")
+        wait_until(lambda: flagd.transport().stream_last_error is not None, 5, "the rejection noted")
+        assert "rejected" in flagd.transport().stream_last_error
+        assert "not JSON" in flagd.transport().stream_last_error
