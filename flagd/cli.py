@@ -35,7 +35,7 @@ COHORT_CREDENTIALS = (("cohort_api_key_file", "AMPLITUDE_COHORT_API_KEY", "cohor
 
 COMMANDS = {
     "run": "publish flag configs into shared memory until stopped",
-    "status": "report version, age, flag count and publisher liveness; non-zero exit when stale or absent",
+    "status": "report version, age, flag count and publisher liveness; exit 0 ok, 8 degraded, 5 stale, 6 absent",
     "dump": "print the current snapshot as JSON",
     "clean": "remove the shared-memory files of a key whose flagd is gone (refuses while it runs)",
 }

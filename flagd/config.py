@@ -122,7 +122,8 @@ class Config:
     analytics_flush_max_retries: int = _option(12, "retries of a failed batch of events before it is dropped")
     stream: bool = _option(
         False, "keep one Server-Sent Events connection to Amplitude's flag stream and publish each pushed change "
-        "at once; the API is polled only while the stream is down (docs/streaming.md)")
+        "at once; the API is polled only while the stream is down or its last message "
+        "was rejected (docs/streaming.md)")
     stream_server_url: str = _option(
         DEFAULT_STREAM_URL, "base URL of the flag stream (--stream); with --server-zone eu and this left at its "
         "default, the EU stream host is used")
