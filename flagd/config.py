@@ -28,6 +28,8 @@ from amplitude_experiment._flag_api import (
 )
 from amplitude_experiment.snapshot import key_hash
 
+from flagd.metrics import parse_address
+
 __all__ = ["Config", "ConfigError", "ExitCode", "DEFAULT_SERVER_URL", "EU_SERVER_URL", "DEFAULT_SHM_PREFIX"]
 
 #: Amplitude's HTTP API v2 (the analytics SDK's default endpoint) and its EU host: flagd's event endpoints.
@@ -171,6 +173,11 @@ class Config:
                               % (DEFAULT_STREAM_URL, self.stream_server_url))
         if not self.shm_prefix or "/" in self.shm_prefix:
             raise ConfigError("--shm-prefix must be a non-empty name without '/', got %r" % self.shm_prefix)
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)  # a typo is a usage error; a port in use fails at start
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
 
     @property
     def flags_url(self) -> str:

@@ -50,6 +50,7 @@ def test_environment_variables_and_command_line_precedence(tmp_path):
     ({"FLAGD_LOG_LEVEL": "loud"}, "FLAGD_LOG_LEVEL"),
     ({"FLAGD_POLL_INTERVAL_MS": "0"}, "--poll-interval-ms"),
     ({"FLAGD_SERVER_URL": "https://host/path"}, "--server-url"),
+    ({"FLAGD_METRICS_ADDRESS": "9464"}, "--metrics-address must be HOST:PORT"),  # usage (2), not startup (3)
 ])
 def test_bad_values_name_their_origin(environ, message):
     with pytest.raises(ConfigError, match=message):

@@ -71,7 +71,8 @@ def test_metrics_are_off_by_default_and_a_bad_address_fails_at_start(flagd, tmp_
     path.write_text(json.dumps(marker_flags("a")))
     bad = run_cli("run", "--flags-file", str(path), "--metrics-address", "nowhere", "--shm-prefix", shm_prefix,
                   key=deployment_key)
-    assert bad.returncode == ExitCode.STARTUP_FAILURE and "HOST:PORT" in bad.stderr
+    # A malformed address is a usage error (2: systemd's RestartPreventExitStatus= stops the loop).
+    assert bad.returncode == ExitCode.USAGE and "HOST:PORT" in bad.stderr
     daemon = flagd("--flags-file", str(path)).start()
     daemon.wait_version(1)
     assert "event=metrics" not in daemon.log()
