@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                 kwargs = {"dest": name, "default": None, "action": "store_true"}
             if "choices" in spec.metadata:
                 kwargs["choices"] = spec.metadata["choices"]
+                kwargs["type"] = str.lower  # "EU", as the SDK spells the zone, is "eu"
             if "metavar" in spec.metadata:
                 kwargs["metavar"] = spec.metadata["metavar"]
             default = "" if spec.default is None else ", default %s" % spec.default
@@ -213,6 +214,8 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config
             except ValueError:
                 raise ConfigError("%s=%r is not a valid value" % (_env_name(name), raw)) from None
             choices = spec.metadata.get("choices")
+            if choices:
+                value = value.lower()
             if choices and value not in choices:
                 raise ConfigError("%s must be one of %s, got %r" % (_env_name(name), ", ".join(choices), raw))
         if value is not None:

@@ -137,3 +137,12 @@ def test_a_missing_flags_file_exits_with_a_clear_error(tmp_path, capsys):
     result = capsys.readouterr()
     assert code == ExitCode.USAGE
     assert "flags.jsn does not exist" in result.err and "amplitude-flagd check" in result.err
+
+
+def test_choices_take_any_case():
+    """The SDK spells the zone "EU" (ServerZone.EU, ExposureConfig(server_zone="EU")): an operator
+    copying it into flagd's options or environment file is not refused over the case."""
+    environ = {"AMPLITUDE_DEPLOYMENT_KEY": KEY}
+    assert config_for(["run", "--server-zone", "EU"], environ).server_zone == "eu"
+    assert config_for(["run"], dict(environ, FLAGD_SERVER_ZONE="EU", FLAGD_LOG_LEVEL="DEBUG")).server_zone == "eu"
+    assert config_for(["run", "--log-level", "Warning"], environ).log_level == "warning"
