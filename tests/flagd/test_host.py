@@ -76,9 +76,12 @@ def test_a_worker_with_another_key_than_flagd_is_told_so(shm_prefix, caplog):
         mine = "server-host-my-key-0002"
         config = LocalEvaluationConfig(flag_source="flagd", shm_prefix=shm_prefix,
                                        flag_config_poller_request_timeout_millis=100)
+        shared = SharedSnapshotSource(mine, config, logging.getLogger("test.host"))
         with pytest.raises(FlagdUnavailableError) as error:
-            SharedSnapshotSource(mine, config, logging.getLogger("test.host")).start()
+            shared.start()
         message = str(error.value)
+        # flag_source_status's last_error: the reader's problem, then the hint, as two clauses
+        assert "index does not exist; flagd publishes key hash" in shared.status()["last_error"]
         assert "flagd publishes key hash %s" % key_hash(OTHER_KEY) in message
         assert "hashes to %s" % key_hash(mine) in message and "different deployment keys" in message
         assert OTHER_KEY not in message and mine not in message

@@ -149,7 +149,7 @@ class SharedSnapshotSource:
             upstream=meta.get("source"),
             index=self.index_name,
             last_error=problem if flags is not None or problem is None
-            else ("%s %s" % (problem, self.other_keys_hint() or "")).strip(),
+            else "; ".join(text for text in (problem, self.other_keys_hint()) if text),
             last_error_at=follower.last_problem_at if problem is not None else None,
             publisher_last_error=health.last_error,
             publisher_last_error_at=health.last_error_at_ns / 1e9 if health.last_error_at_ns else None,
