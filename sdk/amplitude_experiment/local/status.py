@@ -47,9 +47,9 @@ class FlagSourceStatus(TypedDict):
     Transport (docs/streaming.md): ``transport`` is how flags arrive now, ``"stream"`` or
     ``"poll"`` (in shared mode, flagd's: also ``"file"``), ``transport_since`` since when. With
     ``stream_updates`` (None otherwise): ``stream_url``, ``stream_last_error`` /
-    ``stream_last_error_at``, ``stream_consecutive_failures``, ``stream_connects`` (connections
-    opened), ``stream_messages`` (flag lists received). In shared mode ``stream_last_error`` and
-    ``stream_last_error_at`` are flagd's.
+    ``stream_last_error_at``, ``stream_consecutive_failures``, ``stream_connects`` (connection
+    attempts, failed ones included), ``stream_messages`` (flag lists received). In shared mode
+    ``stream_last_error`` and ``stream_last_error_at`` are flagd's.
 
     Cohorts (None without cohort targeting: no ``cohort_sync_config`` while polling, no cohorts
     published by flagd in shared mode): ``cohorts`` maps each cohort the flags reference to its

@@ -10,7 +10,7 @@ them. Words 24..31 and bytes 2048..2559 of the index (layout.py)::
          28  stream_error_seq    odd while the error text is being rewritten (a seqlock, as health.py)
          29  stream_error_len    bytes of UTF-8 text at byte offset STREAM_ERROR_TEXT_OFFSET
          30  stream_event_ns     the stream's last event, keep-alives included (0 = none yet)
-         31  stream_connects     stream connections opened since flagd started
+         31  stream_connects     stream connection attempts since flagd started
          256..319                the stream's last error text (at most STREAM_ERROR_TEXT_MAX bytes)
 """
 
