@@ -7,6 +7,7 @@ credential ``deployment-key``, in that order, and argv cannot carry it (ps would
 """
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -43,31 +44,21 @@ CHECK_SUMMARY = ("check a flags file without publishing it: one line per problem
                  "exit 0 when it is fine, 7 when it has problems (needs no deployment key)")
 
 
-class _KeyOnCommandLine(argparse.Action):
-    """Refuses ``--deployment-key VALUE`` without ever echoing VALUE (argparse would, in its error)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
-        parser.error("the deployment key is not accepted on the command line (other users can read it there); "
-                     "set %s, use --deployment-key-file PATH or a systemd credential named %s"
-                     % (KEY_ENV, CREDENTIAL_NAME))
-
-
 class _SecretOnCommandLine(argparse.Action):
-    """Refuses a cohort credential on the command line without echoing it."""
+    """Refuses a secret given as an option (``--deployment-key VALUE``) without ever echoing VALUE
+    (argparse would, in its error); ``message`` says where the secret goes instead."""
+
+    def __init__(self, *args: Any, message: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.message = message
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
-        parser.error("cohort credentials are not accepted on the command line (other users can read it there); "
-                     "set AMPLITUDE_COHORT_API_KEY and AMPLITUDE_COHORT_SECRET_KEY, use --cohort-api-key-file and "
-                     "--cohort-secret-key-file, or systemd credentials named cohort-api-key and cohort-secret-key")
+        parser.error(self.message)
 
 
-class _AnalyticsKeyOnCommandLine(argparse.Action):
-    """Refuses ``--analytics-api-key VALUE`` without ever echoing VALUE."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
-        parser.error("the analytics API key is not accepted on the command line (other users can read it there); "
-                     "set %s, use --analytics-api-key-file PATH or a systemd credential named %s"
-                     % (ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME))
+def _refuse_secret(message: str) -> Any:
+    """The ``action`` of a hidden option that refuses a secret on the command line."""
+    return functools.partial(_SecretOnCommandLine, message=message)
 
 
 class _PrintVersion(argparse.Action):
@@ -88,20 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(command, help=summary, description=summary, allow_abbrev=False)
         sub.add_argument("--deployment-key-file", metavar="PATH",
                          help="file holding the deployment key [env %sDEPLOYMENT_KEY_FILE]" % ENV_PREFIX)
-        sub.add_argument("--deployment-key", nargs="?", action=_KeyOnCommandLine, help=argparse.SUPPRESS)
+        sub.add_argument("--deployment-key", nargs="?", help=argparse.SUPPRESS, action=_refuse_secret(
+            "the deployment key is not accepted on the command line (other users can read it there); set %s, use "
+            "--deployment-key-file PATH or a systemd credential named %s" % (KEY_ENV, CREDENTIAL_NAME)))
         if command == "run":
             for dest, env, credential, what in COHORT_CREDENTIALS:
                 sub.add_argument("--" + dest.replace("_", "-"), metavar="PATH", dest=dest,
                                  help="file holding the %s, for cohort targeting [env %s%s; or %s, or the "
                                       "systemd credential %s]" % (what, ENV_PREFIX, dest.upper(), env, credential))
-                sub.add_argument("--" + dest[:-5].replace("_", "-"), nargs="?", action=_SecretOnCommandLine,
-                                 help=argparse.SUPPRESS)
+                sub.add_argument("--" + dest[:-5].replace("_", "-"), nargs="?", help=argparse.SUPPRESS,
+                                 action=_refuse_secret(
+                    "cohort credentials are not accepted on the command line (other users can read it there); "
+                    "set AMPLITUDE_COHORT_API_KEY and AMPLITUDE_COHORT_SECRET_KEY, use --cohort-api-key-file and "
+                    "--cohort-secret-key-file, or systemd credentials named cohort-api-key and cohort-secret-key"))
             sub.add_argument("--analytics-api-key-file", metavar="PATH",
                              help="file holding the analytics API key flagd delivers the workers' events with "
                              "[env %sANALYTICS_API_KEY_FILE; or %s, or the systemd credential %s; none: workers "
                              "deliver their own]" % (ENV_PREFIX, ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME))
-            sub.add_argument("--analytics-api-key", nargs="?", action=_AnalyticsKeyOnCommandLine,
-                             help=argparse.SUPPRESS)
+            sub.add_argument("--analytics-api-key", nargs="?", help=argparse.SUPPRESS, action=_refuse_secret(
+                "the analytics API key is not accepted on the command line (other users can read it there); set "
+                "%s, use --analytics-api-key-file PATH or a systemd credential named %s"
+                % (ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME)))
         for name, spec in Config.option_fields(command).items():
             kwargs: Dict[str, Any] = {"dest": name, "default": None, "type": _converter(spec.type)}
             if spec.type is bool:
@@ -136,16 +134,10 @@ def resolve_deployment_key(key_file: Optional[str], environ: Mapping[str, str]) 
 
     :raises ConfigError: when no source has a key, or a key file cannot be read.
     """
-    key_file = key_file or environ.get(ENV_PREFIX + "DEPLOYMENT_KEY_FILE")
-    if key_file:
-        return _read_key_file(key_file), "file"
-    if environ.get(KEY_ENV, "").strip():
-        return _check_key(environ[KEY_ENV], KEY_ENV), "environment"
-    credentials = environ.get("CREDENTIALS_DIRECTORY")
-    if credentials:
-        path = os.path.join(credentials, CREDENTIAL_NAME)
-        if os.path.exists(path):
-            return _read_key_file(path), "credential"
+    key, origin = _resolve_secret(key_file, "DEPLOYMENT_KEY_FILE", KEY_ENV, CREDENTIAL_NAME, "deployment key",
+                                  environ)
+    if key:
+        return key, origin
     raise ConfigError("no deployment key: set %s, pass --deployment-key-file PATH, or load a systemd credential "
                       "named %s (LoadCredential=%s:/path)" % (KEY_ENV, CREDENTIAL_NAME, CREDENTIAL_NAME))
 
@@ -156,23 +148,9 @@ def resolve_cohort_credentials(args: argparse.Namespace, environ: Mapping[str, s
     Each comes from its file option (or ``FLAGD_COHORT_*_KEY_FILE``), its environment variable, or
     the systemd credential of its name, in that order. :raises ConfigError: a file cannot be read.
     """
-    found = []
-    origins = []
-    for dest, env, credential, what in COHORT_CREDENTIALS:
-        path = getattr(args, dest, None) or environ.get(ENV_PREFIX + dest.upper())
-        credentials = environ.get("CREDENTIALS_DIRECTORY")
-        if path:
-            found.append(_read_key_file(path, what))
-            origins.append("file")
-        elif environ.get(env, "").strip():
-            found.append(_check_key(environ[env], env, what))
-            origins.append("environment")
-        elif credentials and os.path.exists(os.path.join(credentials, credential)):
-            found.append(_read_key_file(os.path.join(credentials, credential), what))
-            origins.append("credential")
-        else:
-            found.append("")
-    return found[0], found[1], ",".join(origins)
+    found = [_resolve_secret(getattr(args, dest, None), dest.upper(), env, credential, what, environ)
+             for dest, env, credential, what in COHORT_CREDENTIALS]
+    return found[0][0], found[1][0], ",".join(origin for key, origin in found if key)
 
 
 def resolve_analytics_key(key_file: Optional[str], environ: Mapping[str, str]) -> Tuple[str, str]:
@@ -182,16 +160,26 @@ def resolve_analytics_key(key_file: Optional[str], environ: Mapping[str, str]) -
 
     :raises ConfigError: a key file cannot be read or holds no key.
     """
-    key_file = key_file or environ.get(ENV_PREFIX + "ANALYTICS_API_KEY_FILE")
+    return _resolve_secret(key_file, "ANALYTICS_API_KEY_FILE", ANALYTICS_KEY_ENV, ANALYTICS_CREDENTIAL_NAME,
+                           "analytics API key", environ)
+
+
+def _resolve_secret(key_file: Optional[str], file_setting: str, env: str, credential: str, what: str,
+                    environ: Mapping[str, str]) -> Tuple[str, str]:
+    """A secret and where it came from, ``("", "none")`` when no source has it: ``key_file`` (the
+    option, else ``FLAGD_<file_setting>``), the environment variable ``env``, the systemd
+    credential ``credential``, in that order. :raises ConfigError: a file cannot be read, or a
+    source holds no usable key (``what`` names it in the message)."""
+    key_file = key_file or environ.get(ENV_PREFIX + file_setting)
     if key_file:
-        return _read_key_file(key_file, "analytics API key"), "file"
-    if environ.get(ANALYTICS_KEY_ENV, "").strip():
-        return _check_key(environ[ANALYTICS_KEY_ENV], ANALYTICS_KEY_ENV, "analytics API key"), "environment"
+        return _read_key_file(key_file, what), "file"
+    if environ.get(env, "").strip():
+        return _check_key(environ[env], env, what), "environment"
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     if credentials:
-        path = os.path.join(credentials, ANALYTICS_CREDENTIAL_NAME)
+        path = os.path.join(credentials, credential)
         if os.path.exists(path):
-            return _read_key_file(path, "analytics API key"), "credential"
+            return _read_key_file(path, what), "credential"
     return "", "none"
 
 
