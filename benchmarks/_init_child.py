@@ -5,13 +5,13 @@ argv: flags URL. Imports the SDK and builds a user first (not timed), then times
 a freshly started worker pays it, and prints the microseconds.
 """
 
-import logging
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _quiet import quiet_logger  # noqa: E402
 from flaggen import build_user, generate_users  # noqa: E402
 
 from amplitude_experiment import Experiment, LocalEvaluationConfig, User  # noqa: E402
@@ -20,9 +20,7 @@ from amplitude_experiment import Experiment, LocalEvaluationConfig, User  # noqa
 def main() -> None:
     url = sys.argv[1]
     user = build_user(generate_users(7, 1)[0], User)
-    logger = logging.getLogger("init-child")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
+    logger = quiet_logger("init-child")
     options = dict(server_url=url, flag_config_polling_interval_millis=3_600_000, logger=logger)
     try:
         config = LocalEvaluationConfig(flag_source="poll", **options)  # ours: no flagd here

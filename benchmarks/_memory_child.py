@@ -7,12 +7,12 @@ after a full collection. "baseline" imports the SDK and builds the users, nothin
 """
 
 import gc
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _quiet import quiet_logger  # noqa: E402
 from flaggen import build_user, generate_users  # noqa: E402
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
@@ -30,9 +30,7 @@ def uss() -> int:
 def main() -> None:
     url, mode = sys.argv[1], sys.argv[2]
     users = [build_user(spec, User) for spec in generate_users(11, 200)]
-    logger = logging.getLogger("memory-child")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
+    logger = quiet_logger("memory-child")
     client = None
     if mode == "client":
         options = dict(server_url=url, flag_config_polling_interval_millis=3_600_000, logger=logger)

@@ -9,12 +9,12 @@ its flag_config_api does with a poll response).
 """
 
 import json
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _quiet import quiet_logger  # noqa: E402
 from _timing import measure  # noqa: E402
 from flaggen import build_user  # noqa: E402
 
@@ -26,10 +26,7 @@ from amplitude_experiment.util.user import user_to_evaluation_context  # noqa: E
 
 
 def client_with(flags):
-    logger = logging.getLogger("reference-bench")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    client = LocalEvaluationClient("server-key", LocalEvaluationConfig(logger=logger))
+    client = LocalEvaluationClient("server-key", LocalEvaluationConfig(logger=quiet_logger("reference-bench")))
     for flag in EvaluationFlag.schema().load(flags, many=True):  # what its poller stores (docs/compatibility.md, 'Storage order')
         client.flag_config_storage.put_flag_config(flag)
     return client

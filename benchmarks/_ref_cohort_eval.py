@@ -15,17 +15,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _quiet import quiet_logger  # noqa: E402
 from flaggen import build_user  # noqa: E402
 
 from amplitude_experiment import CohortSyncConfig, LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
-
-
-def _quiet_logger() -> logging.Logger:
-    logger = logging.getLogger("reference-cohort-differential")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    logger.setLevel(logging.CRITICAL)
-    return logger
 
 
 def evaluate_all(client, users):
@@ -45,7 +38,8 @@ def evaluate_all(client, users):
 def main():
     request = json.loads(sys.stdin.readline())
     config = LocalEvaluationConfig(
-        server_url=request["url"], flag_config_polling_interval_millis=3_600_000, logger=_quiet_logger(),
+        server_url=request["url"], flag_config_polling_interval_millis=3_600_000,
+        logger=quiet_logger("reference-cohort-differential", logging.CRITICAL),
         cohort_sync_config=CohortSyncConfig(request["api_key"], request["secret_key"],
                                             max_cohort_size=request["max_cohort_size"],
                                             cohort_server_url=request["url"]))

@@ -22,17 +22,10 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _flags_server import serve_flags  # noqa: E402
+from _quiet import quiet_logger  # noqa: E402
 from flaggen import build_user  # noqa: E402
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
-
-
-def _quiet_logger() -> logging.Logger:
-    logger = logging.getLogger("reference-differential")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    logger.setLevel(logging.CRITICAL)
-    return logger
 
 
 def _result(variants):
@@ -59,7 +52,7 @@ def run_case(case):
         config = LocalEvaluationConfig(
             server_url="http://127.0.0.1:%d" % server.server_address[1],
             flag_config_polling_interval_millis=200 if len(bodies) > 1 else 3_600_000,
-            logger=_quiet_logger(),
+            logger=quiet_logger("reference-differential", logging.CRITICAL),
         )
         client = LocalEvaluationClient("server-key", config)
         client.start()

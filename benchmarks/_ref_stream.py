@@ -18,20 +18,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _quiet import quiet_logger  # noqa: E402
 from flaggen import build_user  # noqa: E402
 
 from amplitude_experiment import LocalEvaluationClient, LocalEvaluationConfig, User  # noqa: E402
 
 STEP_FLAG = "zz-step"
 WAIT_SECONDS = 20.0
-
-
-def _quiet_logger() -> logging.Logger:
-    logger = logging.getLogger("reference-stream")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    logger.setLevel(logging.CRITICAL)
-    return logger
 
 
 def _step(client) -> object:
@@ -53,7 +46,7 @@ def main() -> None:
     with open(sys.argv[2]) as handle:
         users = [build_user(spec, User) for spec in json.load(handle)["users"]]
     config = LocalEvaluationConfig(server_url=url, stream_server_url=url, stream_updates=True,
-                                   logger=_quiet_logger())
+                                   logger=quiet_logger("reference-stream", logging.CRITICAL))
     client = LocalEvaluationClient("server-key", config)
     client.start()
     print("started", flush=True)
