@@ -21,11 +21,13 @@ duplicate fd per mapping (the index and the mapped version); 3.13+ maps with ``t
 import mmap
 import os
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, FrozenSet, Generic, Iterable, List, Optional, Tuple, TypeVar
 
 import posix_ipc
 
+from .._fork import FORKS
 from .errors import SnapshotCorruptError, SnapshotError, SnapshotPermissionError
 from .host import SHM_DIR, OwnerSpec, check_owner, is_backed, trusted_owners
 from .layout import (
@@ -392,8 +394,12 @@ class SnapshotFollower(Generic[T]):
     version it skipped, and checks flagd's heartbeat: ``on_heartbeat(stale, age_ns)`` hears when
     it turns older than :data:`STALE_INTERVALS` poll intervals and when it is fresh again.
 
-    Thread-safe without locks (state is one tuple swapped as a reference; two threads that see a
-    new version at once both build it, harmlessly) and fork-safe.
+    Thread-safe and fork-safe: the hot path takes no lock (state is one tuple swapped as a
+    reference). Two threads that see a new version at once may both build it; a short lock around
+    the swap makes the later one serve the earlier one's build, and a thread that built or looked
+    at an older version than the one installed meanwhile serves the installed one: every caller
+    gets one object per version, newest last (an OpenFeature provider announces each object it
+    meets as a new version).
     """
 
     def __init__(self, reader: SnapshotReader, build: Callable[[FlagTable], T], *,
@@ -420,6 +426,8 @@ class SnapshotFollower(Generic[T]):
         self._countdown = CHECK_EVERY
         self._next_check = 0.0
         self._failed_version = -1
+        self._swap_lock = threading.Lock()
+        self._swap_lock_generation = FORKS.generation
 
     # -- the hot path
 
@@ -526,6 +534,7 @@ class SnapshotFollower(Generic[T]):
         # what it built must not be paired with the version this thread saw before.
         state = self._state
         served, served_table = state[1], state[2]
+        found_table = served_table
         if table is not None and (served_table is None or table.version != served_table.version):
             try:
                 built = self._build(table)
@@ -536,10 +545,25 @@ class SnapshotFollower(Generic[T]):
                 return served
             served, served_table = built, table
             self.last_problem = None
-        # A version older than ``seen`` (the newest kept vanishing while we opened it) is still
-        # acknowledged as ``seen``; the once-a-second check in _periodic catches up on it.
-        self._state = (seen, served, served_table)
+        with self._swapping():
+            installed = self._state[2]
+            if installed is not found_table and installed is not None and served_table is not None \
+                    and installed.version >= served_table.version:
+                # Another thread installed this version (or a newer one) while this one built or
+                # looked: serve what it installed, never a second build nor an older version.
+                return self._state[1]
+            # A version older than ``seen`` (the newest kept vanishing while we opened it) is still
+            # acknowledged as ``seen``; the once-a-second check in _periodic catches up on it.
+            self._state = (seen, served, served_table)
         return served
+
+    def _swapping(self) -> Any:
+        """The lock around installing a build (renewed in a fork child: a thread of the parent may
+        have held it at the fork)."""
+        if self._swap_lock_generation != FORKS.generation:
+            self._swap_lock = threading.Lock()
+            self._swap_lock_generation = FORKS.generation
+        return self._swap_lock
 
     def _reattach(self) -> None:
         # A new index may reuse version numbers: forget which version we serve, keep serving it.
